@@ -1,0 +1,188 @@
+//! The one way durable state reaches the disk (STYLE.md point 5).
+//!
+//! Every durable write is: write a temporary file next to the target, fsync it,
+//! rename it over the target, fsync the directory. A crash at any point leaves
+//! either the old content or the new one; leftover temporary files carry
+//! [`TEMP_SUFFIX`] and are removed at start-up with [`remove_temporaries`].
+//!
+//! These functions block; async callers run them in `spawn_blocking`.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Suffix of files and directories that are being written and are not yet
+/// part of the durable state.
+pub const TEMP_SUFFIX: &str = "___temp";
+
+/// Suffix of directories that are being deleted.
+pub const DELETED_SUFFIX: &str = "___deleted";
+
+/// `path` with `suffix` appended to its last component.
+pub fn path_with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Whether the last component of `path` marks an unfinished write or delete.
+pub fn is_temporary(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(TEMP_SUFFIX) || n.ends_with(DELETED_SUFFIX))
+}
+
+/// fsyncs a directory so that entries created, renamed or removed in it are
+/// durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> io::Result<&Path> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p),
+        Some(_) => Ok(Path::new(".")),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no parent directory", path.display()),
+        )),
+    }
+}
+
+/// Atomically replaces (or creates) the file at `path` with `contents`.
+///
+/// After it returns, the new content survives a crash or power loss; if it
+/// fails or the process dies midway, the old content (or no file) remains.
+pub fn overwrite(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path_with_suffix(path, TEMP_SUFFIX);
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fsync_dir(parent_of(path)?)
+}
+
+/// Creates `dir` (which must not exist) and fsyncs its parent.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir(dir)?;
+    fsync_dir(parent_of(dir)?)
+}
+
+/// Creates `dir` and any missing parents, fsyncing each directory whose
+/// entries changed.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() {
+            create_dir_all(parent)?;
+        }
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent_of(dir)?),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renames `from` to `to` (same file system) and makes the rename durable.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    let to_parent = parent_of(to)?;
+    fsync_dir(to_parent)?;
+    let from_parent = parent_of(from)?;
+    if from_parent != to_parent {
+        fsync_dir(from_parent)?;
+    }
+    Ok(())
+}
+
+/// Removes the directory `dir` and everything below it so that a crash midway
+/// leaves no half-deleted directory under its real name: it is first renamed
+/// to a [`DELETED_SUFFIX`] name, which start-up clean-up finishes removing.
+pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    let doomed = path_with_suffix(dir, DELETED_SUFFIX);
+    rename(dir, &doomed)?;
+    fs::remove_dir_all(&doomed)?;
+    fsync_dir(parent_of(dir)?)
+}
+
+/// Removes leftovers of interrupted writes and deletes (names ending in
+/// [`TEMP_SUFFIX`] or [`DELETED_SUFFIX`]) directly inside `dir`. Returns the
+/// removed paths.
+pub fn remove_temporaries(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !is_temporary(&path) {
+            continue;
+        }
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+        removed.push(path);
+    }
+    if !removed.is_empty() {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overwrite_replaces_content_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        overwrite(&path, b"one").unwrap();
+        overwrite(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![OsString::from("config")]);
+    }
+
+    #[test]
+    fn temporaries_are_recognised_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep = dir.path().join("keep");
+        fs::write(&keep, b"x").unwrap();
+        let tmp_file = path_with_suffix(&keep, TEMP_SUFFIX);
+        fs::write(&tmp_file, b"half").unwrap();
+        let del_dir = path_with_suffix(&dir.path().join("gone"), DELETED_SUFFIX);
+        fs::create_dir_all(del_dir.join("inner")).unwrap();
+        assert!(is_temporary(&tmp_file));
+        assert!(is_temporary(&del_dir));
+        assert!(!is_temporary(&keep));
+        let mut removed = remove_temporaries(dir.path()).unwrap();
+        removed.sort();
+        assert_eq!(removed.len(), 2);
+        assert!(keep.exists() && !tmp_file.exists() && !del_dir.exists());
+    }
+
+    #[test]
+    fn remove_dir_all_and_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        create_dir_all(&a.join("b/c")).unwrap();
+        fs::write(a.join("b/c/f"), b"x").unwrap();
+        let moved = dir.path().join("moved");
+        rename(&a, &moved).unwrap();
+        assert!(moved.join("b/c/f").exists());
+        remove_dir_all(&moved).unwrap();
+        assert!(!moved.exists());
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+}

@@ -1,0 +1,17 @@
+//! Building blocks shared by every binary of the project.
+//!
+//! This crate sits at the bottom of the dependency graph (DESIGN.md section 2):
+//! identifiers ([`id::TenantId`], [`id::TimelineId`]), log sequence numbers
+//! ([`lsn::Lsn`]), JWT validation ([`auth`]), the one crash-safe file helper
+//! ([`crashsafe`]), task lifetimes ([`gate`]), the work directory lock
+//! ([`lock_file`]) and log set-up ([`logging`]). It knows nothing about tenants'
+//! data or PostgreSQL formats.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod crashsafe;
+pub mod gate;
+pub mod id;
+pub mod lock_file;
+pub mod logging;
+pub mod lsn;

@@ -1,0 +1,85 @@
+//! The route table: every route with its method, path (as the OpenAPI
+//! document writes it) and declared [`Access`]. The router, the access
+//! check and the OpenAPI test are all built from this one list.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter, MethodRouter};
+
+use super::access::Access;
+use super::{handlers, node, AppState};
+
+/// One route of the HTTP API.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template as in the OpenAPI document (`{tenant_id}` parameters).
+    pub path: &'static str,
+    /// What the caller must prove.
+    pub access: Access,
+    /// The handler.
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("standard HTTP method");
+    Route {
+        method,
+        path,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the API.
+pub fn routes() -> Vec<Route> {
+    use Access::*;
+    let mut routes = vec![
+        route(Method::GET, "/v1/status", Public, node::status),
+        route(Method::GET, "/health", Public, node::health),
+        route(Method::GET, "/liveness", Public, node::liveness),
+        route(Method::GET, "/readiness", Public, node::readiness),
+        route(Method::GET, "/metrics", Public, node::metrics),
+        route(Method::GET, "/v1/tenant/", Node, handlers::tenant_list),
+        route(Method::POST, "/v1/tenant/", Node, handlers::tenant_create),
+        route(Method::PUT, "/v1/tenant/config", Node, handlers::tenant_config_put),
+        route(Method::GET, "/v1/tenant/{tenant_id}", Tenant, handlers::tenant_get),
+        route(Method::DELETE, "/v1/tenant/{tenant_id}", Node, handlers::tenant_delete),
+        route(Method::GET, "/v1/tenant/{tenant_id}/config", Tenant, handlers::tenant_config_get),
+        route(Method::GET, "/v1/tenant/{tenant_id}/timeline", Tenant, handlers::timeline_list),
+        route(Method::POST, "/v1/tenant/{tenant_id}/timeline/", Tenant, handlers::timeline_create),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}",
+            Tenant,
+            handlers::timeline_get,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}",
+            Tenant,
+            handlers::timeline_delete,
+        ),
+    ];
+    if cfg!(feature = "testing") {
+        routes.push(route(Method::PUT, "/v1/failpoints", Node, node::failpoints));
+    }
+    routes
+}
+
+/// The path and its twin with the trailing slash toggled: seed 004 writes
+/// some collection paths with a trailing slash, and clients send both forms.
+pub fn path_variants(path: &str) -> Vec<String> {
+    if path == "/" {
+        return vec![path.to_string()];
+    }
+    let twin = match path.strip_suffix('/') {
+        Some(stripped) => stripped.to_string(),
+        None => format!("{path}/"),
+    };
+    vec![path.to_string(), twin]
+}

@@ -1,0 +1,9 @@
+//! The page server library: configuration, HTTP API, tenants and their
+//! timelines, background work and metrics. `main.rs` wires them into a
+//! process (DESIGN.md sections 2 and 6).
+
+pub mod background;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod tenant;

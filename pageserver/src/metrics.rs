@@ -1,0 +1,114 @@
+//! Prometheus metrics of the page server, served as text at `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The registry every page server metric lives in.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+    REGISTRY
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+/// HTTP requests by method, route template and status code.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "pageserver_http_requests_total",
+                "HTTP requests served, by method, route template and status code",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// HTTP request latency by method and route template.
+pub static HTTP_REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "pageserver_http_request_duration_seconds",
+                "Time to answer HTTP requests, by method and route template",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["method", "route"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Tenants on this node by state.
+pub static TENANT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new("pageserver_tenant_states_count", "Tenants on this node by state"),
+            &["state"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Timelines on this node by state.
+pub static TIMELINE_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new("pageserver_timeline_states_count", "Timelines on this node by state"),
+            &["state"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Seconds since each background loop's last heartbeat.
+pub static HEARTBEAT_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "pageserver_background_loop_heartbeat_age_seconds",
+                "Seconds since each background loop last reported progress",
+            ),
+            &["loop"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Failed work-directory write checks.
+pub static DISK_CHECK_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_disk_check_failures_total",
+            "Failed write+fsync probes of the work directory",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Registers every metric so that `/metrics` lists them before first use.
+pub fn init() {
+    LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&HTTP_REQUEST_DURATION);
+    LazyLock::force(&TENANT_STATES);
+    LazyLock::force(&TIMELINE_STATES);
+    LazyLock::force(&HEARTBEAT_AGE);
+    LazyLock::force(&DISK_CHECK_FAILURES);
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn gather_text() -> Result<String, prometheus::Error> {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&REGISTRY.gather(), &mut buf)?;
+    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}

@@ -1,0 +1,215 @@
+//! The tenant manager: the map of tenants on this node, their creation,
+//! loading at start-up, deletion and shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use pageserver_api::models::TenantState;
+use pageserver_api::tenant_config::TenantConfig;
+use tokio_util::sync::CancellationToken;
+use utils::crashsafe;
+use utils::id::TenantId;
+
+use super::errors::TenantError;
+use super::{blocking, Tenant};
+use crate::config::PageServerConf;
+use crate::metrics;
+
+enum TenantSlot {
+    Attached(Arc<Tenant>),
+    /// Being created or deleted: other operations on the id wait their turn.
+    InProgress,
+}
+
+/// Owns every tenant of the node.
+pub struct TenantManager {
+    conf: Arc<PageServerConf>,
+    tenants: RwLock<BTreeMap<TenantId, TenantSlot>>,
+    cancel: CancellationToken,
+}
+
+impl TenantManager {
+    /// An empty manager; `cancel` is the node's shutdown token.
+    pub fn new(conf: Arc<PageServerConf>, cancel: CancellationToken) -> Self {
+        TenantManager {
+            conf,
+            tenants: RwLock::new(BTreeMap::new()),
+            cancel,
+        }
+    }
+
+    /// Finds the tenants on disk, removes leftovers of interrupted creates and
+    /// deletes, and registers each tenant in Loading state. Returns them for
+    /// [`TenantManager::load_tenants`].
+    pub fn discover_blocking(&self) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        let dir = self.conf.tenants_path();
+        crashsafe::create_dir_all(&dir)?;
+        for removed in crashsafe::remove_temporaries(&dir)? {
+            tracing::info!("removed unfinished tenant directory {}", removed.display());
+        }
+        let mut found = Vec::new();
+        let mut map = self.tenants.write().expect("tenant map lock poisoned");
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(tenant_id) = name.to_str().and_then(|n| n.parse::<TenantId>().ok()) else {
+                tracing::warn!("ignoring unexpected entry {} in {}", name.to_string_lossy(), dir.display());
+                continue;
+            };
+            let tenant = Arc::new(Tenant::new(
+                self.conf.clone(),
+                tenant_id,
+                TenantState::Loading,
+                TenantConfig::default(),
+                &self.cancel,
+            ));
+            map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
+            found.push(tenant);
+        }
+        Ok(found)
+    }
+
+    /// Loads the discovered tenants from disk, each becoming Active or Broken.
+    pub async fn load_tenants(&self, tenants: Vec<Arc<Tenant>>) {
+        let count = tenants.len();
+        for tenant in tenants {
+            // A tenant deleted while waiting to load has closed its gate.
+            let Ok(guard) = tenant.gate.enter() else { continue };
+            let t = tenant.clone();
+            if let Err(e) = blocking(move || t.load_blocking()).await {
+                tenant.set_state(TenantState::Broken { reason: e.to_string() });
+            }
+            drop(guard);
+        }
+        self.update_state_metrics();
+        tracing::info!("loaded {count} tenants");
+    }
+
+    /// A tenant by id.
+    pub fn get(&self, tenant_id: TenantId) -> Result<Arc<Tenant>, TenantError> {
+        match self.tenants.read().expect("tenant map lock poisoned").get(&tenant_id) {
+            Some(TenantSlot::Attached(t)) => Ok(t.clone()),
+            Some(TenantSlot::InProgress) => Err(TenantError::TenantBusy(tenant_id)),
+            None => Err(TenantError::TenantNotFound(tenant_id)),
+        }
+    }
+
+    /// Every tenant, sorted by id (tenants being created or deleted are left out).
+    pub fn list(&self) -> Vec<Arc<Tenant>> {
+        self.tenants
+            .read()
+            .expect("tenant map lock poisoned")
+            .values()
+            .filter_map(|slot| match slot {
+                TenantSlot::Attached(t) => Some(t.clone()),
+                TenantSlot::InProgress => None,
+            })
+            .collect()
+    }
+
+    /// Creates a tenant with `config` overrides, durably, and makes it Active.
+    pub async fn create_tenant(&self, tenant_id: Option<TenantId>, config: TenantConfig) -> Result<Arc<Tenant>, TenantError> {
+        config.validate().map_err(|e| TenantError::BadRequest(e.to_string()))?;
+        if self.cancel.is_cancelled() {
+            return Err(TenantError::ShuttingDown);
+        }
+        let tenant_id = tenant_id.unwrap_or_else(TenantId::generate);
+        {
+            let mut map = self.tenants.write().expect("tenant map lock poisoned");
+            match map.get(&tenant_id) {
+                Some(TenantSlot::Attached(_)) => return Err(TenantError::TenantAlreadyExists(tenant_id)),
+                Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
+                None => {}
+            }
+            map.insert(tenant_id, TenantSlot::InProgress);
+        }
+        let conf = self.conf.clone();
+        let to_write = config.clone();
+        let result = blocking(move || Tenant::create_on_disk(&conf, tenant_id, &to_write)).await;
+        let mut map = self.tenants.write().expect("tenant map lock poisoned");
+        match result {
+            Ok(Ok(())) => {
+                let tenant = Arc::new(Tenant::new(self.conf.clone(), tenant_id, TenantState::Active, config, &self.cancel));
+                map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
+                drop(map);
+                tracing::info!(%tenant_id, "tenant created");
+                self.update_state_metrics();
+                Ok(tenant)
+            }
+            Ok(Err(e)) => {
+                map.remove(&tenant_id);
+                Err(TenantError::Internal(anyhow::anyhow!("cannot create tenant {tenant_id}: {e}")))
+            }
+            Err(e) => {
+                map.remove(&tenant_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops a tenant's tasks and removes it and all its timelines from disk.
+    pub async fn delete_tenant(&self, tenant_id: TenantId) -> Result<(), TenantError> {
+        let tenant = {
+            let mut map = self.tenants.write().expect("tenant map lock poisoned");
+            let tenant = match map.get(&tenant_id) {
+                Some(TenantSlot::Attached(t)) => t.clone(),
+                Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
+                None => return Err(TenantError::TenantNotFound(tenant_id)),
+            };
+            map.insert(tenant_id, TenantSlot::InProgress);
+            tenant
+        };
+        tenant.shutdown().await;
+        let path = self.conf.tenant_path(&tenant_id);
+        let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
+        let mut map = self.tenants.write().expect("tenant map lock poisoned");
+        let outcome = match result {
+            Ok(Ok(())) => {
+                map.remove(&tenant_id);
+                tracing::info!(%tenant_id, "tenant deleted");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let reason = format!("deletion failed: {e}; retry the delete");
+                tenant.set_state(TenantState::Broken { reason: reason.clone() });
+                map.insert(tenant_id, TenantSlot::Attached(tenant));
+                Err(TenantError::Internal(anyhow::anyhow!("cannot delete tenant {tenant_id}: {reason}")))
+            }
+            Err(e) => {
+                map.insert(tenant_id, TenantSlot::Attached(tenant));
+                Err(e)
+            }
+        };
+        drop(map);
+        self.update_state_metrics();
+        outcome
+    }
+
+    /// Shuts every tenant down and waits for their tasks.
+    pub async fn shutdown(&self) {
+        let tenants = self.list();
+        let mut set = tokio::task::JoinSet::new();
+        for tenant in tenants {
+            set.spawn(async move { tenant.shutdown().await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Refreshes the tenant and timeline state gauges.
+    pub fn update_state_metrics(&self) {
+        let mut tenant_counts: BTreeMap<&'static str, i64> = TenantState::NAMES.iter().map(|n| (*n, 0)).collect();
+        let mut timeline_counts = tenant_counts.clone();
+        for tenant in self.list() {
+            *tenant_counts.entry(tenant.state().name()).or_default() += 1;
+            for state in tenant.timeline_states() {
+                *timeline_counts.entry(state).or_default() += 1;
+            }
+        }
+        for (state, n) in tenant_counts {
+            metrics::TENANT_STATES.with_label_values(&[state]).set(n);
+        }
+        for (state, n) in timeline_counts {
+            metrics::TIMELINE_STATES.with_label_values(&[state]).set(n);
+        }
+    }
+}

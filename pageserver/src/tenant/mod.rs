@@ -1,0 +1,419 @@
+//! Tenants: the unit of placement, configuration and authorization. A tenant
+//! owns its timelines (`timeline.rs`); the manager (`mgr.rs`) owns tenants.
+//!
+//! On disk (DESIGN.md section 3): `WORKDIR/tenants/TENANT/config` and
+//! `.../timelines/TIMELINE/metadata`. Both tenant and timeline directories are
+//! created under a temporary name and renamed into place, so a crash leaves
+//! either the whole object or nothing.
+
+pub mod errors;
+pub mod metadata;
+pub mod mgr;
+pub mod timeline;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use pageserver_api::models::{TenantInfo, TenantState, TimelineCreateRequest, DEFAULT_PG_VERSION};
+use pageserver_api::tenant_config::TenantConfig;
+use tokio_util::sync::CancellationToken;
+use utils::crashsafe;
+use utils::gate::Gate;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use crate::config::{PageServerConf, TENANT_CONFIG_FILE, TIMELINES_DIR};
+use errors::TenantError;
+use metadata::TimelineMetadata;
+use timeline::Timeline;
+
+/// Runs blocking file work off the async executor.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TenantError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TenantError::Internal(anyhow::anyhow!("blocking task failed: {e}")))
+}
+
+#[derive(Default)]
+struct Timelines {
+    active: HashMap<TimelineId, Arc<Timeline>>,
+    /// Being created, with their ancestor (so a delete of the ancestor waits).
+    creating: HashMap<TimelineId, Option<TimelineId>>,
+    deleting: HashSet<TimelineId>,
+}
+
+/// One tenant on this node.
+pub struct Tenant {
+    /// The tenant's id.
+    pub tenant_id: TenantId,
+    conf: Arc<PageServerConf>,
+    path: PathBuf,
+    state: Mutex<TenantState>,
+    overrides: RwLock<TenantConfig>,
+    timelines: Mutex<Timelines>,
+    /// Cancelled when the tenant shuts down; timelines' tokens are children.
+    pub cancel: CancellationToken,
+    /// Held by every task working on this tenant.
+    pub gate: Gate,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("tenant_id", &self.tenant_id).finish()
+    }
+}
+
+fn write_config(dir: &Path, config: &TenantConfig) -> io::Result<()> {
+    let body = toml::to_string(config).map_err(io::Error::other)?;
+    let text = format!("# Tenant configuration overrides; written by the page server.\n{body}");
+    crashsafe::overwrite(&dir.join(TENANT_CONFIG_FILE), text.as_bytes())
+}
+
+fn read_config(dir: &Path) -> Result<TenantConfig, String> {
+    let file = dir.join(TENANT_CONFIG_FILE);
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let config: TenantConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    config.validate().map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(config)
+}
+
+impl Tenant {
+    fn new(conf: Arc<PageServerConf>, tenant_id: TenantId, state: TenantState, overrides: TenantConfig, parent_cancel: &CancellationToken) -> Tenant {
+        Tenant {
+            tenant_id,
+            path: conf.tenant_path(&tenant_id),
+            conf,
+            state: Mutex::new(state),
+            overrides: RwLock::new(overrides),
+            timelines: Mutex::new(Timelines::default()),
+            cancel: parent_cancel.child_token(),
+            gate: Gate::new(format!("tenant {tenant_id}")),
+        }
+    }
+
+    /// Writes a new tenant directory (config and an empty timelines
+    /// directory) under a temporary name, then renames it into place.
+    fn create_on_disk(conf: &PageServerConf, tenant_id: TenantId, config: &TenantConfig) -> io::Result<()> {
+        let path = conf.tenant_path(&tenant_id);
+        let tmp = crashsafe::path_with_suffix(&path, crashsafe::TEMP_SUFFIX);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        crashsafe::create_dir_all(&tmp.join(TIMELINES_DIR))?;
+        write_config(&tmp, config)?;
+        fail::fail_point!("tenant-create-before-rename", |_| Err(io::Error::other(
+            "failpoint tenant-create-before-rename"
+        )));
+        crashsafe::rename(&tmp, &path)
+    }
+
+    /// Reads config and timelines from disk into a Loading tenant and makes
+    /// it Active, or Broken with the reason.
+    fn load_blocking(&self) {
+        fail::fail_point!("tenant-load");
+        match self.try_load() {
+            Ok(()) => self.set_state(TenantState::Active),
+            Err(reason) => {
+                tracing::error!(tenant_id = %self.tenant_id, "tenant is broken: {reason}");
+                self.set_state(TenantState::Broken { reason });
+            }
+        }
+    }
+
+    fn try_load(&self) -> Result<(), String> {
+        let config = read_config(&self.path)?;
+        *self.overrides.write().expect("config lock poisoned") = config;
+        let dir = self.path.join(TIMELINES_DIR);
+        for removed in crashsafe::remove_temporaries(&dir).map_err(|e| format!("cannot clean {}: {e}", dir.display()))? {
+            tracing::info!(tenant_id = %self.tenant_id, "removed unfinished timeline directory {}", removed.display());
+        }
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut loaded = HashMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(timeline_id) = name.to_str().and_then(|n| n.parse::<TimelineId>().ok()) else {
+                tracing::warn!(tenant_id = %self.tenant_id, "ignoring unexpected entry {} in {}", name.to_string_lossy(), dir.display());
+                continue;
+            };
+            let timeline = Timeline::load(self.tenant_id, timeline_id, entry.path(), &self.cancel);
+            loaded.insert(timeline_id, Arc::new(timeline));
+        }
+        for timeline in loaded.values() {
+            if let Some(ancestor) = timeline.ancestor_timeline_id() {
+                if !loaded.contains_key(&ancestor) {
+                    let reason = format!("ancestor timeline {ancestor} is missing");
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
+                    timeline.set_state(TenantState::Broken { reason });
+                }
+            }
+        }
+        self.timelines.lock().expect("timelines lock poisoned").active = loaded;
+        Ok(())
+    }
+
+    /// Current state.
+    pub fn state(&self) -> TenantState {
+        self.state.lock().expect("state lock poisoned").clone()
+    }
+
+    fn set_state(&self, state: TenantState) {
+        *self.state.lock().expect("state lock poisoned") = state;
+    }
+
+    /// Succeeds only for an Active tenant.
+    pub fn check_active(&self) -> Result<(), TenantError> {
+        match self.state() {
+            TenantState::Active => Ok(()),
+            TenantState::Broken { reason } => Err(TenantError::TenantBroken { tenant_id: self.tenant_id, reason }),
+            other => Err(TenantError::TenantNotActive { tenant_id: self.tenant_id, state: other.name() }),
+        }
+    }
+
+    /// The tenant's own overrides.
+    pub fn overrides(&self) -> TenantConfig {
+        self.overrides.read().expect("config lock poisoned").clone()
+    }
+
+    /// The settings in force: overrides over the node's defaults.
+    pub fn effective_config(&self) -> TenantConfig {
+        self.overrides().merged_over(&self.conf.default_tenant_config)
+    }
+
+    /// Replaces the tenant's overrides, durably.
+    pub async fn set_config(&self, config: TenantConfig) -> Result<(), TenantError> {
+        config.validate().map_err(|e| TenantError::BadRequest(e.to_string()))?;
+        self.check_active()?;
+        let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
+        let path = self.path.clone();
+        let to_write = config.clone();
+        blocking(move || write_config(&path, &to_write))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot write config of tenant {}: {e}", self.tenant_id))?;
+        *self.overrides.write().expect("config lock poisoned") = config;
+        tracing::info!(tenant_id = %self.tenant_id, "tenant config updated");
+        Ok(())
+    }
+
+    /// A timeline by id.
+    pub fn get_timeline(&self, timeline_id: TimelineId) -> Result<Arc<Timeline>, TenantError> {
+        let timelines = self.timelines.lock().expect("timelines lock poisoned");
+        if timelines.deleting.contains(&timeline_id) {
+            return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
+        }
+        timelines
+            .active
+            .get(&timeline_id)
+            .cloned()
+            .ok_or(TenantError::TimelineNotFound(self.tenant_id, timeline_id))
+    }
+
+    /// Every timeline, sorted by id.
+    pub fn list_timelines(&self) -> Vec<Arc<Timeline>> {
+        let mut list: Vec<_> = self.timelines.lock().expect("timelines lock poisoned").active.values().cloned().collect();
+        list.sort_by_key(|t| t.timeline_id);
+        list
+    }
+
+    /// Counts of timelines by state name.
+    pub fn timeline_states(&self) -> Vec<&'static str> {
+        self.timelines.lock().expect("timelines lock poisoned").active.values().map(|t| t.state().name()).collect()
+    }
+
+    /// Creates a timeline: a root (empty until data is imported) or a branch
+    /// of `ancestor_timeline_id` at `ancestor_start_lsn`. Costs O(1): a
+    /// branch shares its parent's data below the branch point.
+    pub async fn create_timeline(&self, req: TimelineCreateRequest) -> Result<Arc<Timeline>, TenantError> {
+        self.check_active()?;
+        let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
+        let timeline_id = req.new_timeline_id.unwrap_or_else(TimelineId::generate);
+        let pg_version = req.pg_version.unwrap_or(DEFAULT_PG_VERSION);
+        if pg_version != DEFAULT_PG_VERSION {
+            return Err(TenantError::BadRequest(format!(
+                "pg_version {pg_version} is not supported: this page server stores PostgreSQL {DEFAULT_PG_VERSION} only"
+            )));
+        }
+        let metadata = {
+            let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+            if timelines.active.contains_key(&timeline_id) || timelines.creating.contains_key(&timeline_id) {
+                return Err(TenantError::TimelineAlreadyExists(self.tenant_id, timeline_id));
+            }
+            if timelines.deleting.contains(&timeline_id) {
+                return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
+            }
+            let metadata = match req.ancestor_timeline_id {
+                Some(ancestor_id) => {
+                    let ancestor = timelines.active.get(&ancestor_id).ok_or_else(|| {
+                        TenantError::BadRequest(format!("ancestor timeline {ancestor_id} not found in tenant {}", self.tenant_id))
+                    })?;
+                    branch_metadata(ancestor, req.ancestor_start_lsn)?
+                }
+                None => {
+                    if let Some(lsn) = req.ancestor_start_lsn {
+                        return Err(TenantError::BadRequest(format!(
+                            "ancestor_start_lsn {lsn} given without ancestor_timeline_id"
+                        )));
+                    }
+                    TimelineMetadata {
+                        disk_consistent_lsn: Lsn::INVALID,
+                        prev_record_lsn: None,
+                        ancestor_timeline: None,
+                        ancestor_lsn: Lsn::INVALID,
+                        latest_gc_cutoff_lsn: Lsn::INVALID,
+                        initdb_lsn: Lsn::INVALID,
+                        pg_version,
+                    }
+                }
+            };
+            timelines.creating.insert(timeline_id, req.ancestor_timeline_id);
+            metadata
+        };
+
+        let path = self.conf.timeline_path(&self.tenant_id, &timeline_id);
+        let (write_path, write_meta) = (path.clone(), metadata.clone());
+        let result = blocking(move || Timeline::create_on_disk(&write_path, &write_meta)).await;
+        let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+        timelines.creating.remove(&timeline_id);
+        match result {
+            Ok(Ok(())) => {
+                let timeline = Arc::new(Timeline::new(self.tenant_id, timeline_id, path, metadata, TenantState::Active, &self.cancel));
+                timelines.active.insert(timeline_id, timeline.clone());
+                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
+                Ok(timeline)
+            }
+            Ok(Err(e)) => Err(TenantError::Internal(anyhow::anyhow!(
+                "cannot create timeline {timeline_id} of tenant {}: {e}",
+                self.tenant_id
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a timeline that has no branches: stops its tasks, then removes
+    /// its directory (durably, resumable after a crash).
+    pub async fn delete_timeline(&self, timeline_id: TimelineId) -> Result<(), TenantError> {
+        match self.state() {
+            TenantState::Active | TenantState::Broken { .. } => {}
+            other => return Err(TenantError::TenantNotActive { tenant_id: self.tenant_id, state: other.name() }),
+        }
+        let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
+        let timeline = {
+            let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+            if timelines.deleting.contains(&timeline_id) {
+                return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
+            }
+            if !timelines.active.contains_key(&timeline_id) {
+                return Err(TenantError::TimelineNotFound(self.tenant_id, timeline_id));
+            }
+            let mut children: Vec<TimelineId> = timelines
+                .active
+                .values()
+                .filter(|t| t.ancestor_timeline_id() == Some(timeline_id))
+                .map(|t| t.timeline_id)
+                .chain(timelines.creating.iter().filter(|(_, a)| **a == Some(timeline_id)).map(|(id, _)| *id))
+                .collect();
+            if !children.is_empty() {
+                children.sort();
+                return Err(TenantError::TimelineHasChildren { timeline_id, children });
+            }
+            timelines.deleting.insert(timeline_id);
+            timelines.active.remove(&timeline_id).expect("checked above")
+        };
+        timeline.shutdown().await;
+        let path = timeline.path().to_path_buf();
+        let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
+        let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+        timelines.deleting.remove(&timeline_id);
+        match result {
+            Ok(Ok(())) => {
+                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "timeline deleted");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let reason = format!("deletion failed: {e}; retry the delete");
+                timeline.set_state(TenantState::Broken { reason: reason.clone() });
+                timelines.active.insert(timeline_id, timeline);
+                Err(TenantError::Internal(anyhow::anyhow!("cannot delete timeline {timeline_id}: {reason}")))
+            }
+            Err(e) => {
+                timelines.active.insert(timeline_id, timeline);
+                Err(e)
+            }
+        }
+    }
+
+    /// The API view. Reads the file system for sizes: call from a blocking
+    /// context.
+    pub fn info_blocking(&self) -> TenantInfo {
+        let size = match timeline::dir_size(&self.path) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(tenant_id = %self.tenant_id, "cannot size tenant directory: {e}");
+                None
+            }
+        };
+        let state = self.state();
+        TenantInfo {
+            id: self.tenant_id,
+            background_jobs_running: state == TenantState::Active,
+            state,
+            current_physical_size: size,
+            has_in_progress_downloads: false,
+            timeline_count: self.timelines.lock().expect("timelines lock poisoned").active.len(),
+        }
+    }
+
+    /// Stops every task of the tenant and its timelines, and waits for them.
+    pub async fn shutdown(&self) {
+        if !matches!(self.state(), TenantState::Broken { .. }) {
+            self.set_state(TenantState::Stopping);
+        }
+        self.cancel.cancel();
+        self.gate.close().await;
+        for timeline in self.list_timelines() {
+            timeline.shutdown().await;
+        }
+    }
+}
+
+/// Metadata of a branch of `ancestor` at `start_lsn` (default: its last
+/// record LSN), after checking the LSN is inside the readable range.
+fn branch_metadata(ancestor: &Timeline, start_lsn: Option<Lsn>) -> Result<TimelineMetadata, TenantError> {
+    if let TenantState::Broken { reason } = ancestor.state() {
+        return Err(TenantError::TimelineNotActive {
+            tenant_id: ancestor.tenant_id,
+            timeline_id: ancestor.timeline_id,
+            state: "Broken",
+            detail: reason,
+        });
+    }
+    let last = ancestor.last_record_lsn();
+    let start = start_lsn.unwrap_or(last);
+    if start > last {
+        return Err(TenantError::BadRequest(format!(
+            "ancestor_start_lsn {start} is above the last record LSN {last} of ancestor timeline {}",
+            ancestor.timeline_id
+        )));
+    }
+    let cutoff = ancestor.gc_cutoff_lsn();
+    if start < cutoff {
+        return Err(TenantError::BadRequest(format!(
+            "ancestor_start_lsn {start} is below the GC cutoff {cutoff} of ancestor timeline {}: that history is gone",
+            ancestor.timeline_id
+        )));
+    }
+    let m = ancestor.metadata();
+    Ok(TimelineMetadata {
+        disk_consistent_lsn: start,
+        prev_record_lsn: if start == last { m.prev_record_lsn } else { None },
+        ancestor_timeline: Some(ancestor.timeline_id),
+        ancestor_lsn: start,
+        latest_gc_cutoff_lsn: start,
+        initdb_lsn: m.initdb_lsn,
+        pg_version: m.pg_version,
+    })
+}
