@@ -9,6 +9,9 @@ pub mod handlers;
 pub mod node;
 pub mod routes;
 
+#[cfg(test)]
+mod openapi_tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

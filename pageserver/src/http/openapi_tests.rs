@@ -1,0 +1,1 @@
+//! Checks the OpenAPI document against the route table (placeholder; being written).
