@@ -91,7 +91,8 @@ fn split_id_and_config<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned
             _ => id = Some(parsed),
         }
     }
-    let config = TenantConfig::deserialize(serde_json::Value::Object(map)).map_err(D::Error::custom)?;
+    let config: TenantConfig = serde_path_to_error::deserialize(serde_json::Value::Object(map))
+        .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner())))?;
     Ok((id, config))
 }
 

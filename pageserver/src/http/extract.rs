@@ -99,8 +99,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                ApiError::BadRequest(format!("malformed request body: {}", e.inner()))
+            } else {
+                ApiError::BadRequest(format!("malformed request body: {path}: {}", e.inner()))
+            }
+        })?;
+        de.end()
+            .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
