@@ -76,8 +76,12 @@ const DISK_PROBE_FILE: &str = ".disk_probe";
 /// Writes and fsyncs a small file in the work directory, so that a full or
 /// failing disk shows in `/readiness` before it corrupts anything.
 fn check_disk(workdir: &Path) -> Result<(), String> {
-    utils::crashsafe::overwrite(&workdir.join(DISK_PROBE_FILE), b"ok\n")
-        .map_err(|e| format!("cannot write {}: {e}", workdir.join(DISK_PROBE_FILE).display()))
+    utils::crashsafe::overwrite(&workdir.join(DISK_PROBE_FILE), b"ok\n").map_err(|e| {
+        format!(
+            "cannot write {}: {e}",
+            workdir.join(DISK_PROBE_FILE).display()
+        )
+    })
 }
 
 /// One pass of housekeeping. Returns false when the pass was skipped by a

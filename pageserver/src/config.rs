@@ -198,9 +198,9 @@ pub fn apply_overrides(text: &str, overrides: &[String]) -> anyhow::Result<Strin
         .parse()
         .map_err(|e| anyhow::anyhow!("configuration is not valid TOML: {e}"))?;
     for item in overrides {
-        let (key, value) = item.split_once('=').ok_or_else(|| {
-            anyhow::anyhow!("override {item:?} is not of the form key=value")
-        })?;
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("override {item:?} is not of the form key=value"))?;
         let key = key.trim();
         if key.is_empty() || key.split('.').any(|k| k.trim().is_empty()) {
             anyhow::bail!("override {item:?} has an empty key");
@@ -216,9 +216,9 @@ pub fn apply_overrides(text: &str, overrides: &[String]) -> anyhow::Result<Strin
             let entry = table
                 .entry(part)
                 .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()));
-            table = entry.as_table_mut().ok_or_else(|| {
-                anyhow::anyhow!("override {item:?}: {part:?} is not a table")
-            })?;
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| anyhow::anyhow!("override {item:?}: {part:?} is not a table"))?;
         }
         table.insert(last, toml_edit::Item::Value(value));
     }
@@ -243,14 +243,17 @@ impl PageServerConf {
     /// Parses and validates configuration text for `workdir`.
     pub fn parse(workdir: &Path, text: &str, overrides: &[String]) -> anyhow::Result<Self> {
         let text = apply_overrides(text, overrides)?;
-        let file: PageServerConfigFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let file: PageServerConfigFile =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         Self::from_file(workdir, file)
     }
 
     fn from_file(workdir: &Path, f: PageServerConfigFile) -> anyhow::Result<Self> {
         let addr = |key: &str, v: &str| -> anyhow::Result<SocketAddr> {
             v.parse().map_err(|e| {
-                anyhow::anyhow!("{key} = {v:?} is not an IP address with a port (like 127.0.0.1:9898): {e}")
+                anyhow::anyhow!(
+                    "{key} = {v:?} is not an IP address with a port (like 127.0.0.1:9898): {e}"
+                )
             })
         };
         let listen_http_addr = addr("listen_http_addr", &f.listen_http_addr)?;
@@ -353,7 +356,10 @@ mod tests {
         assert_eq!(conf.id, 9);
         assert_eq!(conf.listen_http_addr.port(), 1234);
         assert_eq!(conf.http_auth_type, AuthType::Jwt);
-        assert_eq!(conf.auth_validation_public_key_path, Some(PathBuf::from("/w/key.pem")));
+        assert_eq!(
+            conf.auth_validation_public_key_path,
+            Some(PathBuf::from("/w/key.pem"))
+        );
         assert_eq!(conf.default_tenant_config.gc_horizon, Some(5));
     }
 
@@ -361,19 +367,29 @@ mod tests {
     fn errors_name_the_problem() {
         let e = parse("id = 1\nbogus_key = 3", &[]).unwrap_err().to_string();
         assert!(e.contains("bogus_key"), "{e}");
-        let e = parse("id = 1\n[tenant_config]\nnope = 1", &[]).unwrap_err().to_string();
+        let e = parse("id = 1\n[tenant_config]\nnope = 1", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
         let e = parse("", &[]).unwrap_err().to_string();
         assert!(e.contains("id"), "{e}");
-        let e = parse("id = 1", &["listen_http_addr=nowhere"]).unwrap_err().to_string();
+        let e = parse("id = 1", &["listen_http_addr=nowhere"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_http_addr"), "{e}");
-        let e = parse("id = 1", &["http_auth_type=\"JWT\""]).unwrap_err().to_string();
+        let e = parse("id = 1", &["http_auth_type=\"JWT\""])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("auth_validation_public_key_path"), "{e}");
-        let e = parse("id = 1", &["tenant_config.compaction_threshold=1"]).unwrap_err().to_string();
+        let e = parse("id = 1", &["tenant_config.compaction_threshold=1"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("compaction_threshold"), "{e}");
         let e = parse("id = 1", &["noequals"]).unwrap_err().to_string();
         assert!(e.contains("key=value"), "{e}");
-        let e = parse("id = 1", &["http_auth_type=\"Basic\""]).unwrap_err().to_string();
+        let e = parse("id = 1", &["http_auth_type=\"Basic\""])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Basic"), "{e}");
         let e = parse("id = [", &[]).unwrap_err().to_string();
         assert!(e.contains("TOML"), "{e}");

@@ -21,7 +21,11 @@ use tokio_util::task::TaskTracker;
 use utils::auth::JwtAuth;
 
 #[derive(Parser, Debug)]
-#[command(name = "pageserver", version, about = "Page server: versioned page storage for PostgreSQL")]
+#[command(
+    name = "pageserver",
+    version,
+    about = "Page server: versioned page storage for PostgreSQL"
+)]
 struct Args {
     /// Work directory holding pageserver.toml, the lock file and tenants.
     #[arg(short = 'D', long, default_value = ".")]
@@ -45,7 +49,10 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 fn init(workdir: &Path, overrides: &[String]) -> anyhow::Result<()> {
     let path = workdir.join(CONFIG_FILE_NAME);
     if path.exists() {
-        anyhow::bail!("{} already exists; remove it to initialize again", path.display());
+        anyhow::bail!(
+            "{} already exists; remove it to initialize again",
+            path.display()
+        );
     }
     utils::crashsafe::create_dir_all(workdir)
         .with_context(|| format!("cannot create work directory {}", workdir.display()))?;

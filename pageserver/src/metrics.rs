@@ -53,7 +53,10 @@ pub static HTTP_REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static TENANT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
-            Opts::new("pageserver_tenant_states_count", "Tenants on this node by state"),
+            Opts::new(
+                "pageserver_tenant_states_count",
+                "Tenants on this node by state",
+            ),
             &["state"],
         )
         .expect("valid metric"),
@@ -64,7 +67,10 @@ pub static TENANT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static TIMELINE_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
-            Opts::new("pageserver_timeline_states_count", "Timelines on this node by state"),
+            Opts::new(
+                "pageserver_timeline_states_count",
+                "Timelines on this node by state",
+            ),
             &["state"],
         )
         .expect("valid metric"),

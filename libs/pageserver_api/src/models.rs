@@ -68,7 +68,11 @@ pub struct TenantConfigRequest {
 /// [`TenantConfig`] (serde cannot combine `flatten` with
 /// `deny_unknown_fields`, and unknown keys must be refused). Returns the id
 /// found under any of `id_keys`; two different ids are an error.
-fn split_id_and_config<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned + PartialEq + std::fmt::Display>(
+fn split_id_and_config<
+    'de,
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Display,
+>(
     d: D,
     id_keys: &[&str],
 ) -> Result<(Option<T>, TenantConfig), D::Error> {
@@ -76,11 +80,14 @@ fn split_id_and_config<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned
     let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
     let mut id: Option<T> = None;
     for key in id_keys {
-        let Some(value) = map.remove(*key) else { continue };
+        let Some(value) = map.remove(*key) else {
+            continue;
+        };
         if value.is_null() {
             continue;
         }
-        let parsed: T = serde_json::from_value(value).map_err(|e| D::Error::custom(format!("{key}: {e}")))?;
+        let parsed: T =
+            serde_json::from_value(value).map_err(|e| D::Error::custom(format!("{key}: {e}")))?;
         match &id {
             Some(prev) if *prev != parsed => {
                 return Err(D::Error::custom(format!(
@@ -99,7 +106,10 @@ fn split_id_and_config<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned
 impl<'de> Deserialize<'de> for TenantCreateRequest {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (new_tenant_id, config) = split_id_and_config(d, &["new_tenant_id", "tenant_id"])?;
-        Ok(TenantCreateRequest { new_tenant_id, config })
+        Ok(TenantCreateRequest {
+            new_tenant_id,
+            config,
+        })
     }
 }
 
@@ -268,10 +278,12 @@ mod tests {
         assert!(r.new_tenant_id.is_none());
         let id = TenantId::generate();
         let r: TenantCreateRequest =
-            serde_json::from_str(&format!(r#"{{"new_tenant_id": "{id}", "gc_horizon": 5}}"#)).unwrap();
+            serde_json::from_str(&format!(r#"{{"new_tenant_id": "{id}", "gc_horizon": 5}}"#))
+                .unwrap();
         assert_eq!(r.new_tenant_id, Some(id));
         assert_eq!(r.config.gc_horizon, Some(5));
-        let r: TenantCreateRequest = serde_json::from_str(&format!(r#"{{"tenant_id": "{id}"}}"#)).unwrap();
+        let r: TenantCreateRequest =
+            serde_json::from_str(&format!(r#"{{"tenant_id": "{id}"}}"#)).unwrap();
         assert_eq!(r.new_tenant_id, Some(id));
         let other = TenantId::generate();
         let err = serde_json::from_str::<TenantCreateRequest>(&format!(
@@ -282,7 +294,9 @@ mod tests {
         let err = serde_json::from_str::<TenantCreateRequest>(r#"{"bogus": 1}"#).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         assert!(serde_json::from_str::<TenantCreateRequest>(r#"[]"#).is_err());
-        assert!(serde_json::from_str::<TenantCreateRequest>(r#"{"new_tenant_id": "xyz"}"#).is_err());
+        assert!(
+            serde_json::from_str::<TenantCreateRequest>(r#"{"new_tenant_id": "xyz"}"#).is_err()
+        );
     }
 
     #[test]
@@ -293,7 +307,10 @@ mod tests {
 
     #[test]
     fn state_serialization() {
-        assert_eq!(serde_json::to_string(&TenantState::Active).unwrap(), r#""Active""#);
+        assert_eq!(
+            serde_json::to_string(&TenantState::Active).unwrap(),
+            r#""Active""#
+        );
         assert_eq!(
             serde_json::to_string(&TenantState::Broken { reason: "x".into() }).unwrap(),
             r#"{"Broken":{"reason":"x"}}"#

@@ -16,13 +16,21 @@ pub struct TenantConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_distance: Option<u64>,
     /// Longest time ingested data stays only in memory before a flush.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub checkpoint_timeout: Option<Duration>,
     /// Target size of L1 delta layers written by compaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction_target_size: Option<u64>,
     /// Pause between compaction runs; `0s` disables background compaction.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub compaction_period: Option<Duration>,
     /// Number of L0 layers that triggers compaction.
     #[serde(
@@ -35,13 +43,21 @@ pub struct TenantConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc_horizon: Option<u64>,
     /// Pause between GC runs; `0s` disables background GC.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gc_period: Option<Duration>,
     /// Number of deltas over a key range that makes compaction write an image layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_creation_threshold: Option<u64>,
     /// Time of history kept for point-in-time reads.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pitr_interval: Option<Duration>,
 }
 
@@ -109,7 +125,9 @@ impl TenantConfig {
         let err = |m: String| Err(TenantConfigError(m));
         if let Some(v) = self.checkpoint_distance {
             if v < 8192 {
-                return err(format!("checkpoint_distance must be at least 8192 bytes, got {v}"));
+                return err(format!(
+                    "checkpoint_distance must be at least 8192 bytes, got {v}"
+                ));
             }
         }
         if self.checkpoint_timeout == Some(Duration::ZERO) {
@@ -117,7 +135,9 @@ impl TenantConfig {
         }
         if let Some(v) = self.compaction_target_size {
             if v < 8192 {
-                return err(format!("compaction_target_size must be at least 8192 bytes, got {v}"));
+                return err(format!(
+                    "compaction_target_size must be at least 8192 bytes, got {v}"
+                ));
             }
         }
         if let Some(v) = self.compaction_threshold {
@@ -127,7 +147,9 @@ impl TenantConfig {
         }
         if let Some(v) = self.image_creation_threshold {
             if v < 1 {
-                return err(format!("image_creation_threshold must be at least 1, got {v}"));
+                return err(format!(
+                    "image_creation_threshold must be at least 1, got {v}"
+                ));
             }
         }
         Ok(())
@@ -163,7 +185,11 @@ mod tests {
             compaction_threshold: Some(1),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("compaction_threshold"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("compaction_threshold"));
         assert!(TenantConfig::builtin_defaults().validate().is_ok());
     }
 

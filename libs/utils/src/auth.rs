@@ -85,7 +85,9 @@ pub struct JwtAuth {
 
 impl std::fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtAuth").field("keys", &self.keys.len()).finish()
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -110,7 +112,10 @@ impl JwtAuth {
             let pem = fs::read(file)
                 .map_err(|e| anyhow::anyhow!("cannot read public key {}: {e}", file.display()))?;
             let key = DecodingKey::from_ed_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("{} is not an Ed25519 public key in PEM form: {e}", file.display())
+                anyhow::anyhow!(
+                    "{} is not an Ed25519 public key in PEM form: {e}",
+                    file.display()
+                )
             })?;
             keys.push(key);
         }
@@ -259,9 +264,13 @@ mod tests {
         assert!(check_permission(&admin, None).is_ok());
         assert!(check_permission(&admin, Some(t2)).is_ok());
         assert!(check_permission(&tenant, Some(t1)).is_ok());
-        assert!(check_permission(&tenant, Some(t2)).unwrap_err().is_forbidden());
+        assert!(check_permission(&tenant, Some(t2))
+            .unwrap_err()
+            .is_forbidden());
         assert!(check_permission(&tenant, None).unwrap_err().is_forbidden());
-        assert!(check_permission(&gens, Some(t1)).unwrap_err().is_forbidden());
+        assert!(check_permission(&gens, Some(t1))
+            .unwrap_err()
+            .is_forbidden());
     }
 
     #[test]

@@ -166,10 +166,7 @@ mod tests {
 
     #[test]
     fn parse_errors_are_typed() {
-        assert_eq!(
-            "abc".parse::<TenantId>(),
-            Err(IdParseError::BadLength(3))
-        );
+        assert_eq!("abc".parse::<TenantId>(), Err(IdParseError::BadLength(3)));
         assert_eq!(
             "zz000000000000000000000000000000".parse::<TenantId>(),
             Err(IdParseError::NotHex('z'))

@@ -54,7 +54,7 @@ impl Lsn {
         debug_assert!(align.is_power_of_two());
         match self.0.checked_add(align - 1) {
             Some(v) => Lsn(v & !(align - 1)),
-            None => Lsn(u64::MAX & !(align - 1)),
+            None => Lsn(!(align - 1)),
         }
     }
 
@@ -89,7 +89,9 @@ impl FromStr for Lsn {
     type Err = LsnParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || LsnParseError { text: s.to_string() };
+        let err = || LsnParseError {
+            text: s.to_string(),
+        };
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
         let part = |p: &str| -> Result<u64, LsnParseError> {
             if p.is_empty() || p.len() > 8 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -133,7 +135,9 @@ impl Sub<Lsn> for Lsn {
     /// Distance in bytes. Panics when `rhs` is larger; use
     /// [`Lsn::checked_sub`] for untrusted input.
     fn sub(self, rhs: Lsn) -> u64 {
-        self.0.checked_sub(rhs.0).expect("LSN subtraction underflow")
+        self.0
+            .checked_sub(rhs.0)
+            .expect("LSN subtraction underflow")
     }
 }
 
@@ -172,7 +176,19 @@ mod tests {
 
     #[test]
     fn bad_text_is_an_error() {
-        for bad in ["", "/", "0/", "/0", "0//0", "1", "g/0", "0/123456789", "-1/0", "0/ 1", "+1/0"] {
+        for bad in [
+            "",
+            "/",
+            "0/",
+            "/0",
+            "0//0",
+            "1",
+            "g/0",
+            "0/123456789",
+            "-1/0",
+            "0/ 1",
+            "+1/0",
+        ] {
             let err = bad.parse::<Lsn>().unwrap_err();
             assert!(err.to_string().contains("0/16B3748"), "{bad}: {err}");
         }
@@ -184,10 +200,10 @@ mod tests {
         assert_eq!(Lsn(16).align(), Lsn(16));
         assert_eq!(Lsn(8191).align_down(8192), Lsn(0));
         assert_eq!(Lsn(8193).align_up(8192), Lsn(16384));
-        assert_eq!(Lsn::MAX.align(), Lsn(u64::MAX & !7));
+        assert_eq!(Lsn::MAX.align(), Lsn(!7));
         assert!(Lsn(24).is_aligned(8));
         assert!(!Lsn(25).is_aligned(8));
-        assert_eq!(Lsn(0x1_000_0010).segment_offset(16 << 20), 0x10);
+        assert_eq!(Lsn(0x1000_0010).segment_offset(16 << 20), 0x10);
         assert_eq!(Lsn(3 * (16 << 20) + 5).segment_number(16 << 20), 3);
         assert_eq!(Lsn(8192 + 40).block_offset(), 40);
     }

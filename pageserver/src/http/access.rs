@@ -58,7 +58,12 @@ pub async fn check_access(
     let params = RawPathParams::from_request_parts(&mut parts, &state)
         .await
         .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
     let span = tracing::Span::current();
     if let Some(t) = param("tenant_id") {
         span.record("tenant_id", t.as_str());
@@ -90,8 +95,9 @@ pub async fn check_access(
             .map_err(|e| ApiError::BadRequest(format!("invalid tenant_id {raw:?} in path: {e}")))?;
     }
     if let Some(raw) = param("timeline_id") {
-        raw.parse::<TimelineId>()
-            .map_err(|e| ApiError::BadRequest(format!("invalid timeline_id {raw:?} in path: {e}")))?;
+        raw.parse::<TimelineId>().map_err(|e| {
+            ApiError::BadRequest(format!("invalid timeline_id {raw:?} in path: {e}"))
+        })?;
     }
 
     let cap = state.conf.max_request_body_bytes;
@@ -158,9 +164,17 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .observe(elapsed.as_secs_f64());
     let _enter = span.enter();
     if route == "/metrics" || route == "/health" || route == "/liveness" || route == "/readiness" {
-        tracing::debug!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request done");
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "request done"
+        );
     } else {
-        tracing::info!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request done");
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "request done"
+        );
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);

@@ -79,7 +79,9 @@ impl From<TenantError> for ApiError {
     fn from(e: TenantError) -> Self {
         let msg = e.to_string();
         match e {
-            TenantError::TenantNotFound(_) | TenantError::TimelineNotFound(..) => ApiError::NotFound(msg),
+            TenantError::TenantNotFound(_) | TenantError::TimelineNotFound(..) => {
+                ApiError::NotFound(msg)
+            }
             TenantError::TenantAlreadyExists(_)
             | TenantError::TimelineAlreadyExists(..)
             | TenantError::TimelineHasChildren { .. } => ApiError::Conflict(msg),

@@ -40,7 +40,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
             .await
             .map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
         Ok(PathParams(
-            raw.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            raw.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         ))
     }
 }

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use pageserver_api::models::{
-    TenantConfigRequest, TenantConfigResponse, TenantCreateRequest, TenantInfo, TimelineCreateRequest,
-    TimelineInfo,
+    TenantConfigRequest, TenantConfigResponse, TenantCreateRequest, TenantInfo,
+    TimelineCreateRequest, TimelineInfo,
 };
 use serde_json::json;
 use utils::id::{TenantId, TimelineId};
@@ -24,7 +24,10 @@ async fn tenant_info(tenant: Arc<Tenant>) -> ApiResult<TenantInfo> {
     Ok(blocking(move || tenant.info_blocking()).await?)
 }
 
-async fn timeline_info(timeline: Arc<Timeline>, non_incremental_physical: bool) -> ApiResult<TimelineInfo> {
+async fn timeline_info(
+    timeline: Arc<Timeline>,
+    non_incremental_physical: bool,
+) -> ApiResult<TimelineInfo> {
     Ok(blocking(move || timeline.info_blocking(non_incremental_physical)).await?)
 }
 
@@ -45,12 +48,18 @@ pub async fn tenant_create(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<TenantCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<TenantId>)> {
-    let tenant = state.tenants.create_tenant(req.new_tenant_id, req.config).await?;
+    let tenant = state
+        .tenants
+        .create_tenant(req.new_tenant_id, req.config)
+        .await?;
     Ok((StatusCode::CREATED, Json(tenant.tenant_id)))
 }
 
 /// `GET /v1/tenant/{tenant_id}`
-pub async fn tenant_get(State(state): State<AppState>, params: PathParams) -> ApiResult<Json<TenantInfo>> {
+pub async fn tenant_get(
+    State(state): State<AppState>,
+    params: PathParams,
+) -> ApiResult<Json<TenantInfo>> {
     let tenant = tenant_from_path(&state, &params)?;
     Ok(Json(tenant_info(tenant).await?))
 }
@@ -98,7 +107,13 @@ pub async fn timeline_list(
     query.flag("include-non-incremental-logical-size")?;
     let tenant = tenant_from_path(&state, &params)?;
     let timelines = tenant.list_timelines();
-    let infos = blocking(move || timelines.iter().map(|t| t.info_blocking(physical)).collect()).await?;
+    let infos = blocking(move || {
+        timelines
+            .iter()
+            .map(|t| t.info_blocking(physical))
+            .collect()
+    })
+    .await?;
     Ok(Json(infos))
 }
 
@@ -110,7 +125,10 @@ pub async fn timeline_create(
 ) -> ApiResult<(StatusCode, Json<TimelineInfo>)> {
     let tenant = tenant_from_path(&state, &params)?;
     let timeline = tenant.create_timeline(req).await?;
-    Ok((StatusCode::CREATED, Json(timeline_info(timeline, false).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(timeline_info(timeline, false).await?),
+    ))
 }
 
 /// `GET /v1/tenant/{tenant_id}/timeline/{timeline_id}`

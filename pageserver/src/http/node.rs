@@ -18,7 +18,10 @@ pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     Json(StatusResponse { id: state.conf.id })
 }
 
-fn health_response(problem: Option<String>, checks: serde_json::Map<String, serde_json::Value>) -> Response {
+fn health_response(
+    problem: Option<String>,
+    checks: serde_json::Map<String, serde_json::Value>,
+) -> Response {
     let (code, status) = match problem {
         None => (StatusCode::OK, "ok".to_string()),
         Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p),
@@ -84,9 +87,13 @@ pub async fn readiness(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics() -> Result<Response, ApiError> {
-    let text = m::gather_text().map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot encode metrics: {e}")))?;
+    let text = m::gather_text()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("cannot encode metrics: {e}")))?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response())
@@ -94,7 +101,9 @@ pub async fn metrics() -> Result<Response, ApiError> {
 
 /// `PUT /v1/failpoints` (test builds): sets failpoints by name.
 pub async fn failpoints(
-    super::extract::JsonBody(configs): super::extract::JsonBody<Vec<pageserver_api::models::FailpointConfig>>,
+    super::extract::JsonBody(configs): super::extract::JsonBody<
+        Vec<pageserver_api::models::FailpointConfig>,
+    >,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     for c in &configs {
         fail::cfg(&c.name, &c.actions)

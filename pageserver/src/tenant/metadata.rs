@@ -123,7 +123,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(TimelineMetadata::from_bytes(&b).is_err(), "flip at {i} undetected");
+            assert!(
+                TimelineMetadata::from_bytes(&b).is_err(),
+                "flip at {i} undetected"
+            );
         }
         for len in 0..bytes.len() {
             assert!(TimelineMetadata::from_bytes(&bytes[..len]).is_err());

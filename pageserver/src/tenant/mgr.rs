@@ -53,7 +53,11 @@ impl TenantManager {
             let entry = entry?;
             let name = entry.file_name();
             let Some(tenant_id) = name.to_str().and_then(|n| n.parse::<TenantId>().ok()) else {
-                tracing::warn!("ignoring unexpected entry {} in {}", name.to_string_lossy(), dir.display());
+                tracing::warn!(
+                    "ignoring unexpected entry {} in {}",
+                    name.to_string_lossy(),
+                    dir.display()
+                );
                 continue;
             };
             let tenant = Arc::new(Tenant::new(
@@ -74,10 +78,14 @@ impl TenantManager {
         let count = tenants.len();
         for tenant in tenants {
             // A tenant deleted while waiting to load has closed its gate.
-            let Ok(guard) = tenant.gate.enter() else { continue };
+            let Ok(guard) = tenant.gate.enter() else {
+                continue;
+            };
             let t = tenant.clone();
             if let Err(e) = blocking(move || t.load_blocking()).await {
-                tenant.set_state(TenantState::Broken { reason: e.to_string() });
+                tenant.set_state(TenantState::Broken {
+                    reason: e.to_string(),
+                });
             }
             drop(guard);
         }
@@ -87,7 +95,12 @@ impl TenantManager {
 
     /// A tenant by id.
     pub fn get(&self, tenant_id: TenantId) -> Result<Arc<Tenant>, TenantError> {
-        match self.tenants.read().expect("tenant map lock poisoned").get(&tenant_id) {
+        match self
+            .tenants
+            .read()
+            .expect("tenant map lock poisoned")
+            .get(&tenant_id)
+        {
             Some(TenantSlot::Attached(t)) => Ok(t.clone()),
             Some(TenantSlot::InProgress) => Err(TenantError::TenantBusy(tenant_id)),
             None => Err(TenantError::TenantNotFound(tenant_id)),
@@ -108,8 +121,14 @@ impl TenantManager {
     }
 
     /// Creates a tenant with `config` overrides, durably, and makes it Active.
-    pub async fn create_tenant(&self, tenant_id: Option<TenantId>, config: TenantConfig) -> Result<Arc<Tenant>, TenantError> {
-        config.validate().map_err(|e| TenantError::BadRequest(e.to_string()))?;
+    pub async fn create_tenant(
+        &self,
+        tenant_id: Option<TenantId>,
+        config: TenantConfig,
+    ) -> Result<Arc<Tenant>, TenantError> {
+        config
+            .validate()
+            .map_err(|e| TenantError::BadRequest(e.to_string()))?;
         if self.cancel.is_cancelled() {
             return Err(TenantError::ShuttingDown);
         }
@@ -117,7 +136,9 @@ impl TenantManager {
         {
             let mut map = self.tenants.write().expect("tenant map lock poisoned");
             match map.get(&tenant_id) {
-                Some(TenantSlot::Attached(_)) => return Err(TenantError::TenantAlreadyExists(tenant_id)),
+                Some(TenantSlot::Attached(_)) => {
+                    return Err(TenantError::TenantAlreadyExists(tenant_id))
+                }
                 Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
                 None => {}
             }
@@ -129,7 +150,13 @@ impl TenantManager {
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
         match result {
             Ok(Ok(())) => {
-                let tenant = Arc::new(Tenant::new(self.conf.clone(), tenant_id, TenantState::Active, config, &self.cancel));
+                let tenant = Arc::new(Tenant::new(
+                    self.conf.clone(),
+                    tenant_id,
+                    TenantState::Active,
+                    config,
+                    &self.cancel,
+                ));
                 map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
                 drop(map);
                 tracing::info!(%tenant_id, "tenant created");
@@ -138,7 +165,9 @@ impl TenantManager {
             }
             Ok(Err(e)) => {
                 map.remove(&tenant_id);
-                Err(TenantError::Internal(anyhow::anyhow!("cannot create tenant {tenant_id}: {e}")))
+                Err(TenantError::Internal(anyhow::anyhow!(
+                    "cannot create tenant {tenant_id}: {e}"
+                )))
             }
             Err(e) => {
                 map.remove(&tenant_id);
@@ -171,9 +200,13 @@ impl TenantManager {
             }
             Ok(Err(e)) => {
                 let reason = format!("deletion failed: {e}; retry the delete");
-                tenant.set_state(TenantState::Broken { reason: reason.clone() });
+                tenant.set_state(TenantState::Broken {
+                    reason: reason.clone(),
+                });
                 map.insert(tenant_id, TenantSlot::Attached(tenant));
-                Err(TenantError::Internal(anyhow::anyhow!("cannot delete tenant {tenant_id}: {reason}")))
+                Err(TenantError::Internal(anyhow::anyhow!(
+                    "cannot delete tenant {tenant_id}: {reason}"
+                )))
             }
             Err(e) => {
                 map.insert(tenant_id, TenantSlot::Attached(tenant));
@@ -197,7 +230,8 @@ impl TenantManager {
 
     /// Refreshes the tenant and timeline state gauges.
     pub fn update_state_metrics(&self) {
-        let mut tenant_counts: BTreeMap<&'static str, i64> = TenantState::NAMES.iter().map(|n| (*n, 0)).collect();
+        let mut tenant_counts: BTreeMap<&'static str, i64> =
+            TenantState::NAMES.iter().map(|n| (*n, 0)).collect();
         let mut timeline_counts = tenant_counts.clone();
         for tenant in self.list() {
             *tenant_counts.entry(tenant.state().name()).or_default() += 1;

@@ -63,7 +63,9 @@ pub struct Tenant {
 
 impl std::fmt::Debug for Tenant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant").field("tenant_id", &self.tenant_id).finish()
+        f.debug_struct("Tenant")
+            .field("tenant_id", &self.tenant_id)
+            .finish()
     }
 }
 
@@ -75,14 +77,24 @@ fn write_config(dir: &Path, config: &TenantConfig) -> io::Result<()> {
 
 fn read_config(dir: &Path) -> Result<TenantConfig, String> {
     let file = dir.join(TENANT_CONFIG_FILE);
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let config: TenantConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    config.validate().map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let config: TenantConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    config
+        .validate()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(config)
 }
 
 impl Tenant {
-    fn new(conf: Arc<PageServerConf>, tenant_id: TenantId, state: TenantState, overrides: TenantConfig, parent_cancel: &CancellationToken) -> Tenant {
+    fn new(
+        conf: Arc<PageServerConf>,
+        tenant_id: TenantId,
+        state: TenantState,
+        overrides: TenantConfig,
+        parent_cancel: &CancellationToken,
+    ) -> Tenant {
         Tenant {
             tenant_id,
             path: conf.tenant_path(&tenant_id),
@@ -97,7 +109,11 @@ impl Tenant {
 
     /// Writes a new tenant directory (config and an empty timelines
     /// directory) under a temporary name, then renames it into place.
-    fn create_on_disk(conf: &PageServerConf, tenant_id: TenantId, config: &TenantConfig) -> io::Result<()> {
+    fn create_on_disk(
+        conf: &PageServerConf,
+        tenant_id: TenantId,
+        config: &TenantConfig,
+    ) -> io::Result<()> {
         let path = conf.tenant_path(&tenant_id);
         let tmp = crashsafe::path_with_suffix(&path, crashsafe::TEMP_SUFFIX);
         if tmp.exists() {
@@ -128,10 +144,13 @@ impl Tenant {
         let config = read_config(&self.path)?;
         *self.overrides.write().expect("config lock poisoned") = config;
         let dir = self.path.join(TIMELINES_DIR);
-        for removed in crashsafe::remove_temporaries(&dir).map_err(|e| format!("cannot clean {}: {e}", dir.display()))? {
+        for removed in crashsafe::remove_temporaries(&dir)
+            .map_err(|e| format!("cannot clean {}: {e}", dir.display()))?
+        {
             tracing::info!(tenant_id = %self.tenant_id, "removed unfinished timeline directory {}", removed.display());
         }
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         let mut loaded = HashMap::new();
         for entry in entries {
             let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -152,7 +171,10 @@ impl Tenant {
                 }
             }
         }
-        self.timelines.lock().expect("timelines lock poisoned").active = loaded;
+        self.timelines
+            .lock()
+            .expect("timelines lock poisoned")
+            .active = loaded;
         Ok(())
     }
 
@@ -169,8 +191,14 @@ impl Tenant {
     pub fn check_active(&self) -> Result<(), TenantError> {
         match self.state() {
             TenantState::Active => Ok(()),
-            TenantState::Broken { reason } => Err(TenantError::TenantBroken { tenant_id: self.tenant_id, reason }),
-            other => Err(TenantError::TenantNotActive { tenant_id: self.tenant_id, state: other.name() }),
+            TenantState::Broken { reason } => Err(TenantError::TenantBroken {
+                tenant_id: self.tenant_id,
+                reason,
+            }),
+            other => Err(TenantError::TenantNotActive {
+                tenant_id: self.tenant_id,
+                state: other.name(),
+            }),
         }
     }
 
@@ -181,19 +209,24 @@ impl Tenant {
 
     /// The settings in force: overrides over the node's defaults.
     pub fn effective_config(&self) -> TenantConfig {
-        self.overrides().merged_over(&self.conf.default_tenant_config)
+        self.overrides()
+            .merged_over(&self.conf.default_tenant_config)
     }
 
     /// Replaces the tenant's overrides, durably.
     pub async fn set_config(&self, config: TenantConfig) -> Result<(), TenantError> {
-        config.validate().map_err(|e| TenantError::BadRequest(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| TenantError::BadRequest(e.to_string()))?;
         self.check_active()?;
         let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
         let path = self.path.clone();
         let to_write = config.clone();
         blocking(move || write_config(&path, &to_write))
             .await?
-            .map_err(|e| anyhow::anyhow!("cannot write config of tenant {}: {e}", self.tenant_id))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot write config of tenant {}: {e}", self.tenant_id)
+            })?;
         *self.overrides.write().expect("config lock poisoned") = config;
         tracing::info!(tenant_id = %self.tenant_id, "tenant config updated");
         Ok(())
@@ -214,20 +247,36 @@ impl Tenant {
 
     /// Every timeline, sorted by id.
     pub fn list_timelines(&self) -> Vec<Arc<Timeline>> {
-        let mut list: Vec<_> = self.timelines.lock().expect("timelines lock poisoned").active.values().cloned().collect();
+        let mut list: Vec<_> = self
+            .timelines
+            .lock()
+            .expect("timelines lock poisoned")
+            .active
+            .values()
+            .cloned()
+            .collect();
         list.sort_by_key(|t| t.timeline_id);
         list
     }
 
     /// Counts of timelines by state name.
     pub fn timeline_states(&self) -> Vec<&'static str> {
-        self.timelines.lock().expect("timelines lock poisoned").active.values().map(|t| t.state().name()).collect()
+        self.timelines
+            .lock()
+            .expect("timelines lock poisoned")
+            .active
+            .values()
+            .map(|t| t.state().name())
+            .collect()
     }
 
     /// Creates a timeline: a root (empty until data is imported) or a branch
     /// of `ancestor_timeline_id` at `ancestor_start_lsn`. Costs O(1): a
     /// branch shares its parent's data below the branch point.
-    pub async fn create_timeline(&self, req: TimelineCreateRequest) -> Result<Arc<Timeline>, TenantError> {
+    pub async fn create_timeline(
+        &self,
+        req: TimelineCreateRequest,
+    ) -> Result<Arc<Timeline>, TenantError> {
         self.check_active()?;
         let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
         let timeline_id = req.new_timeline_id.unwrap_or_else(TimelineId::generate);
@@ -239,8 +288,13 @@ impl Tenant {
         }
         let metadata = {
             let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
-            if timelines.active.contains_key(&timeline_id) || timelines.creating.contains_key(&timeline_id) {
-                return Err(TenantError::TimelineAlreadyExists(self.tenant_id, timeline_id));
+            if timelines.active.contains_key(&timeline_id)
+                || timelines.creating.contains_key(&timeline_id)
+            {
+                return Err(TenantError::TimelineAlreadyExists(
+                    self.tenant_id,
+                    timeline_id,
+                ));
             }
             if timelines.deleting.contains(&timeline_id) {
                 return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
@@ -248,7 +302,10 @@ impl Tenant {
             let metadata = match req.ancestor_timeline_id {
                 Some(ancestor_id) => {
                     let ancestor = timelines.active.get(&ancestor_id).ok_or_else(|| {
-                        TenantError::BadRequest(format!("ancestor timeline {ancestor_id} not found in tenant {}", self.tenant_id))
+                        TenantError::BadRequest(format!(
+                            "ancestor timeline {ancestor_id} not found in tenant {}",
+                            self.tenant_id
+                        ))
                     })?;
                     branch_metadata(ancestor, req.ancestor_start_lsn)?
                 }
@@ -269,7 +326,9 @@ impl Tenant {
                     }
                 }
             };
-            timelines.creating.insert(timeline_id, req.ancestor_timeline_id);
+            timelines
+                .creating
+                .insert(timeline_id, req.ancestor_timeline_id);
             metadata
         };
 
@@ -280,7 +339,14 @@ impl Tenant {
         timelines.creating.remove(&timeline_id);
         match result {
             Ok(Ok(())) => {
-                let timeline = Arc::new(Timeline::new(self.tenant_id, timeline_id, path, metadata, TenantState::Active, &self.cancel));
+                let timeline = Arc::new(Timeline::new(
+                    self.tenant_id,
+                    timeline_id,
+                    path,
+                    metadata,
+                    TenantState::Active,
+                    &self.cancel,
+                ));
                 timelines.active.insert(timeline_id, timeline.clone());
                 tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
                 Ok(timeline)
@@ -298,7 +364,12 @@ impl Tenant {
     pub async fn delete_timeline(&self, timeline_id: TimelineId) -> Result<(), TenantError> {
         match self.state() {
             TenantState::Active | TenantState::Broken { .. } => {}
-            other => return Err(TenantError::TenantNotActive { tenant_id: self.tenant_id, state: other.name() }),
+            other => {
+                return Err(TenantError::TenantNotActive {
+                    tenant_id: self.tenant_id,
+                    state: other.name(),
+                })
+            }
         }
         let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
         let timeline = {
@@ -314,14 +385,26 @@ impl Tenant {
                 .values()
                 .filter(|t| t.ancestor_timeline_id() == Some(timeline_id))
                 .map(|t| t.timeline_id)
-                .chain(timelines.creating.iter().filter(|(_, a)| **a == Some(timeline_id)).map(|(id, _)| *id))
+                .chain(
+                    timelines
+                        .creating
+                        .iter()
+                        .filter(|(_, a)| **a == Some(timeline_id))
+                        .map(|(id, _)| *id),
+                )
                 .collect();
             if !children.is_empty() {
                 children.sort();
-                return Err(TenantError::TimelineHasChildren { timeline_id, children });
+                return Err(TenantError::TimelineHasChildren {
+                    timeline_id,
+                    children,
+                });
             }
             timelines.deleting.insert(timeline_id);
-            timelines.active.remove(&timeline_id).expect("checked above")
+            timelines
+                .active
+                .remove(&timeline_id)
+                .expect("checked above")
         };
         timeline.shutdown().await;
         let path = timeline.path().to_path_buf();
@@ -335,9 +418,13 @@ impl Tenant {
             }
             Ok(Err(e)) => {
                 let reason = format!("deletion failed: {e}; retry the delete");
-                timeline.set_state(TenantState::Broken { reason: reason.clone() });
+                timeline.set_state(TenantState::Broken {
+                    reason: reason.clone(),
+                });
                 timelines.active.insert(timeline_id, timeline);
-                Err(TenantError::Internal(anyhow::anyhow!("cannot delete timeline {timeline_id}: {reason}")))
+                Err(TenantError::Internal(anyhow::anyhow!(
+                    "cannot delete timeline {timeline_id}: {reason}"
+                )))
             }
             Err(e) => {
                 timelines.active.insert(timeline_id, timeline);
@@ -363,7 +450,12 @@ impl Tenant {
             state,
             current_physical_size: size,
             has_in_progress_downloads: false,
-            timeline_count: self.timelines.lock().expect("timelines lock poisoned").active.len(),
+            timeline_count: self
+                .timelines
+                .lock()
+                .expect("timelines lock poisoned")
+                .active
+                .len(),
         }
     }
 
@@ -382,7 +474,10 @@ impl Tenant {
 
 /// Metadata of a branch of `ancestor` at `start_lsn` (default: its last
 /// record LSN), after checking the LSN is inside the readable range.
-fn branch_metadata(ancestor: &Timeline, start_lsn: Option<Lsn>) -> Result<TimelineMetadata, TenantError> {
+fn branch_metadata(
+    ancestor: &Timeline,
+    start_lsn: Option<Lsn>,
+) -> Result<TimelineMetadata, TenantError> {
     if let TenantState::Broken { reason } = ancestor.state() {
         return Err(TenantError::TimelineNotActive {
             tenant_id: ancestor.tenant_id,
@@ -409,7 +504,11 @@ fn branch_metadata(ancestor: &Timeline, start_lsn: Option<Lsn>) -> Result<Timeli
     let m = ancestor.metadata();
     Ok(TimelineMetadata {
         disk_consistent_lsn: start,
-        prev_record_lsn: if start == last { m.prev_record_lsn } else { None },
+        prev_record_lsn: if start == last {
+            m.prev_record_lsn
+        } else {
+            None
+        },
         ancestor_timeline: Some(ancestor.timeline_id),
         ancestor_lsn: start,
         latest_gc_cutoff_lsn: start,
