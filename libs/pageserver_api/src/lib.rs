@@ -4,5 +4,7 @@
 //! `pageserver/src/http/openapi_spec.yml`.
 #![deny(missing_docs)]
 
+pub mod key;
 pub mod models;
+pub mod value;
 pub mod tenant_config;

@@ -9,6 +9,7 @@
 pub mod errors;
 pub mod metadata;
 pub mod mgr;
+pub mod storage_layer;
 pub mod timeline;
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,1 @@
+//! Values stored under keys: page images and native records (being written).

@@ -1,0 +1,1 @@
+//! Delta and image layer files (being written).
