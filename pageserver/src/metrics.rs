@@ -102,6 +102,63 @@ pub static DISK_CHECK_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Layer files per timeline by level (`l0`, `l1`, `image`): count and bytes.
+pub static LAYER_COUNT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "pageserver_layer_count",
+                "Layer files of a timeline by level (l0 is the compaction backlog)",
+            ),
+            &["tenant_id", "timeline_id", "level"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Bytes of layer files per timeline by level.
+pub static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "pageserver_layer_bytes",
+                "Bytes of layer files of a timeline by level",
+            ),
+            &["tenant_id", "timeline_id", "level"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Publishes a timeline's layer counts and bytes.
+pub fn record_layer_stats(timeline: &crate::tenant::timeline::Timeline) {
+    let s = timeline.layer_stats();
+    let (t, tl) = (
+        timeline.tenant_id.to_string(),
+        timeline.timeline_id.to_string(),
+    );
+    for (level, count, bytes) in [
+        ("l0", s.l0_count, s.l0_bytes),
+        ("l1", s.l1_count, s.l1_bytes),
+        ("image", s.image_count, s.image_bytes),
+    ] {
+        LAYER_COUNT
+            .with_label_values(&[&t, &tl, level])
+            .set(count as i64);
+        LAYER_BYTES
+            .with_label_values(&[&t, &tl, level])
+            .set(bytes as i64);
+    }
+}
+
+/// Drops a timeline's per-timeline series (on delete or detach).
+pub fn remove_timeline_metrics(tenant_id: &str, timeline_id: &str) {
+    for level in ["l0", "l1", "image"] {
+        let _ = LAYER_COUNT.remove_label_values(&[tenant_id, timeline_id, level]);
+        let _ = LAYER_BYTES.remove_label_values(&[tenant_id, timeline_id, level]);
+    }
+}
+
 /// Registers every metric so that `/metrics` lists them before first use.
 pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
@@ -110,6 +167,8 @@ pub fn init() {
     LazyLock::force(&TIMELINE_STATES);
     LazyLock::force(&HEARTBEAT_AGE);
     LazyLock::force(&DISK_CHECK_FAILURES);
+    LazyLock::force(&LAYER_COUNT);
+    LazyLock::force(&LAYER_BYTES);
 }
 
 /// The Prometheus text exposition of every metric.

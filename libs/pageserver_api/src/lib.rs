@@ -6,5 +6,5 @@
 
 pub mod key;
 pub mod models;
-pub mod value;
 pub mod tenant_config;
+pub mod value;

@@ -1,1 +1,1412 @@
-//! Values stored under keys: page images and native records (being written).
+//! Values stored under keys (DESIGN.md section 3): page images and small
+//! native records that are applied in Rust, without Postgres redo code.
+//!
+//! `get(key, lsn)` collects the newest image (or initialising record) and the
+//! records above it, then calls [`reconstruct`] to apply them oldest first.
+//!
+//! Value formats (images):
+//!
+//! * relation blocks, SLRU pages, relmap/two-phase/control files: the bytes
+//!   PostgreSQL has on disk;
+//! * CLOG pages: [`BLCKSZ`] bytes, optionally followed by an 8-byte
+//!   little-endian trailer with the greatest commit timestamp on the page
+//!   (see [`clog_page_commit_ts`]);
+//! * relation and SLRU segment sizes: a 4-byte little-endian `u32`;
+//! * directories: [`Directory::encode`].
+//!
+//! An empty directory is created with the [`NativeRecord::DirInit`] record (or
+//! by storing the image of an empty [`Directory`]; both read the same).
+//!
+//! The binary form of a [`Value`] ([`Value::ser`]) is a tag byte followed by
+//! the payload, little-endian; [`Value::des`] rejects anything malformed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::key::{Key, KeyError, KeyKind, SlruKind, MAX_FORKNUM};
+
+/// Size of a PostgreSQL page (relation block or SLRU page).
+pub const BLCKSZ: usize = 8192;
+/// Transactions whose status one CLOG page holds (PostgreSQL 15).
+pub const CLOG_XACTS_PER_PAGE: u32 = 32768;
+/// Size of the commit timestamp trailer that may follow a CLOG page.
+pub const CLOG_TRAILER_SIZE: usize = 8;
+const CLOG_XACTS_PER_BYTE: u32 = 4;
+const CLOG_BITS_PER_XACT: u32 = 2;
+
+/// What is stored under a key at an LSN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// The complete value (a page image, file contents, a size, a directory).
+    Image(Bytes),
+    /// A change to the older value under the same key.
+    Record(NativeRecord),
+}
+
+/// Transaction status as stored in two bits of a CLOG page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClogStatus {
+    /// `TRANSACTION_STATUS_IN_PROGRESS`.
+    InProgress = 0,
+    /// `TRANSACTION_STATUS_COMMITTED`.
+    Committed = 1,
+    /// `TRANSACTION_STATUS_ABORTED`.
+    Aborted = 2,
+    /// `TRANSACTION_STATUS_SUB_COMMITTED`.
+    SubCommitted = 3,
+}
+
+impl ClogStatus {
+    /// The status whose two-bit code is `bits` (only the low two bits count).
+    pub fn from_bits(bits: u8) -> ClogStatus {
+        match bits & 3 {
+            0 => ClogStatus::InProgress,
+            1 => ClogStatus::Committed,
+            2 => ClogStatus::Aborted,
+            _ => ClogStatus::SubCommitted,
+        }
+    }
+}
+
+/// A small change applied in Rust to the older value under a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NativeRecord {
+    /// Sets the status of each xid on a CLOG page. The caller passes only
+    /// xids that live on this page (`xid / CLOG_XACTS_PER_PAGE` equal to the
+    /// page number); this cannot be checked here, as a CLOG key holds the
+    /// segment and page within it but records do not carry their page.
+    ClogSetStatus {
+        /// Transactions to update.
+        xids: Vec<u32>,
+        /// Their new status.
+        status: ClogStatus,
+        /// Commit timestamp (PostgreSQL `TimestampTz`, microseconds since
+        /// 2000-01-01); raises the page's trailer to at least this value.
+        commit_ts: Option<i64>,
+    },
+    /// Initialises an SLRU page of [`BLCKSZ`] zero bytes.
+    SlruZeroPage,
+    /// Initialises a relation or SLRU segment size to this many blocks.
+    RelSizeSet(u32),
+    /// Raises a relation or SLRU segment size to at least this many blocks.
+    RelSizeExtend(u32),
+    /// Initialises an empty directory of this kind.
+    DirInit(DirKind),
+    /// Adds an entry to a directory (no-op if present).
+    DirAdd(DirEntry),
+    /// Removes an entry from a directory (no-op if absent).
+    DirRemove(DirEntry),
+}
+
+impl NativeRecord {
+    /// Whether the record produces the value on its own, ignoring the older one.
+    pub fn will_init(&self) -> bool {
+        matches!(
+            self,
+            NativeRecord::SlruZeroPage | NativeRecord::RelSizeSet(_) | NativeRecord::DirInit(_)
+        )
+    }
+
+    /// Short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NativeRecord::ClogSetStatus { .. } => "CLOG set-status",
+            NativeRecord::SlruZeroPage => "SLRU zero-page",
+            NativeRecord::RelSizeSet(_) => "size-set",
+            NativeRecord::RelSizeExtend(_) => "size-extend",
+            NativeRecord::DirInit(_) => "directory-init",
+            NativeRecord::DirAdd(_) => "directory-add",
+            NativeRecord::DirRemove(_) => "directory-remove",
+        }
+    }
+
+    /// Whether the record may be stored under a key of this kind: CLOG
+    /// records under CLOG blocks, zero-page under any SLRU block, size
+    /// records under relation or SLRU segment sizes, directory records under
+    /// the directory key of their entry kind.
+    pub fn fits(&self, kind: &KeyKind) -> bool {
+        match self {
+            NativeRecord::ClogSetStatus { .. } => matches!(
+                kind,
+                KeyKind::SlruBlock {
+                    kind: SlruKind::Clog,
+                    ..
+                }
+            ),
+            NativeRecord::SlruZeroPage => matches!(kind, KeyKind::SlruBlock { .. }),
+            NativeRecord::RelSizeSet(_) | NativeRecord::RelSizeExtend(_) => {
+                matches!(kind, KeyKind::RelSize(_) | KeyKind::SlruSegmentSize { .. })
+            }
+            NativeRecord::DirInit(dir) => DirKind::of_key(kind) == Some(*dir),
+            NativeRecord::DirAdd(e) | NativeRecord::DirRemove(e) => {
+                DirKind::of_key(kind) == Some(e.kind())
+            }
+        }
+    }
+}
+
+impl From<NativeRecord> for Value {
+    fn from(r: NativeRecord) -> Value {
+        Value::Record(r)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CLOG pages
+// ---------------------------------------------------------------------------
+
+/// The greatest commit timestamp recorded on a CLOG page value, if it has
+/// the trailer (i.e. is `BLCKSZ + CLOG_TRAILER_SIZE` bytes long).
+pub fn clog_page_commit_ts(page: &[u8]) -> Option<i64> {
+    let trailer = page.get(BLCKSZ..)?;
+    let trailer: [u8; CLOG_TRAILER_SIZE] = trailer.try_into().ok()?;
+    Some(i64::from_le_bytes(trailer))
+}
+
+/// The PostgreSQL page of a CLOG page value: its first [`BLCKSZ`] bytes
+/// (all of it if shorter).
+pub fn clog_page_without_trailer(page: &[u8]) -> &[u8] {
+    &page[..page.len().min(BLCKSZ)]
+}
+
+/// Status of `xid` on a CLOG page (only `xid % CLOG_XACTS_PER_PAGE` is
+/// used); `None` if the page is shorter than [`BLCKSZ`].
+pub fn clog_page_xid_status(page: &[u8], xid: u32) -> Option<ClogStatus> {
+    if page.len() < BLCKSZ {
+        return None;
+    }
+    let (byte, shift) = clog_position(xid);
+    Some(ClogStatus::from_bits(page[byte] >> shift))
+}
+
+fn clog_position(xid: u32) -> (usize, u32) {
+    let index = xid % CLOG_XACTS_PER_PAGE;
+    let byte = (index / CLOG_XACTS_PER_BYTE) as usize;
+    let shift = (xid % CLOG_XACTS_PER_BYTE) * CLOG_BITS_PER_XACT;
+    (byte, shift)
+}
+
+fn clog_apply(
+    page: &mut Vec<u8>,
+    xids: &[u32],
+    status: ClogStatus,
+    commit_ts: Option<i64>,
+) -> Result<(), String> {
+    if page.len() != BLCKSZ && page.len() != BLCKSZ + CLOG_TRAILER_SIZE {
+        return Err(format!(
+            "a CLOG page is {BLCKSZ} or {} bytes, the value is {} bytes",
+            BLCKSZ + CLOG_TRAILER_SIZE,
+            page.len()
+        ));
+    }
+    for &xid in xids {
+        let (byte, shift) = clog_position(xid);
+        page[byte] = (page[byte] & !(3 << shift)) | ((status as u8) << shift);
+    }
+    if let Some(ts) = commit_ts {
+        let ts = clog_page_commit_ts(page).map_or(ts, |old| old.max(ts));
+        page.truncate(BLCKSZ);
+        page.extend_from_slice(&ts.to_le_bytes());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Directories
+// ---------------------------------------------------------------------------
+
+/// Which kind of entries a directory holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DirKind {
+    /// Relation forks of one database ([`DirEntry::Rel`]).
+    Rel = 0,
+    /// Databases of the cluster ([`DirEntry::Db`]).
+    Db = 1,
+    /// Segments of one SLRU ([`DirEntry::SlruSegment`]).
+    SlruSegment = 2,
+    /// Prepared transactions ([`DirEntry::TwoPhase`]).
+    TwoPhase = 3,
+}
+
+impl DirKind {
+    const ALL: [DirKind; 4] = [
+        DirKind::Rel,
+        DirKind::Db,
+        DirKind::SlruSegment,
+        DirKind::TwoPhase,
+    ];
+
+    /// The directory kind stored under keys of this kind, if any.
+    pub fn of_key(kind: &KeyKind) -> Option<DirKind> {
+        match kind {
+            KeyKind::RelDir { .. } => Some(DirKind::Rel),
+            KeyKind::DbDir => Some(DirKind::Db),
+            KeyKind::SlruDir(_) => Some(DirKind::SlruSegment),
+            KeyKind::TwoPhaseDir => Some(DirKind::TwoPhase),
+            _ => None,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<DirKind, ValueError> {
+        DirKind::ALL
+            .into_iter()
+            .find(|k| *k as u8 == tag)
+            .ok_or(ValueError::UnknownTag {
+                what: "directory kind",
+                tag,
+            })
+    }
+
+    /// Bytes of one encoded entry (without the kind tag).
+    fn entry_size(self) -> usize {
+        match self {
+            DirKind::Rel => 5,
+            DirKind::Db => 8,
+            DirKind::SlruSegment | DirKind::TwoPhase => 4,
+        }
+    }
+}
+
+impl fmt::Display for DirKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DirKind::Rel => "relation directory",
+            DirKind::Db => "database directory",
+            DirKind::SlruSegment => "SLRU segment directory",
+            DirKind::TwoPhase => "two-phase directory",
+        })
+    }
+}
+
+/// One entry of a directory. The derived order is the order in a [`Directory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DirEntry {
+    /// A relation fork of the directory's database.
+    Rel {
+        /// Relation file node (not 0).
+        relnode: u32,
+        /// Fork number (at most [`MAX_FORKNUM`]).
+        forknum: u8,
+    },
+    /// A database.
+    Db {
+        /// Tablespace OID (not 0).
+        spcnode: u32,
+        /// Database OID.
+        dbnode: u32,
+    },
+    /// An SLRU segment, by segment number.
+    SlruSegment(u32),
+    /// A prepared transaction, by xid (not 0).
+    TwoPhase(u32),
+}
+
+impl DirEntry {
+    /// The kind of directory this entry belongs in.
+    pub fn kind(&self) -> DirKind {
+        match self {
+            DirEntry::Rel { .. } => DirKind::Rel,
+            DirEntry::Db { .. } => DirKind::Db,
+            DirEntry::SlruSegment(_) => DirKind::SlruSegment,
+            DirEntry::TwoPhase(_) => DirKind::TwoPhase,
+        }
+    }
+
+    /// Why the entry cannot be stored, if it cannot (0 OIDs, bad fork).
+    fn invalid_reason(&self) -> Option<&'static str> {
+        match *self {
+            DirEntry::Rel { relnode: 0, .. } => Some("relnode 0 is not a relation"),
+            DirEntry::Rel { forknum, .. } if forknum > MAX_FORKNUM => {
+                Some("fork number is larger than MAX_FORKNUM")
+            }
+            DirEntry::Db { spcnode: 0, .. } => Some("spcnode 0 is not a tablespace"),
+            DirEntry::TwoPhase(0) => Some("xid 0 is not a transaction"),
+            _ => None,
+        }
+    }
+
+    fn encode_payload(&self, out: &mut Vec<u8>) {
+        match *self {
+            DirEntry::Rel { relnode, forknum } => {
+                out.extend_from_slice(&relnode.to_le_bytes());
+                out.push(forknum);
+            }
+            DirEntry::Db { spcnode, dbnode } => {
+                out.extend_from_slice(&spcnode.to_le_bytes());
+                out.extend_from_slice(&dbnode.to_le_bytes());
+            }
+            DirEntry::SlruSegment(n) | DirEntry::TwoPhase(n) => {
+                out.extend_from_slice(&n.to_le_bytes())
+            }
+        }
+    }
+
+    fn decode_payload(kind: DirKind, r: &mut Reader<'_>) -> Result<DirEntry, ValueError> {
+        Ok(match kind {
+            DirKind::Rel => DirEntry::Rel {
+                relnode: r.u32("relation entry")?,
+                forknum: r.u8("relation entry")?,
+            },
+            DirKind::Db => DirEntry::Db {
+                spcnode: r.u32("database entry")?,
+                dbnode: r.u32("database entry")?,
+            },
+            DirKind::SlruSegment => DirEntry::SlruSegment(r.u32("SLRU segment entry")?),
+            DirKind::TwoPhase => DirEntry::TwoPhase(r.u32("two-phase entry")?),
+        })
+    }
+}
+
+impl fmt::Display for DirEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirEntry::Rel { relnode, forknum } => write!(f, "relation {relnode} fork {forknum}"),
+            DirEntry::Db { spcnode, dbnode } => write!(f, "database {spcnode}/{dbnode}"),
+            DirEntry::SlruSegment(segno) => write!(f, "SLRU segment {segno:04X}"),
+            DirEntry::TwoPhase(xid) => write!(f, "prepared transaction {xid}"),
+        }
+    }
+}
+
+/// Why an entry cannot be added to or removed from a directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirError {
+    /// The entry belongs in another kind of directory.
+    #[error("{entry} does not belong in a {dir}")]
+    WrongKind {
+        /// The directory's kind.
+        dir: DirKind,
+        /// The rejected entry.
+        entry: DirEntry,
+    },
+    /// The entry is not valid in any directory.
+    #[error("invalid directory entry {entry}: {reason}")]
+    InvalidEntry {
+        /// The rejected entry.
+        entry: DirEntry,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// A directory value: a sorted set of entries of one [`DirKind`].
+///
+/// Encoding: kind tag (`u8`), entry count (`u32`), then the entries in
+/// strictly increasing order, fixed size per kind, little-endian.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Directory {
+    kind: DirKind,
+    entries: BTreeSet<DirEntry>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new(kind: DirKind) -> Directory {
+        Directory {
+            kind,
+            entries: BTreeSet::new(),
+        }
+    }
+
+    /// The kind of entries it holds.
+    pub fn kind(&self) -> DirKind {
+        self.kind
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `entry` is present.
+    pub fn contains(&self, entry: &DirEntry) -> bool {
+        self.entries.contains(entry)
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &DirEntry> + '_ {
+        self.entries.iter()
+    }
+
+    fn check(&self, entry: &DirEntry) -> Result<(), DirError> {
+        if entry.kind() != self.kind {
+            return Err(DirError::WrongKind {
+                dir: self.kind,
+                entry: *entry,
+            });
+        }
+        match entry.invalid_reason() {
+            Some(reason) => Err(DirError::InvalidEntry {
+                entry: *entry,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds `entry`; `Ok(false)` if it was already present.
+    pub fn insert(&mut self, entry: DirEntry) -> Result<bool, DirError> {
+        self.check(&entry)?;
+        Ok(self.entries.insert(entry))
+    }
+
+    /// Removes `entry`; `Ok(false)` if it was absent.
+    pub fn remove(&mut self, entry: &DirEntry) -> Result<bool, DirError> {
+        self.check(entry)?;
+        Ok(self.entries.remove(entry))
+    }
+
+    /// The image stored under the directory's key.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.entries.len() * self.kind.entry_size());
+        out.push(self.kind as u8);
+        // A set larger than u32::MAX entries cannot be built from values.
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            e.encode_payload(&mut out);
+        }
+        out
+    }
+
+    /// Reads [`Directory::encode`] output; rejects unknown kinds, counts that
+    /// do not match the length, unsorted or duplicate and invalid entries.
+    pub fn decode(buf: &[u8]) -> Result<Directory, ValueError> {
+        let mut r = Reader { buf };
+        let kind = DirKind::from_tag(r.u8("directory kind")?)?;
+        let count = r.count("directory entry", kind.entry_size())?;
+        let mut entries = BTreeSet::new();
+        let mut prev: Option<DirEntry> = None;
+        for _ in 0..count {
+            let e = DirEntry::decode_payload(kind, &mut r)?;
+            if let Some(reason) = e.invalid_reason() {
+                return Err(ValueError::Invalid {
+                    what: "directory entry",
+                    reason: format!("{e}: {reason}"),
+                });
+            }
+            if prev.is_some_and(|p| p >= e) {
+                return Err(ValueError::Invalid {
+                    what: "directory",
+                    reason: format!("entries not in strictly increasing order at {e}"),
+                });
+            }
+            prev = Some(e);
+            entries.insert(e);
+        }
+        r.finish()?;
+        Ok(Directory { kind, entries })
+    }
+
+    /// The directory a complete value holds: a decoded image, or an empty
+    /// directory for [`NativeRecord::DirInit`]. Other records are not
+    /// complete values and give [`ValueError::NotComplete`].
+    pub fn from_value(value: &Value) -> Result<Directory, ValueError> {
+        match value {
+            Value::Image(buf) => Directory::decode(buf),
+            Value::Record(NativeRecord::DirInit(kind)) => Ok(Directory::new(*kind)),
+            Value::Record(r) => Err(ValueError::NotComplete(r.name())),
+        }
+    }
+
+    /// The directory as an image value.
+    pub fn to_value(&self) -> Value {
+        Value::Image(Bytes::from(self.encode()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Binary form
+// ---------------------------------------------------------------------------
+
+/// Why bytes could not be read as a [`Value`] or [`Directory`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// The input ends in the middle of a field.
+    #[error("value is truncated: {what} needs {need} bytes, {have} left")]
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+        /// Bytes it needs.
+        need: u64,
+        /// Bytes left in the input.
+        have: usize,
+    },
+    /// A count that cannot fit in the rest of the input.
+    #[error("{what} count {count} does not fit in the {have} bytes left")]
+    Count {
+        /// What is counted.
+        what: &'static str,
+        /// The count read.
+        count: u32,
+        /// Bytes left in the input.
+        have: usize,
+    },
+    /// A tag byte with no meaning.
+    #[error("unknown {what} tag {tag}")]
+    UnknownTag {
+        /// The kind of tag.
+        what: &'static str,
+        /// The byte read.
+        tag: u8,
+    },
+    /// Bytes after a complete value.
+    #[error("{0} unexpected bytes after the end of the value")]
+    TrailingBytes(usize),
+    /// A well-formed field with an impossible value.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// The field.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record where a complete value was needed.
+    #[error("a {0} record is not a complete value")]
+    NotComplete(&'static str),
+}
+
+const TAG_IMAGE: u8 = 0;
+const TAG_CLOG_SET_STATUS: u8 = 1;
+const TAG_SLRU_ZERO_PAGE: u8 = 2;
+const TAG_REL_SIZE_SET: u8 = 3;
+const TAG_REL_SIZE_EXTEND: u8 = 4;
+const TAG_DIR_INIT: u8 = 5;
+const TAG_DIR_ADD: u8 = 6;
+const TAG_DIR_REMOVE: u8 = 7;
+
+/// Bounds-checked little-endian reader; never allocates more than it reads.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], ValueError> {
+        let have = self.buf.len();
+        match usize::try_from(n) {
+            Ok(n) if n <= have => {
+                let (head, tail) = self.buf.split_at(n);
+                self.buf = tail;
+                Ok(head)
+            }
+            _ => Err(ValueError::Truncated {
+                what,
+                need: n,
+                have,
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ValueError> {
+        let b = self.take(N as u64, what)?;
+        Ok(b.try_into().expect("take returned N bytes"))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, ValueError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, ValueError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, ValueError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    fn i64(&mut self, what: &'static str) -> Result<i64, ValueError> {
+        self.array(what).map(i64::from_le_bytes)
+    }
+
+    /// A `u32` count of items of `size` bytes each that must fit in the rest.
+    fn count(&mut self, what: &'static str, size: usize) -> Result<u32, ValueError> {
+        let count = self.u32(what)?;
+        let have = self.buf.len();
+        if (count as u64) * (size as u64) > have as u64 {
+            return Err(ValueError::Count { what, count, have });
+        }
+        Ok(count)
+    }
+
+    fn finish(self) -> Result<(), ValueError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            n => Err(ValueError::TrailingBytes(n)),
+        }
+    }
+}
+
+impl Value {
+    /// First byte of the binary form of every [`Value::Image`] (and of no
+    /// record), so a stored value can be classified without decoding it.
+    pub const IMAGE_TAG: u8 = TAG_IMAGE;
+
+    /// Whether the value is complete on its own (an image or an
+    /// initialising record), so older values need not be read.
+    pub fn will_init(&self) -> bool {
+        match self {
+            Value::Image(_) => true,
+            Value::Record(r) => r.will_init(),
+        }
+    }
+
+    /// The binary form, see [`Value::ser_into`].
+    pub fn ser(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.ser_into(&mut out);
+        out
+    }
+
+    /// Appends the binary form to `out`: a tag byte, then the payload
+    /// (images: `u64` length and bytes; CLOG records: status, timestamp flag
+    /// and optional `i64`, `u32` count and xids; directory records: entry
+    /// kind tag and fields), all little-endian.
+    pub fn ser_into(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Image(b) => {
+                out.reserve(9 + b.len());
+                out.push(TAG_IMAGE);
+                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+            Value::Record(NativeRecord::ClogSetStatus {
+                xids,
+                status,
+                commit_ts,
+            }) => {
+                out.reserve(19 + 4 * xids.len());
+                out.push(TAG_CLOG_SET_STATUS);
+                out.push(*status as u8);
+                match commit_ts {
+                    Some(ts) => {
+                        out.push(1);
+                        out.extend_from_slice(&ts.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
+                // A page holds 32768 xids; more than u32::MAX is not a record.
+                out.extend_from_slice(&(xids.len() as u32).to_le_bytes());
+                for xid in xids {
+                    out.extend_from_slice(&xid.to_le_bytes());
+                }
+            }
+            Value::Record(NativeRecord::SlruZeroPage) => out.push(TAG_SLRU_ZERO_PAGE),
+            Value::Record(NativeRecord::RelSizeSet(n)) => {
+                out.push(TAG_REL_SIZE_SET);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Value::Record(NativeRecord::RelSizeExtend(n)) => {
+                out.push(TAG_REL_SIZE_EXTEND);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            Value::Record(NativeRecord::DirInit(kind)) => {
+                out.push(TAG_DIR_INIT);
+                out.push(*kind as u8);
+            }
+            Value::Record(NativeRecord::DirAdd(e)) => {
+                out.extend_from_slice(&[TAG_DIR_ADD, e.kind() as u8]);
+                e.encode_payload(out);
+            }
+            Value::Record(NativeRecord::DirRemove(e)) => {
+                out.extend_from_slice(&[TAG_DIR_REMOVE, e.kind() as u8]);
+                e.encode_payload(out);
+            }
+        }
+    }
+
+    /// Reads [`Value::ser`] output. Truncated input, unknown tags, counts
+    /// larger than the input and trailing bytes are errors. Directory entries
+    /// are checked when applied, not here.
+    pub fn des(buf: &[u8]) -> Result<Value, ValueError> {
+        let mut r = Reader { buf };
+        let value = match r.u8("value tag")? {
+            TAG_IMAGE => {
+                let len = r.u64("image length")?;
+                Value::Image(Bytes::copy_from_slice(r.take(len, "image")?))
+            }
+            TAG_CLOG_SET_STATUS => {
+                let status = match r.u8("CLOG status")? {
+                    s @ 0..=3 => ClogStatus::from_bits(s),
+                    tag => {
+                        return Err(ValueError::UnknownTag {
+                            what: "CLOG status",
+                            tag,
+                        })
+                    }
+                };
+                let commit_ts = match r.u8("commit timestamp flag")? {
+                    0 => None,
+                    1 => Some(r.i64("commit timestamp")?),
+                    tag => {
+                        return Err(ValueError::UnknownTag {
+                            what: "commit timestamp flag",
+                            tag,
+                        })
+                    }
+                };
+                let count = r.count("CLOG xid", 4)?;
+                let xids = (0..count)
+                    .map(|_| r.u32("CLOG xid"))
+                    .collect::<Result<_, _>>()?;
+                NativeRecord::ClogSetStatus {
+                    xids,
+                    status,
+                    commit_ts,
+                }
+                .into()
+            }
+            TAG_SLRU_ZERO_PAGE => NativeRecord::SlruZeroPage.into(),
+            TAG_REL_SIZE_SET => NativeRecord::RelSizeSet(r.u32("size")?).into(),
+            TAG_REL_SIZE_EXTEND => NativeRecord::RelSizeExtend(r.u32("size")?).into(),
+            TAG_DIR_INIT => {
+                NativeRecord::DirInit(DirKind::from_tag(r.u8("directory kind")?)?).into()
+            }
+            tag @ (TAG_DIR_ADD | TAG_DIR_REMOVE) => {
+                let kind = DirKind::from_tag(r.u8("directory kind")?)?;
+                let entry = DirEntry::decode_payload(kind, &mut r)?;
+                if tag == TAG_DIR_ADD {
+                    NativeRecord::DirAdd(entry).into()
+                } else {
+                    NativeRecord::DirRemove(entry).into()
+                }
+            }
+            tag => return Err(ValueError::UnknownTag { what: "value", tag }),
+        };
+        r.finish()?;
+        Ok(value)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reconstruction
+// ---------------------------------------------------------------------------
+
+/// Why records could not be applied to produce a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Nothing to reconstruct from.
+    #[error("no value for key {key}: no base image and no records")]
+    NoValue {
+        /// The key.
+        key: Key,
+    },
+    /// The key is not a valid key of any kind.
+    #[error("cannot apply records: {0}")]
+    InvalidKey(#[from] KeyError),
+    /// No base image, and the oldest record needs one.
+    #[error("no base value for {kind} (key {key}): the oldest record ({record}) does not initialise the value")]
+    NoBase {
+        /// The key.
+        key: Key,
+        /// What the key is.
+        kind: KeyKind,
+        /// The record that needs an older value.
+        record: &'static str,
+    },
+    /// The record is not stored under keys of this kind.
+    #[error("a {record} record cannot apply to {kind} (key {key})")]
+    WrongKey {
+        /// The key.
+        key: Key,
+        /// What the key is.
+        kind: KeyKind,
+        /// The record.
+        record: &'static str,
+    },
+    /// The older value is not what the record expects.
+    #[error("a {record} record does not fit the value of {kind} (key {key}): {reason}")]
+    BadValue {
+        /// The key.
+        key: Key,
+        /// What the key is.
+        kind: KeyKind,
+        /// The record.
+        record: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// A directory edit was refused.
+    #[error("a {record} record cannot apply to {kind} (key {key}): {source}")]
+    Directory {
+        /// The key.
+        key: Key,
+        /// What the key is.
+        kind: KeyKind,
+        /// The record.
+        record: &'static str,
+        /// Why.
+        source: DirError,
+    },
+}
+
+/// The value while records are applied; directories stay decoded between
+/// consecutive directory records.
+enum State {
+    Missing,
+    Raw(Vec<u8>),
+    Dir(Directory),
+}
+
+/// The value of `key` after applying `records` (oldest first) to
+/// `base_image`. A record that [`NativeRecord::will_init`] replaces whatever
+/// came before it. Errors, naming the key: no base and the oldest record
+/// does not initialise; a record that does not [`NativeRecord::fits`] the
+/// key; a value of the wrong shape (CLOG page not 8192/8200 bytes, size not
+/// 4 bytes, directory that does not decode or is of another kind).
+pub fn reconstruct(
+    key: Key,
+    base_image: Option<Bytes>,
+    records: &[NativeRecord],
+) -> Result<Bytes, ApplyError> {
+    if records.is_empty() {
+        return base_image.ok_or(ApplyError::NoValue { key });
+    }
+    let kind = key.kind()?;
+    let mut state = match base_image {
+        Some(b) => State::Raw(Vec::from(b)),
+        None => State::Missing,
+    };
+    for rec in records {
+        let record = rec.name();
+        let bad_value = |reason: String| ApplyError::BadValue {
+            key,
+            kind,
+            record,
+            reason,
+        };
+        if !rec.fits(&kind) {
+            return Err(ApplyError::WrongKey { key, kind, record });
+        }
+        state = match (rec, state) {
+            (NativeRecord::SlruZeroPage, _) => State::Raw(vec![0; BLCKSZ]),
+            (NativeRecord::RelSizeSet(n), _) => State::Raw(n.to_le_bytes().to_vec()),
+            (NativeRecord::DirInit(dir), _) => State::Dir(Directory::new(*dir)),
+            (
+                NativeRecord::ClogSetStatus {
+                    xids,
+                    status,
+                    commit_ts,
+                },
+                State::Raw(mut page),
+            ) => {
+                clog_apply(&mut page, xids, *status, *commit_ts).map_err(bad_value)?;
+                State::Raw(page)
+            }
+            (NativeRecord::RelSizeExtend(n), State::Raw(old)) => {
+                let old: [u8; 4] = old.as_slice().try_into().map_err(|_| {
+                    bad_value(format!(
+                        "a size is 4 bytes, the value is {} bytes",
+                        old.len()
+                    ))
+                })?;
+                State::Raw(u32::from_le_bytes(old).max(*n).to_le_bytes().to_vec())
+            }
+            (NativeRecord::DirAdd(e) | NativeRecord::DirRemove(e), state) => {
+                let mut dir = match state {
+                    State::Dir(dir) => dir,
+                    State::Raw(buf) => Directory::decode(&buf)
+                        .map_err(|e| bad_value(format!("not a directory: {e}")))?,
+                    State::Missing => return Err(ApplyError::NoBase { key, kind, record }),
+                };
+                // fits() made sure the key is a directory key of the entry's kind.
+                if dir.kind() != e.kind() {
+                    return Err(bad_value(format!(
+                        "the value is a {}, the key holds a {}",
+                        dir.kind(),
+                        e.kind()
+                    )));
+                }
+                let edit = match rec {
+                    NativeRecord::DirAdd(_) => dir.insert(*e),
+                    _ => dir.remove(e),
+                };
+                edit.map_err(|source| ApplyError::Directory {
+                    key,
+                    kind,
+                    record,
+                    source,
+                })?;
+                State::Dir(dir)
+            }
+            (
+                NativeRecord::ClogSetStatus { .. } | NativeRecord::RelSizeExtend(_),
+                State::Missing,
+            ) => return Err(ApplyError::NoBase { key, kind, record }),
+            // Only directory keys hold directories, and only directory
+            // records fit them, so a decoded directory never meets these.
+            (
+                NativeRecord::ClogSetStatus { .. } | NativeRecord::RelSizeExtend(_),
+                State::Dir(_),
+            ) => return Err(bad_value("the value is a directory".into())),
+        };
+    }
+    match state {
+        // Not reached: records is not empty and each one sets the state.
+        State::Missing => Err(ApplyError::NoValue { key }),
+        State::Raw(buf) => Ok(Bytes::from(buf)),
+        State::Dir(dir) => Ok(Bytes::from(dir.encode())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{
+        rel_block_key, rel_dir_key, rel_size_key, slru_block_key, slru_dir_key,
+        slru_segment_size_key, twophase_file_key, RelTag, DBDIR_KEY, TWOPHASEDIR_KEY,
+    };
+    use proptest::prelude::*;
+
+    const REL: RelTag = RelTag {
+        spcnode: 1663,
+        dbnode: 5,
+        relnode: 1259,
+        forknum: 0,
+    };
+
+    fn clog_key() -> Key {
+        slru_block_key(SlruKind::Clog, 0, 3)
+    }
+
+    fn clog(xids: &[u32], status: ClogStatus, commit_ts: Option<i64>) -> NativeRecord {
+        NativeRecord::ClogSetStatus {
+            xids: xids.to_vec(),
+            status,
+            commit_ts,
+        }
+    }
+
+    fn rel_entry(relnode: u32, forknum: u8) -> DirEntry {
+        DirEntry::Rel { relnode, forknum }
+    }
+
+    #[test]
+    fn clog_set_status_sets_two_bits_per_xid() {
+        let page = Bytes::from(vec![0u8; BLCKSZ]);
+        let recs = [
+            clog(&[1, 6, 32767], ClogStatus::SubCommitted, None),
+            clog(&[1, 6], ClogStatus::Committed, None),
+            clog(&[32768 * 3 + 5], ClogStatus::Aborted, None),
+        ];
+        let out = reconstruct(clog_key(), Some(page), &recs).unwrap();
+        assert_eq!(out.len(), BLCKSZ);
+        assert_eq!(out[0], 0b0000_0100, "xid 1: bits 2-3 = COMMITTED");
+        assert_eq!(out[1], 0b0001_1000, "xid 6 COMMITTED, xid 5 ABORTED");
+        assert_eq!(out[BLCKSZ - 1], 0b1100_0000, "xid 32767 SUB_COMMITTED");
+        assert_eq!(out.iter().filter(|b| **b != 0).count(), 3);
+        assert_eq!(clog_page_xid_status(&out, 6), Some(ClogStatus::Committed));
+        assert_eq!(clog_page_xid_status(&out, 5), Some(ClogStatus::Aborted));
+        assert_eq!(clog_page_xid_status(&out, 7), Some(ClogStatus::InProgress));
+        assert_eq!(clog_page_commit_ts(&out), None);
+        assert_eq!(clog_page_xid_status(&out[..10], 6), None);
+    }
+
+    #[test]
+    fn clog_commit_ts_trailer_only_rises() {
+        let mut recs = vec![
+            NativeRecord::SlruZeroPage,
+            clog(&[2], ClogStatus::Committed, Some(100)),
+        ];
+        let out = reconstruct(clog_key(), None, &recs).unwrap();
+        assert_eq!(out.len(), BLCKSZ + CLOG_TRAILER_SIZE);
+        assert_eq!(clog_page_commit_ts(&out), Some(100));
+        assert_eq!(clog_page_without_trailer(&out).len(), BLCKSZ);
+        recs.push(clog(&[3], ClogStatus::Committed, Some(50)));
+        recs.push(clog(&[4], ClogStatus::Aborted, None));
+        let out = reconstruct(clog_key(), None, &recs).unwrap();
+        assert_eq!(clog_page_commit_ts(&out), Some(100));
+        recs.push(clog(&[5], ClogStatus::Committed, Some(-7 + 300)));
+        let out = reconstruct(clog_key(), None, &recs).unwrap();
+        assert_eq!(clog_page_commit_ts(&out), Some(293));
+        assert_eq!(clog_page_xid_status(&out, 4), Some(ClogStatus::Aborted));
+        // A zero-page record resets the trailer too.
+        recs.push(NativeRecord::SlruZeroPage);
+        let out = reconstruct(clog_key(), None, &recs).unwrap();
+        assert_eq!(&out[..], &[0u8; BLCKSZ][..]);
+    }
+
+    #[test]
+    fn clog_record_on_a_bad_page_names_the_key() {
+        let base = Bytes::from(vec![0u8; 100]);
+        let err = reconstruct(
+            clog_key(),
+            Some(base),
+            &[clog(&[1], ClogStatus::Committed, None)],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ApplyError::BadValue { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&clog_key().to_string()) && msg.contains("100 bytes"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn slru_zero_page_initialises_any_slru_page() {
+        let key = slru_block_key(SlruKind::MultiXactMembers, 7, 1);
+        let out = reconstruct(
+            key,
+            Some(Bytes::from_static(b"junk")),
+            &[NativeRecord::SlruZeroPage],
+        );
+        assert_eq!(out.unwrap(), Bytes::from(vec![0u8; BLCKSZ]));
+        let err = reconstruct(rel_block_key(REL, 0), None, &[NativeRecord::SlruZeroPage]);
+        assert!(matches!(err, Err(ApplyError::WrongKey { .. })));
+    }
+
+    #[test]
+    fn size_set_and_extend() {
+        for key in [rel_size_key(REL), slru_segment_size_key(SlruKind::Clog, 2)] {
+            let recs = [NativeRecord::RelSizeSet(10), NativeRecord::RelSizeExtend(5)];
+            assert_eq!(
+                reconstruct(key, None, &recs).unwrap(),
+                &10u32.to_le_bytes()[..]
+            );
+            let base = Bytes::copy_from_slice(&3u32.to_le_bytes());
+            let recs = [NativeRecord::RelSizeExtend(20)];
+            assert_eq!(
+                reconstruct(key, Some(base), &recs).unwrap(),
+                &20u32.to_le_bytes()[..]
+            );
+            let err = reconstruct(key, None, &recs).unwrap_err();
+            assert!(matches!(err, ApplyError::NoBase { .. }), "{err}");
+            let err = reconstruct(key, Some(Bytes::from_static(b"abc")), &recs).unwrap_err();
+            assert!(err.to_string().contains("3 bytes"), "{err}");
+        }
+        let err = reconstruct(rel_block_key(REL, 0), None, &[NativeRecord::RelSizeSet(1)]);
+        assert!(matches!(err, Err(ApplyError::WrongKey { .. })));
+    }
+
+    #[test]
+    fn directory_edits_are_idempotent() {
+        let key = rel_dir_key(1663, 5);
+        let recs = [
+            NativeRecord::DirInit(DirKind::Rel),
+            NativeRecord::DirAdd(rel_entry(20, 0)),
+            NativeRecord::DirAdd(rel_entry(10, 1)),
+            NativeRecord::DirAdd(rel_entry(20, 0)),
+            NativeRecord::DirRemove(rel_entry(30, 0)),
+            NativeRecord::DirAdd(rel_entry(10, 0)),
+            NativeRecord::DirRemove(rel_entry(10, 1)),
+        ];
+        let out = reconstruct(key, None, &recs).unwrap();
+        let dir = Directory::decode(&out).unwrap();
+        assert_eq!(dir.kind(), DirKind::Rel);
+        let entries: Vec<_> = dir.iter().copied().collect();
+        assert_eq!(entries, [rel_entry(10, 0), rel_entry(20, 0)]);
+        // Continuing from the image gives the same as replaying everything.
+        let more = [NativeRecord::DirRemove(rel_entry(20, 0))];
+        let out = reconstruct(key, Some(out), &more).unwrap();
+        assert_eq!(Directory::decode(&out).unwrap().len(), 1);
+        // An empty directory image is the same as DirInit.
+        let empty = Directory::new(DirKind::Db);
+        assert_eq!(Directory::from_value(&empty.to_value()), Ok(empty.clone()));
+        let init = Value::Record(NativeRecord::DirInit(DirKind::Db));
+        assert_eq!(Directory::from_value(&init), Ok(empty));
+        let add = Value::Record(NativeRecord::DirAdd(DirEntry::TwoPhase(1)));
+        assert_eq!(
+            Directory::from_value(&add),
+            Err(ValueError::NotComplete("directory-add"))
+        );
+    }
+
+    #[test]
+    fn directory_edits_of_the_wrong_kind_are_errors() {
+        let mut dir = Directory::new(DirKind::SlruSegment);
+        assert_eq!(
+            dir.insert(DirEntry::TwoPhase(5)),
+            Err(DirError::WrongKind {
+                dir: DirKind::SlruSegment,
+                entry: DirEntry::TwoPhase(5)
+            })
+        );
+        assert_eq!(dir.insert(DirEntry::SlruSegment(5)), Ok(true));
+        assert_eq!(dir.insert(DirEntry::SlruSegment(5)), Ok(false));
+        assert_eq!(dir.remove(&DirEntry::SlruSegment(6)), Ok(false));
+        let key = slru_dir_key(SlruKind::Clog);
+        let base = Bytes::from(dir.encode());
+        let wrong = [NativeRecord::DirAdd(DirEntry::TwoPhase(5))];
+        let err = reconstruct(key, Some(base.clone()), &wrong).unwrap_err();
+        assert!(matches!(err, ApplyError::WrongKey { .. }), "{err}");
+        // A directory of another kind stored under the key.
+        let err = reconstruct(
+            TWOPHASEDIR_KEY,
+            Some(base),
+            &[NativeRecord::DirAdd(DirEntry::TwoPhase(5))],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("SLRU segment directory"), "{err}");
+        // Invalid entries and non-directory values.
+        let err = reconstruct(
+            DBDIR_KEY,
+            None,
+            &[
+                NativeRecord::DirInit(DirKind::Db),
+                NativeRecord::DirAdd(DirEntry::Db {
+                    spcnode: 0,
+                    dbnode: 1,
+                }),
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, ApplyError::Directory { .. }), "{err}");
+        let err = reconstruct(
+            DBDIR_KEY,
+            Some(Bytes::from_static(b"not a directory")),
+            &[NativeRecord::DirRemove(DirEntry::Db {
+                spcnode: 1663,
+                dbnode: 1,
+            })],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let err = reconstruct(DBDIR_KEY, None, &[NativeRecord::DirInit(DirKind::Rel)]);
+        assert!(matches!(err, Err(ApplyError::WrongKey { .. })));
+    }
+
+    #[test]
+    fn directory_decode_rejects_malformed_images() {
+        let mut dir = Directory::new(DirKind::TwoPhase);
+        dir.insert(DirEntry::TwoPhase(1)).unwrap();
+        dir.insert(DirEntry::TwoPhase(2)).unwrap();
+        let good = dir.encode();
+        assert_eq!(good, [3, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]);
+        let mut unsorted = good.clone();
+        unsorted[5..9].copy_from_slice(&3u32.to_le_bytes());
+        let mut dup = good.clone();
+        dup[5..9].copy_from_slice(&2u32.to_le_bytes());
+        let mut zero = good.clone();
+        zero[5..9].copy_from_slice(&0u32.to_le_bytes());
+        let mut huge = good.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut kind = good.clone();
+        kind[0] = 9;
+        for bad in [
+            unsorted,
+            dup,
+            zero,
+            huge,
+            trailing,
+            kind,
+            good[..12].to_vec(),
+            vec![],
+        ] {
+            assert!(Directory::decode(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reconstruct_needs_a_start_and_a_valid_key() {
+        let base = Bytes::from_static(b"page");
+        assert_eq!(reconstruct(REL_KEY, Some(base.clone()), &[]), Ok(base));
+        assert_eq!(
+            reconstruct(REL_KEY, None, &[]),
+            Err(ApplyError::NoValue { key: REL_KEY })
+        );
+        let bad_key = Key {
+            field1: 9,
+            ..Key::MIN
+        };
+        let err = reconstruct(bad_key, None, &[NativeRecord::SlruZeroPage]).unwrap_err();
+        assert_eq!(err, ApplyError::InvalidKey(KeyError::Unknown(bad_key)));
+        let err = reconstruct(
+            twophase_file_key(9),
+            None,
+            &[NativeRecord::RelSizeExtend(1)],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("two-phase file of xid 9"), "{err}");
+    }
+
+    const REL_KEY: Key = rel_block_key(REL, 0);
+
+    #[test]
+    fn will_init() {
+        assert!(Value::Image(Bytes::new()).will_init());
+        assert_eq!(Value::Image(Bytes::new()).ser()[0], Value::IMAGE_TAG);
+        assert_ne!(
+            Value::from(NativeRecord::SlruZeroPage).ser()[0],
+            Value::IMAGE_TAG
+        );
+        assert!(Value::from(NativeRecord::SlruZeroPage).will_init());
+        assert!(Value::from(NativeRecord::RelSizeSet(1)).will_init());
+        assert!(Value::from(NativeRecord::DirInit(DirKind::Rel)).will_init());
+        assert!(!Value::from(NativeRecord::RelSizeExtend(1)).will_init());
+        assert!(!Value::from(clog(&[], ClogStatus::Committed, None)).will_init());
+        assert!(!Value::from(NativeRecord::DirAdd(DirEntry::TwoPhase(1))).will_init());
+        assert!(!Value::from(NativeRecord::DirRemove(DirEntry::TwoPhase(1))).will_init());
+    }
+
+    #[test]
+    fn des_rejects_malformed_input() {
+        assert!(matches!(Value::des(&[]), Err(ValueError::Truncated { .. })));
+        assert_eq!(
+            Value::des(&[99]),
+            Err(ValueError::UnknownTag {
+                what: "value",
+                tag: 99
+            })
+        );
+        assert_eq!(
+            Value::des(&[TAG_SLRU_ZERO_PAGE, 0]),
+            Err(ValueError::TrailingBytes(1))
+        );
+        let mut huge_image = vec![TAG_IMAGE];
+        huge_image.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            Value::des(&huge_image),
+            Err(ValueError::Truncated { .. })
+        ));
+        let mut huge_count = vec![TAG_CLOG_SET_STATUS, 1, 0];
+        huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
+        huge_count.extend_from_slice(&[0; 8]);
+        assert_eq!(
+            Value::des(&huge_count),
+            Err(ValueError::Count {
+                what: "CLOG xid",
+                count: u32::MAX,
+                have: 8
+            })
+        );
+        assert!(Value::des(&[TAG_CLOG_SET_STATUS, 4, 0, 0, 0, 0, 0]).is_err());
+        assert!(Value::des(&[TAG_CLOG_SET_STATUS, 1, 2, 0, 0, 0, 0]).is_err());
+        assert!(Value::des(&[TAG_DIR_INIT, 4]).is_err());
+    }
+
+    fn any_entry() -> impl Strategy<Value = DirEntry> {
+        prop_oneof![
+            (any::<u32>(), any::<u8>()).prop_map(|(relnode, forknum)| rel_entry(relnode, forknum)),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(spcnode, dbnode)| DirEntry::Db { spcnode, dbnode }),
+            any::<u32>().prop_map(DirEntry::SlruSegment),
+            any::<u32>().prop_map(DirEntry::TwoPhase),
+        ]
+    }
+
+    fn any_status() -> impl Strategy<Value = ClogStatus> {
+        (0u8..4).prop_map(ClogStatus::from_bits)
+    }
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Value::Image(b.into())),
+            (
+                prop::collection::vec(any::<u32>(), 0..50),
+                any_status(),
+                any::<Option<i64>>()
+            )
+                .prop_map(|(xids, status, commit_ts)| NativeRecord::ClogSetStatus {
+                    xids,
+                    status,
+                    commit_ts
+                }
+                .into()),
+            Just(NativeRecord::SlruZeroPage.into()),
+            any::<u32>().prop_map(|n| NativeRecord::RelSizeSet(n).into()),
+            any::<u32>().prop_map(|n| NativeRecord::RelSizeExtend(n).into()),
+            prop::sample::select(DirKind::ALL.to_vec())
+                .prop_map(|k| NativeRecord::DirInit(k).into()),
+            any_entry().prop_map(|e| NativeRecord::DirAdd(e).into()),
+            any_entry().prop_map(|e| NativeRecord::DirRemove(e).into()),
+        ]
+    }
+
+    /// Valid relation entries from a small space, so edits collide.
+    fn small_rel_entry() -> impl Strategy<Value = DirEntry> {
+        (1u32..8, 0..=MAX_FORKNUM).prop_map(|(r, f)| rel_entry(r, f))
+    }
+
+    proptest! {
+        #[test]
+        fn ser_des_round_trip(v in any_value()) {
+            let bytes = v.ser();
+            prop_assert_eq!(Value::des(&bytes), Ok(v.clone()));
+            let mut appended = vec![1, 2, 3];
+            v.ser_into(&mut appended);
+            prop_assert_eq!(&appended[3..], &bytes[..]);
+        }
+
+        #[test]
+        fn truncated_or_extended_input_is_an_error(v in any_value(), extra in any::<u8>()) {
+            let bytes = v.ser();
+            for len in 0..bytes.len() {
+                prop_assert!(Value::des(&bytes[..len]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(extra);
+            prop_assert_eq!(Value::des(&longer), Err(ValueError::TrailingBytes(1)));
+        }
+
+        #[test]
+        fn random_bytes_never_panic_in_des(
+            tag in 0u8..10,
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut input = vec![tag];
+            input.extend_from_slice(&bytes);
+            for buf in [&bytes[..], &input[..]] {
+                // The encoding is canonical: whatever decodes encodes back.
+                if let Ok(v) = Value::des(buf) {
+                    prop_assert_eq!(v.ser(), buf.to_vec());
+                }
+                if let Ok(d) = Directory::decode(buf) {
+                    prop_assert_eq!(d.encode(), buf.to_vec());
+                }
+            }
+        }
+
+        #[test]
+        fn directory_edits_match_a_set(
+            edits in prop::collection::vec((any::<bool>(), small_rel_entry()), 0..40),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let key = rel_dir_key(1663, 5);
+            let mut model = BTreeSet::new();
+            let mut recs = vec![NativeRecord::DirInit(DirKind::Rel)];
+            for (add, e) in &edits {
+                if *add {
+                    model.insert(*e);
+                    recs.push(NativeRecord::DirAdd(*e));
+                } else {
+                    model.remove(e);
+                    recs.push(NativeRecord::DirRemove(*e));
+                }
+            }
+            let out = reconstruct(key, None, &recs).unwrap();
+            let dir = Directory::decode(&out).unwrap();
+            prop_assert_eq!(dir.iter().copied().collect::<BTreeSet<_>>(), model);
+            // Materialising an image half way changes nothing.
+            let at = split.index(recs.len());
+            let mid = reconstruct(key, None, &recs[..at.max(1)]).unwrap();
+            prop_assert_eq!(reconstruct(key, Some(mid), &recs[at.max(1)..]).unwrap(), out);
+        }
+
+        #[test]
+        fn clog_last_status_wins(
+            sets in prop::collection::vec(
+                (prop::collection::vec(0u32..200, 0..10), any_status()), 0..20),
+        ) {
+            let mut model = [ClogStatus::InProgress; 200];
+            let mut recs = vec![NativeRecord::SlruZeroPage];
+            for (xids, status) in &sets {
+                for x in xids {
+                    model[*x as usize] = *status;
+                }
+                recs.push(clog(xids, *status, None));
+            }
+            let out = reconstruct(clog_key(), None, &recs).unwrap();
+            for (xid, status) in model.iter().enumerate() {
+                prop_assert_eq!(clog_page_xid_status(&out, xid as u32), Some(*status));
+            }
+        }
+    }
+}

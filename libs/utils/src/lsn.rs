@@ -130,6 +130,15 @@ impl AddAssign<u64> for Lsn {
     }
 }
 
+impl Sub<u64> for Lsn {
+    type Output = Lsn;
+    /// `n` bytes earlier. Panics on underflow; use [`Lsn::checked_sub`] on
+    /// the raw values for untrusted input.
+    fn sub(self, rhs: u64) -> Lsn {
+        Lsn(self.0.checked_sub(rhs).expect("LSN subtraction underflow"))
+    }
+}
+
 impl Sub<Lsn> for Lsn {
     type Output = u64;
     /// Distance in bytes. Panics when `rhs` is larger; use

@@ -107,3 +107,16 @@ impl From<AuthError> for ApiError {
         }
     }
 }
+
+impl From<crate::tenant::timeline::read::PageReconstructError> for ApiError {
+    fn from(e: crate::tenant::timeline::read::PageReconstructError) -> Self {
+        use crate::tenant::timeline::read::PageReconstructError as E;
+        let msg = e.to_string();
+        match e {
+            E::MissingKey { .. } => ApiError::NotFound(msg),
+            E::BelowGcCutoff { .. } => ApiError::BadRequest(msg),
+            E::LsnTimeout { .. } | E::Cancelled => ApiError::Unavailable(msg),
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

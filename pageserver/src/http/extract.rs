@@ -51,6 +51,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
 pub struct QueryParams(HashMap<String, String>);
 
 impl QueryParams {
+    /// Parses required query parameter `name`, naming it in the error.
+    pub fn parse<T>(&self, name: &str) -> Result<T, ApiError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let raw = self
+            .0
+            .get(name)
+            .ok_or_else(|| ApiError::BadRequest(format!("missing query parameter {name}")))?;
+        raw.parse().map_err(|e| {
+            ApiError::BadRequest(format!("invalid query parameter {name} {raw:?}: {e}"))
+        })
+    }
+
     /// A boolean flag: absent is false; `true`/`false` (or empty, meaning
     /// true) otherwise; anything else is a 400 naming the parameter.
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {

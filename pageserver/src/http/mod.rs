@@ -8,6 +8,7 @@ pub mod extract;
 pub mod handlers;
 pub mod node;
 pub mod routes;
+pub mod timeline_ops;
 
 #[cfg(test)]
 mod openapi_tests;

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::access::Access;
-use super::{handlers, node, AppState};
+use super::{handlers, node, timeline_ops, AppState};
 
 /// One route of the HTTP API.
 pub struct Route {
@@ -38,6 +38,7 @@ where
 /// Every route of the API.
 pub fn routes() -> Vec<Route> {
     use Access::*;
+    #[cfg_attr(not(feature = "testing"), allow(unused_mut))]
     let mut routes = vec![
         route(Method::GET, "/v1/status", Public, node::status),
         route(Method::GET, "/health", Public, node::health),
@@ -94,10 +95,41 @@ pub fn routes() -> Vec<Route> {
             Tenant,
             handlers::timeline_delete,
         ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/checkpoint",
+            Node,
+            timeline_ops::checkpoint,
+        ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/compact",
+            Node,
+            timeline_ops::compact,
+        ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/do_gc",
+            Node,
+            timeline_ops::do_gc,
+        ),
     ];
-    if cfg!(feature = "testing") {
-        routes.push(route(Method::PUT, "/v1/failpoints", Node, node::failpoints));
-    }
+    #[cfg(feature = "testing")]
+    routes.extend([
+        route(Method::PUT, "/v1/failpoints", Node, node::failpoints),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/values",
+            Node,
+            timeline_ops::test_put,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/value",
+            Node,
+            timeline_ops::test_get,
+        ),
+    ]);
     routes
 }
 

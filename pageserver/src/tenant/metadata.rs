@@ -34,6 +34,38 @@ pub struct TimelineMetadata {
     pub initdb_lsn: Lsn,
     /// PostgreSQL major version.
     pub pg_version: u32,
+    /// `(unix seconds, disk_consistent_lsn)` samples taken at flushes, oldest
+    /// first, thinned to a bounded count: maps `pitr_interval` to an LSN.
+    #[serde(default)]
+    pub lsn_history: Vec<(u64, Lsn)>,
+}
+
+/// Most samples kept in [`TimelineMetadata::lsn_history`].
+const MAX_LSN_HISTORY: usize = 512;
+
+impl TimelineMetadata {
+    /// Records that `lsn` was durable at `now` (unix seconds). Samples less
+    /// than a second apart replace each other; when the list is full every
+    /// second older sample is dropped, so the covered span never shrinks.
+    pub fn record_lsn_time(&mut self, now: u64, lsn: Lsn) {
+        match self.lsn_history.last_mut() {
+            Some(last) if last.0 == now => last.1 = lsn,
+            _ => self.lsn_history.push((now, lsn)),
+        }
+        if self.lsn_history.len() > MAX_LSN_HISTORY {
+            let mut i = 0;
+            self.lsn_history.retain(|_| {
+                i += 1;
+                i % 2 == 1 || i > MAX_LSN_HISTORY / 2
+            });
+        }
+    }
+
+    /// The newest LSN known durable at or before `time` (unix seconds).
+    pub fn lsn_at_time(&self, time: u64) -> Option<Lsn> {
+        let idx = self.lsn_history.partition_point(|(t, _)| *t <= time);
+        idx.checked_sub(1).map(|i| self.lsn_history[i].1)
+    }
 }
 
 /// The metadata file cannot be read.
@@ -108,7 +140,24 @@ mod tests {
             latest_gc_cutoff_lsn: Lsn(0x800),
             initdb_lsn: Lsn(0x100),
             pg_version: 15,
+            lsn_history: vec![(100, Lsn(0x1000)), (200, Lsn(0x1234))],
         }
+    }
+
+    #[test]
+    fn lsn_history_is_bounded_and_keeps_its_span() {
+        let mut m = sample();
+        m.lsn_history.clear();
+        for t in 0..5000u64 {
+            m.record_lsn_time(1000 + t, Lsn(t * 8));
+        }
+        assert!(m.lsn_history.len() <= MAX_LSN_HISTORY);
+        assert_eq!(m.lsn_history[0], (1000, Lsn(0)));
+        assert_eq!(m.lsn_history.last().unwrap().1, Lsn(4999 * 8));
+        assert!(m.lsn_history.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(m.lsn_at_time(999), None);
+        assert_eq!(m.lsn_at_time(1000), Some(Lsn(0)));
+        assert_eq!(m.lsn_at_time(u64::MAX), Some(Lsn(4999 * 8)));
     }
 
     #[test]

@@ -82,10 +82,12 @@ impl TenantManager {
                 continue;
             };
             let t = tenant.clone();
-            if let Err(e) = blocking(move || t.load_blocking()).await {
-                tenant.set_state(TenantState::Broken {
+            match blocking(move || t.load_blocking()).await {
+                Ok(()) if tenant.state() == TenantState::Active => tenant.activate(),
+                Ok(()) => {}
+                Err(e) => tenant.set_state(TenantState::Broken {
                     reason: e.to_string(),
-                });
+                }),
             }
             drop(guard);
         }
@@ -159,6 +161,7 @@ impl TenantManager {
                 ));
                 map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
                 drop(map);
+                tenant.activate();
                 tracing::info!(%tenant_id, "tenant created");
                 self.update_state_metrics();
                 Ok(tenant)

@@ -7,6 +7,7 @@
 //! either the whole object or nothing.
 
 pub mod errors;
+pub mod maintenance;
 pub mod metadata;
 pub mod mgr;
 pub mod storage_layer;
@@ -42,8 +43,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 #[derive(Default)]
 struct Timelines {
     active: HashMap<TimelineId, Arc<Timeline>>,
-    /// Being created, with their ancestor (so a delete of the ancestor waits).
-    creating: HashMap<TimelineId, Option<TimelineId>>,
+    /// Being created, with their ancestor and branch point (so a delete of
+    /// the ancestor waits and its GC keeps the branch point).
+    creating: HashMap<TimelineId, Option<(TimelineId, Lsn)>>,
     deleting: HashSet<TimelineId>,
 }
 
@@ -55,6 +57,8 @@ pub struct Tenant {
     path: PathBuf,
     state: Mutex<TenantState>,
     overrides: RwLock<TenantConfig>,
+    /// Overrides merged over the node's defaults, shared with the timelines.
+    effective: timeline::SharedTenantConf,
     timelines: Mutex<Timelines>,
     /// Cancelled when the tenant shuts down; timelines' tokens are children.
     pub cancel: CancellationToken,
@@ -99,9 +103,12 @@ impl Tenant {
         Tenant {
             tenant_id,
             path: conf.tenant_path(&tenant_id),
-            conf,
             state: Mutex::new(state),
+            effective: Arc::new(RwLock::new(
+                overrides.merged_over(&conf.default_tenant_config),
+            )),
             overrides: RwLock::new(overrides),
+            conf,
             timelines: Mutex::new(Timelines::default()),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("tenant {tenant_id}")),
@@ -143,7 +150,7 @@ impl Tenant {
 
     fn try_load(&self) -> Result<(), String> {
         let config = read_config(&self.path)?;
-        *self.overrides.write().expect("config lock poisoned") = config;
+        self.install_config(config);
         let dir = self.path.join(TIMELINES_DIR);
         for removed in crashsafe::remove_temporaries(&dir)
             .map_err(|e| format!("cannot clean {}: {e}", dir.display()))?
@@ -160,15 +167,24 @@ impl Tenant {
                 tracing::warn!(tenant_id = %self.tenant_id, "ignoring unexpected entry {} in {}", name.to_string_lossy(), dir.display());
                 continue;
             };
-            let timeline = Timeline::load(self.tenant_id, timeline_id, entry.path(), &self.cancel);
+            let timeline = Timeline::load(
+                self.tenant_id,
+                timeline_id,
+                entry.path(),
+                self.effective.clone(),
+                &self.cancel,
+            );
             loaded.insert(timeline_id, Arc::new(timeline));
         }
         for timeline in loaded.values() {
             if let Some(ancestor) = timeline.ancestor_timeline_id() {
-                if !loaded.contains_key(&ancestor) {
-                    let reason = format!("ancestor timeline {ancestor} is missing");
-                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
-                    timeline.set_state(TenantState::Broken { reason });
+                match loaded.get(&ancestor) {
+                    Some(a) => timeline.set_ancestor(a.clone()),
+                    None => {
+                        let reason = format!("ancestor timeline {ancestor} is missing");
+                        tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
+                        timeline.set_state(TenantState::Broken { reason });
+                    }
                 }
             }
         }
@@ -210,8 +226,13 @@ impl Tenant {
 
     /// The settings in force: overrides over the node's defaults.
     pub fn effective_config(&self) -> TenantConfig {
-        self.overrides()
-            .merged_over(&self.conf.default_tenant_config)
+        self.effective.read().expect("config lock poisoned").clone()
+    }
+
+    fn install_config(&self, config: TenantConfig) {
+        *self.effective.write().expect("config lock poisoned") =
+            config.merged_over(&self.conf.default_tenant_config);
+        *self.overrides.write().expect("config lock poisoned") = config;
     }
 
     /// Replaces the tenant's overrides, durably.
@@ -228,7 +249,7 @@ impl Tenant {
             .map_err(|e| {
                 anyhow::anyhow!("cannot write config of tenant {}: {e}", self.tenant_id)
             })?;
-        *self.overrides.write().expect("config lock poisoned") = config;
+        self.install_config(config);
         tracing::info!(tenant_id = %self.tenant_id, "tenant config updated");
         Ok(())
     }
@@ -271,6 +292,57 @@ impl Tenant {
             .collect()
     }
 
+    fn check_new_timeline_id(
+        &self,
+        timelines: &Timelines,
+        timeline_id: TimelineId,
+    ) -> Result<(), TenantError> {
+        if timelines.active.contains_key(&timeline_id)
+            || timelines.creating.contains_key(&timeline_id)
+        {
+            return Err(TenantError::TimelineAlreadyExists(
+                self.tenant_id,
+                timeline_id,
+            ));
+        }
+        if timelines.deleting.contains(&timeline_id) {
+            return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
+        }
+        Ok(())
+    }
+
+    /// Claims `timeline_id` for a creation under way.
+    fn register_creation(
+        &self,
+        timeline_id: TimelineId,
+        branch: Option<(TimelineId, Lsn)>,
+    ) -> Result<(), TenantError> {
+        let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+        self.check_new_timeline_id(&timelines, timeline_id)?;
+        timelines.creating.insert(timeline_id, branch);
+        Ok(())
+    }
+
+    /// Branch points of `timeline_id`'s children (and children being created).
+    pub fn retain_lsns(&self, timeline_id: TimelineId) -> Vec<Lsn> {
+        let timelines = self.timelines.lock().expect("timelines lock poisoned");
+        let mut lsns: Vec<Lsn> = timelines
+            .active
+            .values()
+            .filter(|t| t.ancestor_timeline_id() == Some(timeline_id))
+            .map(|t| t.ancestor_lsn())
+            .chain(
+                timelines
+                    .creating
+                    .values()
+                    .filter_map(|b| b.filter(|(a, _)| *a == timeline_id).map(|(_, l)| l)),
+            )
+            .collect();
+        lsns.sort();
+        lsns.dedup();
+        lsns
+    }
+
     /// Creates a timeline: a root (empty until data is imported) or a branch
     /// of `ancestor_timeline_id` at `ancestor_start_lsn`. Costs O(1): a
     /// branch shares its parent's data below the branch point.
@@ -287,50 +359,45 @@ impl Tenant {
                 "pg_version {pg_version} is not supported: this page server stores PostgreSQL {DEFAULT_PG_VERSION} only"
             )));
         }
-        let metadata = {
-            let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
-            if timelines.active.contains_key(&timeline_id)
-                || timelines.creating.contains_key(&timeline_id)
-            {
-                return Err(TenantError::TimelineAlreadyExists(
-                    self.tenant_id,
-                    timeline_id,
-                ));
+        let metadata = match req.ancestor_timeline_id {
+            Some(ancestor_id) => {
+                let ancestor = self.get_timeline(ancestor_id).map_err(|_| {
+                    TenantError::BadRequest(format!(
+                        "ancestor timeline {ancestor_id} not found in tenant {}",
+                        self.tenant_id
+                    ))
+                })?;
+                // The branch point is checked and registered (in `creating`)
+                // with the parent's GC paused, so GC keeps it from then on.
+                tokio::task::block_in_place(|| {
+                    ancestor.with_gc_paused(|| {
+                        let metadata = branch_metadata(&ancestor, req.ancestor_start_lsn)?;
+                        self.register_creation(
+                            timeline_id,
+                            Some((ancestor_id, metadata.ancestor_lsn)),
+                        )?;
+                        Ok::<_, TenantError>(metadata)
+                    })
+                })?
             }
-            if timelines.deleting.contains(&timeline_id) {
-                return Err(TenantError::TimelineBusy(self.tenant_id, timeline_id));
+            None => {
+                if let Some(lsn) = req.ancestor_start_lsn {
+                    return Err(TenantError::BadRequest(format!(
+                        "ancestor_start_lsn {lsn} given without ancestor_timeline_id"
+                    )));
+                }
+                self.register_creation(timeline_id, None)?;
+                TimelineMetadata {
+                    disk_consistent_lsn: Lsn::INVALID,
+                    prev_record_lsn: None,
+                    ancestor_timeline: None,
+                    ancestor_lsn: Lsn::INVALID,
+                    latest_gc_cutoff_lsn: Lsn::INVALID,
+                    initdb_lsn: Lsn::INVALID,
+                    pg_version,
+                    lsn_history: Vec::new(),
+                }
             }
-            let metadata = match req.ancestor_timeline_id {
-                Some(ancestor_id) => {
-                    let ancestor = timelines.active.get(&ancestor_id).ok_or_else(|| {
-                        TenantError::BadRequest(format!(
-                            "ancestor timeline {ancestor_id} not found in tenant {}",
-                            self.tenant_id
-                        ))
-                    })?;
-                    branch_metadata(ancestor, req.ancestor_start_lsn)?
-                }
-                None => {
-                    if let Some(lsn) = req.ancestor_start_lsn {
-                        return Err(TenantError::BadRequest(format!(
-                            "ancestor_start_lsn {lsn} given without ancestor_timeline_id"
-                        )));
-                    }
-                    TimelineMetadata {
-                        disk_consistent_lsn: Lsn::INVALID,
-                        prev_record_lsn: None,
-                        ancestor_timeline: None,
-                        ancestor_lsn: Lsn::INVALID,
-                        latest_gc_cutoff_lsn: Lsn::INVALID,
-                        initdb_lsn: Lsn::INVALID,
-                        pg_version,
-                    }
-                }
-            };
-            timelines
-                .creating
-                .insert(timeline_id, req.ancestor_timeline_id);
-            metadata
         };
 
         let path = self.conf.timeline_path(&self.tenant_id, &timeline_id);
@@ -345,10 +412,19 @@ impl Tenant {
                     timeline_id,
                     path,
                     metadata,
+                    Default::default(),
                     TenantState::Active,
+                    self.effective.clone(),
                     &self.cancel,
                 ));
+                if let Some(ancestor) = req
+                    .ancestor_timeline_id
+                    .and_then(|a| timelines.active.get(&a))
+                {
+                    timeline.set_ancestor(ancestor.clone());
+                }
                 timelines.active.insert(timeline_id, timeline.clone());
+                timeline.spawn_background();
                 tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
                 Ok(timeline)
             }
@@ -390,7 +466,7 @@ impl Tenant {
                     timelines
                         .creating
                         .iter()
-                        .filter(|(_, a)| **a == Some(timeline_id))
+                        .filter(|(_, a)| a.is_some_and(|(a, _)| a == timeline_id))
                         .map(|(id, _)| *id),
                 )
                 .collect();
@@ -407,7 +483,11 @@ impl Tenant {
                 .remove(&timeline_id)
                 .expect("checked above")
         };
-        timeline.shutdown().await;
+        timeline.shutdown(false).await;
+        crate::metrics::remove_timeline_metrics(
+            &self.tenant_id.to_string(),
+            &timeline_id.to_string(),
+        );
         let path = timeline.path().to_path_buf();
         let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
         let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
@@ -468,7 +548,7 @@ impl Tenant {
         self.cancel.cancel();
         self.gate.close().await;
         for timeline in self.list_timelines() {
-            timeline.shutdown().await;
+            timeline.shutdown(true).await;
         }
     }
 }
@@ -504,9 +584,10 @@ fn branch_metadata(
     }
     let m = ancestor.metadata();
     Ok(TimelineMetadata {
+        lsn_history: Vec::new(),
         disk_consistent_lsn: start,
         prev_record_lsn: if start == last {
-            m.prev_record_lsn
+            ancestor.record_lsn().prev
         } else {
             None
         },

@@ -1,1 +1,296 @@
-//! Delta and image layer files (being written).
+//! Delta and image layer files: the immutable on-disk form of a layer
+//! (DESIGN.md section 3). [`LayerWriter`] writes one, [`LayerReader`] reads
+//! and checks one.
+//!
+//! # Format (version 1)
+//!
+//! All integers are little-endian. Keys are the 18-byte big-endian
+//! [`Key::to_bytes`](pageserver_api::key::Key::to_bytes) encoding.
+//!
+//! ```text
+//! header (99 bytes)
+//!   magic            8   b"PSLAYER\0"
+//!   format version   2   u16, currently 1
+//!   kind             1   0 = delta, 1 = image
+//!   tenant id       16
+//!   timeline id     16
+//!   key range       36   start, end (exclusive)
+//!   LSN range       16   start, end (exclusive) as u64; image: lsn, lsn + 1
+//!   header CRC       4   CRC32C of the 95 bytes above
+//! value blobs, one per index entry, in index order, back to back
+//!   stored length    4   u32
+//!   flags            1   bit 0 = zstd-compressed; other bits must be 0
+//!   blob CRC         4   CRC32C of the flags byte followed by the stored bytes
+//!   stored bytes
+//! index, at `index offset`
+//!   entries         34 each: key (18), lsn (u64), blob offset (u64),
+//!                   sorted by (key, lsn), no duplicates
+//!   index CRC        4   CRC32C of the entries
+//! footer (28 bytes, at the very end)
+//!   index offset     8   u64
+//!   entry count      8   u64
+//!   file CRC         4   CRC32C of every byte of the file before this field
+//!   magic            8   b"PSLAYER\0"
+//! ```
+//!
+//! The blobs tile the space between header and index exactly: the first
+//! starts right after the header, each next one where the previous ends, and
+//! the last ends at the index. A reader therefore knows every blob's extent
+//! from the (checksummed) index alone and never trusts a stored length to
+//! size a read. Compressed blobs hold one zstd frame with its content size;
+//! the writer only compresses values up to [`MAX_COMPRESSIBLE_VALUE`] bytes
+//! and the reader refuses frames that claim more, so decompression is
+//! bounded too.
+//!
+//! Opening a file checks header, footer and index; each value read is checked
+//! against its blob CRC; [`LayerReader::verify`] also checks the whole-file
+//! CRC. A corrupt file gives [`LayerError::Corrupt`] with the file and the
+//! offset, never wrong data.
+
+mod reader;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use pageserver_api::key::{Key, KEY_SIZE};
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+pub use reader::LayerReader;
+pub use writer::LayerWriter;
+
+/// What went wrong writing or reading a layer file. Every message names the
+/// file.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The file system failed.
+    #[error("I/O error on layer file {}: {source}", path.display())]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The file's content is not a valid layer file; it must not be served
+    /// and should be downloaded again.
+    #[error("layer file {} is corrupt at offset {offset}: {what}", path.display())]
+    Corrupt {
+        /// The corrupt file.
+        path: PathBuf,
+        /// Byte offset of the bad data in the file.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The caller broke a rule of the API (order of values, ranges); nothing
+    /// was written. The message names the file.
+    #[error("{0}")]
+    Misuse(String),
+}
+
+impl LayerError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+        LayerError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Self {
+        LayerError::Corrupt {
+            path: path.to_owned(),
+            offset,
+            what: what.into(),
+        }
+    }
+}
+
+/// Magic at the start and at the end of every layer file.
+const MAGIC: [u8; 8] = *b"PSLAYER\0";
+/// The format version written and the only one read.
+const FORMAT_VERSION: u16 = 1;
+const KIND_DELTA: u8 = 0;
+const KIND_IMAGE: u8 = 1;
+
+/// Size of the header, including its CRC.
+const HEADER_SIZE: usize = 99;
+/// Offset of the header CRC.
+const HEADER_CRC_OFFSET: usize = HEADER_SIZE - 4;
+/// Size of a blob's length, flags and CRC.
+const BLOB_HEADER_SIZE: usize = 9;
+/// Flag bit: stored bytes are a zstd frame.
+const FLAG_ZSTD: u8 = 1;
+/// Size of one index entry.
+const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 16;
+/// Size of the footer.
+const FOOTER_SIZE: usize = 28;
+/// Offset of the file CRC within the footer.
+const FOOTER_CRC_OFFSET: usize = 16;
+
+/// Values larger than this are stored uncompressed even when compression is
+/// asked for; a reader refuses compressed blobs that expand beyond it.
+pub const MAX_COMPRESSIBLE_VALUE: usize = 1 << 20;
+/// zstd level for compressed values: fast, still most of the gain for pages.
+const ZSTD_LEVEL: i32 = 1;
+
+/// The fixed-size header: everything known about the file before its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    is_delta: bool,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
+    key_range: Range<Key>,
+    lsn_range: Range<Lsn>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[at..at + 2]);
+    u16::from_le_bytes(a)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn key_at(b: &[u8], at: usize) -> Key {
+    let mut a = [0u8; KEY_SIZE];
+    a.copy_from_slice(&b[at..at + KEY_SIZE]);
+    key_from_array(a)
+}
+
+/// Every 18-byte array is a key.
+fn key_from_array(a: [u8; KEY_SIZE]) -> Key {
+    Key::from_slice(&a).unwrap_or(Key::MIN)
+}
+
+/// CRC32C of a blob's flags byte followed by its stored bytes.
+fn blob_crc(flags: u8, stored: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[flags]), stored)
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[10] = if self.is_delta {
+            KIND_DELTA
+        } else {
+            KIND_IMAGE
+        };
+        b[11..27].copy_from_slice(self.tenant_id.as_bytes());
+        b[27..43].copy_from_slice(self.timeline_id.as_bytes());
+        b[43..61].copy_from_slice(&self.key_range.start.to_bytes());
+        b[61..79].copy_from_slice(&self.key_range.end.to_bytes());
+        b[79..87].copy_from_slice(&self.lsn_range.start.0.to_le_bytes());
+        b[87..95].copy_from_slice(&self.lsn_range.end.0.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..HEADER_CRC_OFFSET]);
+        b[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Reads and checks a header; `path` is only for errors.
+    fn decode(b: &[u8; HEADER_SIZE], path: &Path) -> Result<Header, LayerError> {
+        if b[0..8] != MAGIC {
+            return Err(LayerError::corrupt(path, 0, "bad magic: not a layer file"));
+        }
+        let stored_crc = u32_at(b, HEADER_CRC_OFFSET);
+        if crc32c::crc32c(&b[..HEADER_CRC_OFFSET]) != stored_crc {
+            return Err(LayerError::corrupt(
+                path,
+                HEADER_CRC_OFFSET as u64,
+                "header checksum mismatch",
+            ));
+        }
+        let version = u16_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(LayerError::corrupt(
+                path,
+                8,
+                format!("unsupported format version {version} (this page server reads {FORMAT_VERSION})"),
+            ));
+        }
+        let is_delta = match b[10] {
+            KIND_DELTA => true,
+            KIND_IMAGE => false,
+            other => {
+                return Err(LayerError::corrupt(
+                    path,
+                    10,
+                    format!("unknown layer kind {other}"),
+                ))
+            }
+        };
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&b[11..27]);
+        let tenant_id = TenantId::from_bytes(id);
+        id.copy_from_slice(&b[27..43]);
+        let timeline_id = TimelineId::from_bytes(id);
+        let key_range = key_at(b, 43)..key_at(b, 61);
+        if key_range.start >= key_range.end {
+            return Err(LayerError::corrupt(
+                path,
+                43,
+                format!("empty key range {}..{}", key_range.start, key_range.end),
+            ));
+        }
+        let lsn_range = Lsn(u64_at(b, 79))..Lsn(u64_at(b, 87));
+        let lsn_ok = if is_delta {
+            lsn_range.start < lsn_range.end
+        } else {
+            lsn_range.start.checked_add(1) == Some(lsn_range.end)
+        };
+        if !lsn_ok {
+            return Err(LayerError::corrupt(
+                path,
+                79,
+                format!("invalid LSN range {}..{}", lsn_range.start, lsn_range.end),
+            ));
+        }
+        Ok(Header {
+            is_delta,
+            tenant_id,
+            timeline_id,
+            key_range,
+            lsn_range,
+        })
+    }
+}
+
+/// One index entry: where the value of (key, lsn) is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry {
+    key: Key,
+    lsn: Lsn,
+    offset: u64,
+}
+
+impl IndexEntry {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key.to_bytes());
+        out.extend_from_slice(&self.lsn.0.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+    }
+
+    /// `b` is exactly [`INDEX_ENTRY_SIZE`] bytes.
+    fn decode(b: &[u8]) -> IndexEntry {
+        IndexEntry {
+            key: key_at(b, 0),
+            lsn: Lsn(u64_at(b, KEY_SIZE)),
+            offset: u64_at(b, KEY_SIZE + 8),
+        }
+    }
+}

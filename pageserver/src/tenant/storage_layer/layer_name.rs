@@ -22,14 +22,20 @@ pub struct LayerName {
 
 /// A file name that is not a layer name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a layer file name (KEYSTART-KEYEND__LSN or KEYSTART-KEYEND__LSNSTART-LSNEND)")]
+#[error(
+    "{0:?} is not a layer file name (KEYSTART-KEYEND__LSN or KEYSTART-KEYEND__LSNSTART-LSNEND)"
+)]
 pub struct LayerNameError(pub String);
 
 impl fmt::Display for LayerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}__", self.key_range.start, self.key_range.end)?;
         if self.is_delta {
-            write!(f, "{:016X}-{:016X}", self.lsn_range.start.0, self.lsn_range.end.0)
+            write!(
+                f,
+                "{:016X}-{:016X}",
+                self.lsn_range.start.0, self.lsn_range.end.0
+            )
         } else {
             write!(f, "{:016X}", self.lsn_range.start.0)
         }
@@ -49,7 +55,8 @@ impl FromStr for LayerName {
         let bad = || LayerNameError(s.chars().take(200).collect());
         let (keys, lsns) = s.split_once("__").ok_or_else(bad)?;
         let (k0, k1) = keys.split_once('-').ok_or_else(bad)?;
-        let key_range = k0.parse::<Key>().map_err(|_| bad())?..k1.parse::<Key>().map_err(|_| bad())?;
+        let key_range =
+            k0.parse::<Key>().map_err(|_| bad())?..k1.parse::<Key>().map_err(|_| bad())?;
         if key_range.start >= key_range.end {
             return Err(bad());
         }
@@ -81,7 +88,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects() {
-        let k1 = Key { field6: 7, ..Key::MIN };
+        let k1 = Key {
+            field6: 7,
+            ..Key::MIN
+        };
         let delta = LayerName {
             key_range: Key::MIN..Key::MAX,
             lsn_range: Lsn(0x10)..Lsn(0x2000),

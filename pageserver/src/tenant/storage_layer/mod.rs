@@ -2,6 +2,7 @@
 //! and image layer files, and the layer map that finds them (DESIGN.md
 //! section 3).
 
+pub mod inmemory_layer;
 pub mod layer_file;
 pub mod layer_map;
 pub mod layer_name;

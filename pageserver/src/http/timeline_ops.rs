@@ -1,0 +1,150 @@
+//! Timeline maintenance routes (`checkpoint`, `compact`, `do_gc`) and, in
+//! test builds, direct value access (`test/values`, `test/value`) for
+//! exercising the storage engine before WAL ingest.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use utils::id::{TenantId, TimelineId};
+
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParams};
+use super::AppState;
+use crate::tenant::timeline::compaction::CompactionStats;
+use crate::tenant::timeline::gc::GcStats;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn ids(params: &PathParams) -> ApiResult<(TenantId, TimelineId)> {
+    Ok((params.parse("tenant_id")?, params.parse("timeline_id")?))
+}
+
+/// `PUT .../checkpoint`: freezes and flushes; answers once durable.
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    params: PathParams,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (tenant_id, timeline_id) = ids(&params)?;
+    let tenant = state.tenants.get(tenant_id)?;
+    tenant.checkpoint_timeline(timeline_id).await?;
+    let tl = tenant.get_timeline(timeline_id)?;
+    Ok(Json(serde_json::json!({
+        "disk_consistent_lsn": tl.disk_consistent_lsn(),
+    })))
+}
+
+/// `PUT .../compact`: checkpoint, then L0 -> L1 and image layers.
+pub async fn compact(
+    State(state): State<AppState>,
+    params: PathParams,
+) -> ApiResult<Json<CompactionStats>> {
+    let (tenant_id, timeline_id) = ids(&params)?;
+    let tenant = state.tenants.get(tenant_id)?;
+    Ok(Json(tenant.compact_timeline(timeline_id).await?))
+}
+
+/// Body of `do_gc`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Overrides the tenant's `gc_horizon` (bytes) for this run.
+    #[serde(default)]
+    pub gc_horizon: Option<u64>,
+}
+
+/// `PUT .../do_gc`: runs GC now.
+pub async fn do_gc(
+    State(state): State<AppState>,
+    params: PathParams,
+    JsonBody(req): JsonBody<GcRequest>,
+) -> ApiResult<Json<GcStats>> {
+    let (tenant_id, timeline_id) = ids(&params)?;
+    let tenant = state.tenants.get(tenant_id)?;
+    Ok(Json(tenant.gc_timeline(timeline_id, req.gc_horizon).await?))
+}
+
+#[cfg(feature = "testing")]
+pub use testing::*;
+
+#[cfg(feature = "testing")]
+mod testing {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use pageserver_api::key::Key;
+    use pageserver_api::value::Value;
+    use serde::{Deserialize, Serialize};
+    use utils::lsn::Lsn;
+
+    use super::*;
+    use crate::http::extract::QueryParams;
+
+    /// One value to store: an image given in hex.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TestValue {
+        key: Key,
+        lsn: Lsn,
+        image_hex: String,
+    }
+
+    /// Body of `test/values`: values in LSN order, then `finish_lsn` is published.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TestPutRequest {
+        values: Vec<TestValue>,
+        finish_lsn: Lsn,
+    }
+
+    /// Answer of `test/value`.
+    #[derive(Debug, Serialize)]
+    pub struct TestGetResponse {
+        image_hex: String,
+    }
+
+    /// `PUT .../test/values` (test builds): stores page images.
+    pub async fn test_put(
+        State(state): State<AppState>,
+        params: PathParams,
+        JsonBody(req): JsonBody<TestPutRequest>,
+    ) -> ApiResult<Json<serde_json::Value>> {
+        let (tenant_id, timeline_id) = ids(&params)?;
+        let tenant = state.tenants.get(tenant_id)?;
+        tenant.check_active()?;
+        let tl = tenant.get_timeline(timeline_id)?;
+        let mut decoded = Vec::with_capacity(req.values.len());
+        for v in req.values {
+            let bytes = hex::decode(&v.image_hex)
+                .map_err(|e| ApiError::BadRequest(format!("image_hex of key {}: {e}", v.key)))?;
+            decoded.push((v.key, v.lsn, Value::Image(Bytes::from(bytes))));
+        }
+        let finish = req.finish_lsn;
+        tokio::task::spawn_blocking(move || {
+            let mut w = tl.writer();
+            for (key, lsn, value) in &decoded {
+                w.put(*key, *lsn, value)?;
+            }
+            w.finish_write(finish)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("write task failed: {e}")))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(Json(serde_json::json!({})))
+    }
+
+    /// `GET .../test/value?key=K&lsn=L` (test builds): a value as of an LSN.
+    pub async fn test_get(
+        State(state): State<AppState>,
+        params: PathParams,
+        query: QueryParams,
+    ) -> ApiResult<Json<TestGetResponse>> {
+        let (tenant_id, timeline_id) = ids(&params)?;
+        let key: Key = query.parse("key")?;
+        let lsn: Lsn = query.parse("lsn")?;
+        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        let img = tl.get(key, lsn, Duration::from_secs(5)).await?;
+        Ok(Json(TestGetResponse {
+            image_hex: hex::encode(&img),
+        }))
+    }
+}

@@ -1,0 +1,152 @@
+//! A tenant's maintenance: the background loop that compacts and garbage
+//! collects its timelines, and the on-demand forms behind the HTTP routes
+//! `checkpoint`, `compact` and `do_gc`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use utils::id::TimelineId;
+
+use super::errors::TenantError;
+use super::timeline::compaction::CompactionStats;
+use super::timeline::gc::GcStats;
+use super::timeline::Timeline;
+use super::{blocking, Tenant};
+use crate::metrics;
+
+/// How often the loop looks for work when compaction and GC periods are long.
+const LOOP_TICK: Duration = Duration::from_secs(1);
+
+impl Tenant {
+    /// Starts the tenant's background work: each timeline's flush loop and
+    /// the maintenance loop. Tasks hold the gates, so shutdown waits for them.
+    pub fn activate(self: &Arc<Self>) {
+        for timeline in self.list_timelines() {
+            if timeline.state() == pageserver_api::models::TenantState::Active {
+                timeline.spawn_background();
+            }
+        }
+        let Ok(guard) = self.gate.enter() else { return };
+        let tenant = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            tenant.maintenance_loop().await;
+        });
+    }
+
+    async fn maintenance_loop(self: Arc<Self>) {
+        let mut since_compaction = Duration::ZERO;
+        let mut since_gc = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep(LOOP_TICK) => {}
+            }
+            since_compaction += LOOP_TICK;
+            since_gc += LOOP_TICK;
+            let conf = self.effective_config();
+            let threshold = conf.compaction_threshold.unwrap_or(10) as usize;
+            for timeline in self.list_timelines() {
+                if timeline.state() != pageserver_api::models::TenantState::Active {
+                    continue;
+                }
+                let l0 = timeline.l0_count();
+                metrics::record_layer_stats(&timeline);
+                let period = conf.compaction_period.unwrap_or_default();
+                // L0 piling up past the threshold compacts at once, not at the next period.
+                let due = (!period.is_zero() && since_compaction >= period) || l0 >= threshold;
+                if due && !self.cancel.is_cancelled() {
+                    let tl = timeline.clone();
+                    match blocking(move || tl.compact_blocking(false)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) if self.cancel.is_cancelled() => {
+                            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "compaction stopped: {e:#}")
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "compaction failed: {e:#}")
+                        }
+                        Err(e) => {
+                            tracing::error!(tenant_id = %self.tenant_id, "compaction task failed: {e}")
+                        }
+                    }
+                }
+                let gc_period = conf.gc_period.unwrap_or_default();
+                if !gc_period.is_zero() && since_gc >= gc_period && !self.cancel.is_cancelled() {
+                    if let Err(e) = self.gc_timeline(timeline.timeline_id, None).await {
+                        tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "gc failed: {e}");
+                    }
+                }
+            }
+            let conf = self.effective_config();
+            if since_compaction >= conf.compaction_period.unwrap_or_default() {
+                since_compaction = Duration::ZERO;
+            }
+            if since_gc >= conf.gc_period.unwrap_or_default() {
+                since_gc = Duration::ZERO;
+            }
+        }
+    }
+
+    fn active_timeline(&self, timeline_id: TimelineId) -> Result<Arc<Timeline>, TenantError> {
+        self.check_active()?;
+        let timeline = self.get_timeline(timeline_id)?;
+        match timeline.state() {
+            pageserver_api::models::TenantState::Active => Ok(timeline),
+            other => Err(TenantError::TimelineNotActive {
+                tenant_id: self.tenant_id,
+                timeline_id,
+                state: other.name(),
+                detail: match other {
+                    pageserver_api::models::TenantState::Broken { reason } => reason,
+                    _ => "retry shortly".to_string(),
+                },
+            }),
+        }
+    }
+
+    /// Makes everything the timeline has ingested durable.
+    pub async fn checkpoint_timeline(&self, timeline_id: TimelineId) -> Result<(), TenantError> {
+        let timeline = self.active_timeline(timeline_id)?;
+        let _guard = timeline
+            .gate
+            .enter()
+            .map_err(|_| TenantError::ShuttingDown)?;
+        let tl = timeline.clone();
+        blocking(move || tl.checkpoint_blocking()).await??;
+        Ok(())
+    }
+
+    /// Checkpoints, then compacts the timeline (merging any L0 layers).
+    pub async fn compact_timeline(
+        &self,
+        timeline_id: TimelineId,
+    ) -> Result<CompactionStats, TenantError> {
+        self.checkpoint_timeline(timeline_id).await?;
+        let timeline = self.active_timeline(timeline_id)?;
+        let _guard = timeline
+            .gate
+            .enter()
+            .map_err(|_| TenantError::ShuttingDown)?;
+        let tl = timeline.clone();
+        Ok(blocking(move || tl.compact_blocking(true)).await??)
+    }
+
+    /// Garbage collects the timeline, keeping its children's branch points;
+    /// `horizon` overrides the tenant's `gc_horizon` for this run.
+    pub async fn gc_timeline(
+        self: &Arc<Self>,
+        timeline_id: TimelineId,
+        horizon: Option<u64>,
+    ) -> Result<GcStats, TenantError> {
+        let timeline = self.active_timeline(timeline_id)?;
+        let _guard = timeline
+            .gate
+            .enter()
+            .map_err(|_| TenantError::ShuttingDown)?;
+        let tenant = self.clone();
+        let stats =
+            blocking(move || timeline.gc_blocking(|| tenant.retain_lsns(timeline_id), horizon))
+                .await??;
+        Ok(stats)
+    }
+}

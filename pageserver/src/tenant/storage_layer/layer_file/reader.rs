@@ -1,0 +1,461 @@
+//! Reading a layer file: open checks header, footer and index; every value
+//! read is checked against its CRC.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pageserver_api::key::Key;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::{
+    blob_crc, u32_at, u64_at, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_ZSTD,
+    FOOTER_CRC_OFFSET, FOOTER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE,
+};
+use crate::tenant::storage_layer::{LayerName, PersistentLayerDesc};
+
+/// How much [`LayerReader::iter_values`] and [`LayerReader::verify`] read at
+/// once.
+const READ_CHUNK: u64 = 1024 * 1024;
+
+/// An open, checked layer file. Reads use positioned reads, so one reader
+/// can serve many threads at once.
+#[derive(Debug)]
+pub struct LayerReader {
+    path: PathBuf,
+    file: File,
+    desc: PersistentLayerDesc,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
+    /// Sorted by (key, lsn); blob offsets strictly increasing.
+    index: Vec<IndexEntry>,
+    /// Where the blobs end and the index starts.
+    index_offset: u64,
+}
+
+impl LayerReader {
+    /// Opens `path` and checks header, footer and index checksums; loads the
+    /// index into memory. When the file name parses as a
+    /// [`LayerName`], it must match the header.
+    pub fn open(path: &Path) -> Result<Self, LayerError> {
+        let file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+        let file_size = file.metadata().map_err(|e| LayerError::io(path, e))?.len();
+        let min_size = (HEADER_SIZE + 4 + FOOTER_SIZE) as u64;
+        if file_size < min_size {
+            return Err(LayerError::corrupt(
+                path,
+                file_size,
+                format!(
+                    "file is {file_size} bytes, less than the {min_size} of an empty layer file"
+                ),
+            ));
+        }
+        let mut header = [0u8; HEADER_SIZE];
+        read_exact_at(&file, path, &mut header, 0)?;
+        let header = Header::decode(&header, path)?;
+
+        let footer_start = file_size - FOOTER_SIZE as u64;
+        let mut footer = [0u8; FOOTER_SIZE];
+        read_exact_at(&file, path, &mut footer, footer_start)?;
+        if footer[FOOTER_SIZE - 8..] != MAGIC {
+            return Err(LayerError::corrupt(
+                path,
+                file_size - 8,
+                "bad magic at end of file (truncated or not a layer file)",
+            ));
+        }
+        let index_offset = u64_at(&footer, 0);
+        let count = u64_at(&footer, 8);
+        let index_len = count
+            .checked_mul(INDEX_ENTRY_SIZE as u64)
+            .and_then(|n| n.checked_add(4));
+        let fits = index_offset >= HEADER_SIZE as u64
+            && footer_start.checked_sub(index_offset).is_some()
+            && index_len == Some(footer_start - index_offset);
+        if !fits {
+            return Err(LayerError::corrupt(
+                path,
+                footer_start,
+                format!(
+                    "footer says index at offset {index_offset} with {count} entries, \
+                     which does not fit a file of {file_size} bytes"
+                ),
+            ));
+        }
+        // Bounded by the file size, checked above.
+        let mut index_bytes = vec![0u8; (footer_start - index_offset) as usize];
+        read_exact_at(&file, path, &mut index_bytes, index_offset)?;
+        let (entries, crc) = index_bytes.split_at(index_bytes.len() - 4);
+        if crc32c::crc32c(entries) != u32_at(crc, 0) {
+            return Err(LayerError::corrupt(
+                path,
+                index_offset,
+                "index checksum mismatch",
+            ));
+        }
+        let index = decode_index(entries, &header, index_offset, path)?;
+
+        let desc = PersistentLayerDesc {
+            key_range: header.key_range.clone(),
+            lsn_range: header.lsn_range.clone(),
+            is_delta: header.is_delta,
+            file_size,
+        };
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            if let Ok(parsed) = name.parse::<LayerName>() {
+                if parsed != desc.layer_name() {
+                    return Err(LayerError::corrupt(
+                        path,
+                        0,
+                        format!(
+                            "header describes layer {} but the file is named {name}",
+                            desc.layer_name()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(LayerReader {
+            path: path.to_owned(),
+            file,
+            desc,
+            tenant_id: header.tenant_id,
+            timeline_id: header.timeline_id,
+            index,
+            index_offset,
+        })
+    }
+
+    /// The file this reader reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Key range, LSN range, kind and size of the layer.
+    pub fn desc(&self) -> &PersistentLayerDesc {
+        &self.desc
+    }
+
+    /// The tenant the layer belongs to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+
+    /// The timeline the layer belongs to.
+    pub fn timeline_id(&self) -> TimelineId {
+        self.timeline_id
+    }
+
+    /// Number of values in the layer.
+    pub fn num_values(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Values of `key` with lsn in `lsn_range`, newest first; each checked
+    /// against its CRC (and decompressed).
+    pub fn get_values(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Vec<(Lsn, Bytes)>, LayerError> {
+        let range = self.entry_range(key, &lsn_range);
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The values of one key are adjacent: one read for all of them.
+        let start = self.index[range.start].offset;
+        let buf = self.read_range(start, self.blob_end(range.end - 1))?;
+        let mut values = Vec::with_capacity(range.len());
+        for i in range.rev() {
+            let entry = &self.index[i];
+            let blob = &buf[(entry.offset - start) as usize..(self.blob_end(i) - start) as usize];
+            values.push((entry.lsn, self.decode_blob(blob, entry)?));
+        }
+        Ok(values)
+    }
+
+    /// Cheap: whether any value of `key` has lsn in `lsn_range` (index only).
+    pub fn has_values(&self, key: Key, lsn_range: Range<Lsn>) -> bool {
+        !self.entry_range(key, &lsn_range).is_empty()
+    }
+
+    /// Every (key, lsn) with a value, in order (index only).
+    pub fn index_entries(&self) -> impl Iterator<Item = (Key, Lsn)> + '_ {
+        self.index.iter().map(|e| (e.key, e.lsn))
+    }
+
+    /// Every value in (key, lsn) order, read sequentially in chunks (for
+    /// compaction); each checked. Stops after the first error.
+    pub fn iter_values(&self) -> impl Iterator<Item = Result<(Key, Lsn, Bytes), LayerError>> + '_ {
+        self.iter_values_chunked(READ_CHUNK)
+    }
+
+    pub(super) fn iter_values_chunked(&self, chunk_size: u64) -> ValueIter<'_> {
+        ValueIter {
+            reader: self,
+            next: 0,
+            chunk: Vec::new(),
+            chunk_start: 0,
+            chunk_size,
+            failed: false,
+        }
+    }
+
+    /// Checks the whole-file CRC and every value blob: what `pagectl verify`
+    /// and downloads call.
+    pub fn verify(&self) -> Result<(), LayerError> {
+        let size = self.file.metadata().map_err(|e| self.io(e))?.len();
+        if size != self.desc.file_size {
+            return Err(self.corrupt(
+                size.min(self.desc.file_size),
+                format!(
+                    "file is now {size} bytes, was {} when opened",
+                    self.desc.file_size
+                ),
+            ));
+        }
+        let crc_at = size - (FOOTER_SIZE - FOOTER_CRC_OFFSET) as u64;
+        let mut buf = vec![0u8; READ_CHUNK.min(crc_at) as usize];
+        let mut crc = 0;
+        let mut pos = 0;
+        while pos < crc_at {
+            let n = (crc_at - pos).min(buf.len() as u64) as usize;
+            read_exact_at(&self.file, &self.path, &mut buf[..n], pos)?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            pos += n as u64;
+        }
+        let mut stored = [0u8; 4];
+        read_exact_at(&self.file, &self.path, &mut stored, crc_at)?;
+        if u32::from_le_bytes(stored) != crc {
+            return Err(self.corrupt(crc_at, "whole-file checksum mismatch"));
+        }
+        for value in self.iter_values() {
+            value?;
+        }
+        Ok(())
+    }
+
+    /// Index positions of the values of `key` with lsn in `lsn_range`.
+    fn entry_range(&self, key: Key, lsn_range: &Range<Lsn>) -> Range<usize> {
+        if lsn_range.start >= lsn_range.end {
+            return 0..0;
+        }
+        let lo = self
+            .index
+            .partition_point(|e| (e.key, e.lsn) < (key, lsn_range.start));
+        let len = self.index[lo..].partition_point(|e| e.key == key && e.lsn < lsn_range.end);
+        lo..lo + len
+    }
+
+    /// Where blob `i` ends: where the next one starts, or the index.
+    fn blob_end(&self, i: usize) -> u64 {
+        self.index
+            .get(i + 1)
+            .map_or(self.index_offset, |e| e.offset)
+    }
+
+    /// Reads `start..end`, which lies within the blob area.
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, LayerError> {
+        let mut buf = vec![0u8; (end - start) as usize];
+        read_exact_at(&self.file, &self.path, &mut buf, start)?;
+        Ok(buf)
+    }
+
+    /// Checks and decodes the blob of `entry`: exactly its extent in the file.
+    fn decode_blob(&self, blob: &[u8], entry: &IndexEntry) -> Result<Bytes, LayerError> {
+        let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
+        // Open checked that every extent holds at least a blob header.
+        if blob.len() < BLOB_HEADER_SIZE {
+            return Err(self.corrupt(entry.offset, what("blob too short")));
+        }
+        let stored_len = u32_at(blob, 0) as usize;
+        if stored_len != blob.len() - BLOB_HEADER_SIZE {
+            return Err(self.corrupt(
+                entry.offset,
+                what(&format!(
+                    "stored length {stored_len} does not match the {} bytes before the next value",
+                    blob.len() - BLOB_HEADER_SIZE
+                )),
+            ));
+        }
+        let flags = blob[4];
+        if flags & !FLAG_ZSTD != 0 {
+            return Err(self.corrupt(
+                entry.offset + 4,
+                what(&format!("unknown flags {flags:#04x}")),
+            ));
+        }
+        let stored = &blob[BLOB_HEADER_SIZE..];
+        if blob_crc(flags, stored) != u32_at(blob, 5) {
+            return Err(self.corrupt(entry.offset + 5, what("checksum mismatch")));
+        }
+        if flags & FLAG_ZSTD == 0 {
+            return Ok(Bytes::copy_from_slice(stored));
+        }
+        let at = entry.offset + BLOB_HEADER_SIZE as u64;
+        let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+            Ok(Some(n)) if n <= MAX_COMPRESSIBLE_VALUE as u64 => n as usize,
+            Ok(Some(n)) => {
+                return Err(self.corrupt(
+                    at,
+                    what(&format!(
+                        "compressed value claims {n} bytes, over the limit"
+                    )),
+                ))
+            }
+            _ => return Err(self.corrupt(at, what("not a zstd frame with a content size"))),
+        };
+        match zstd::bulk::decompress(stored, size) {
+            Ok(value) if value.len() == size => Ok(Bytes::from(value)),
+            Ok(value) => Err(self.corrupt(
+                at,
+                what(&format!(
+                    "decompressed to {} bytes, frame says {size}",
+                    value.len()
+                )),
+            )),
+            Err(e) => Err(self.corrupt(at, what(&format!("cannot decompress: {e}")))),
+        }
+    }
+
+    fn corrupt(&self, offset: u64, what: impl Into<String>) -> LayerError {
+        LayerError::corrupt(&self.path, offset, what)
+    }
+
+    fn io(&self, e: io::Error) -> LayerError {
+        LayerError::io(&self.path, e)
+    }
+}
+
+/// Decodes and checks the index entries: sorted, within the header's ranges,
+/// blob offsets tiling the space between header and index.
+fn decode_index(
+    entries: &[u8],
+    header: &Header,
+    index_offset: u64,
+    path: &Path,
+) -> Result<Vec<IndexEntry>, LayerError> {
+    let mut index = Vec::with_capacity(entries.len() / INDEX_ENTRY_SIZE);
+    let mut next_min_offset = HEADER_SIZE as u64;
+    for (i, raw) in entries.chunks_exact(INDEX_ENTRY_SIZE).enumerate() {
+        let e = IndexEntry::decode(raw);
+        let at = index_offset + (i * INDEX_ENTRY_SIZE) as u64;
+        let bad = |what: String| {
+            Err(LayerError::corrupt(
+                path,
+                at,
+                format!("index entry {i}: {what}"),
+            ))
+        };
+        if !header.key_range.contains(&e.key) || !header.lsn_range.contains(&e.lsn) {
+            return bad(format!(
+                "key {} at LSN {} is outside the layer's ranges",
+                e.key, e.lsn
+            ));
+        }
+        if let Some(prev) = index.last() {
+            let prev: &IndexEntry = prev;
+            if (prev.key, prev.lsn) >= (e.key, e.lsn) {
+                return bad(format!("key {} at LSN {} is out of order", e.key, e.lsn));
+            }
+        }
+        let offset_ok = if i == 0 {
+            e.offset == HEADER_SIZE as u64
+        } else {
+            e.offset >= next_min_offset
+        };
+        if !offset_ok || e.offset > index_offset - BLOB_HEADER_SIZE as u64 {
+            return bad(format!("blob offset {} is out of place", e.offset));
+        }
+        next_min_offset = e.offset + BLOB_HEADER_SIZE as u64;
+        index.push(e);
+    }
+    if index.is_empty() && index_offset != HEADER_SIZE as u64 {
+        return Err(LayerError::corrupt(
+            path,
+            index_offset,
+            "no index entries but data between header and index",
+        ));
+    }
+    Ok(index)
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`; a short file is corruption.
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<(), LayerError> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            LayerError::corrupt(
+                path,
+                offset,
+                format!("file ends before the {} bytes expected here", buf.len()),
+            )
+        } else {
+            LayerError::io(path, e)
+        }
+    })
+}
+
+/// Iterator of [`LayerReader::iter_values`]: reads whole blobs in chunks.
+pub(super) struct ValueIter<'a> {
+    reader: &'a LayerReader,
+    next: usize,
+    chunk: Vec<u8>,
+    chunk_start: u64,
+    chunk_size: u64,
+    failed: bool,
+}
+
+impl ValueIter<'_> {
+    /// Makes the chunk hold blob `i`, reading from its start as many whole
+    /// blobs as fit in `chunk_size` (at least one).
+    fn fill(&mut self, i: usize) -> Result<(), LayerError> {
+        let r = self.reader;
+        let start = r.index[i].offset;
+        let mut last = i;
+        while last + 1 < r.index.len() && r.blob_end(last + 1) - start <= self.chunk_size {
+            last += 1;
+        }
+        let len = (r.blob_end(last) - start) as usize;
+        self.chunk.clear();
+        self.chunk.resize(len, 0);
+        self.chunk_start = start;
+        read_exact_at(&r.file, &r.path, &mut self.chunk, start)
+    }
+}
+
+impl Iterator for ValueIter<'_> {
+    type Item = Result<(Key, Lsn, Bytes), LayerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = self.reader;
+        if self.failed || self.next >= r.index.len() {
+            return None;
+        }
+        let i = self.next;
+        let entry = r.index[i];
+        let end = r.blob_end(i);
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if entry.offset < self.chunk_start || end > chunk_end {
+            if let Err(e) = self.fill(i) {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        }
+        let blob = &self.chunk
+            [(entry.offset - self.chunk_start) as usize..(end - self.chunk_start) as usize];
+        match r.decode_blob(blob, &entry) {
+            Ok(value) => {
+                self.next += 1;
+                Some(Ok((entry.key, entry.lsn, value)))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,512 @@
+use std::fs;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pageserver_api::key::Key;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use utils::crashsafe;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::*;
+use crate::tenant::storage_layer::{LayerName, PersistentLayerDesc};
+
+const TENANT: TenantId = TenantId::from_bytes([0x11; 16]);
+const TIMELINE: TimelineId = TimelineId::from_bytes([0x22; 16]);
+
+fn key(n: u32) -> Key {
+    Key {
+        field2: 1663,
+        field3: 5,
+        field4: 16384,
+        field6: n,
+        ..Key::MIN
+    }
+}
+
+/// One value as put: key, lsn, value, compression asked for.
+type Put = (Key, Lsn, Vec<u8>, bool);
+
+fn write_layer(
+    dir: &Path,
+    is_delta: bool,
+    key_start: Key,
+    lsn_range: Range<Lsn>,
+    puts: &[Put],
+    key_end: Key,
+) -> (PersistentLayerDesc, PathBuf) {
+    let mut w = LayerWriter::new(dir, TENANT, TIMELINE, is_delta, key_start, lsn_range).unwrap();
+    for (k, l, v, c) in puts {
+        w.put(*k, *l, v, *c).unwrap();
+    }
+    assert_eq!(w.num_values(), puts.len());
+    w.finish(key_end).unwrap()
+}
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What `get_values` must return according to the input.
+fn expected_values(puts: &[Put], k: Key, lsns: &Range<Lsn>) -> Vec<(Lsn, Bytes)> {
+    let mut v: Vec<(Lsn, Bytes)> = puts
+        .iter()
+        .filter(|(pk, pl, _, _)| *pk == k && lsns.contains(pl))
+        .map(|(_, l, v, _)| (*l, Bytes::copy_from_slice(v)))
+        .collect();
+    v.reverse();
+    v
+}
+
+/// Checks everything a reader says against the input.
+fn check_reader(
+    path: &Path,
+    desc: &PersistentLayerDesc,
+    puts: &[Put],
+    probe_keys: &[Key],
+    lsn_probes: &[Range<Lsn>],
+) {
+    let r = LayerReader::open(path).unwrap();
+    assert_eq!(r.desc(), desc);
+    assert_eq!(r.path(), path);
+    assert_eq!((r.tenant_id(), r.timeline_id()), (TENANT, TIMELINE));
+    assert_eq!(desc.file_size, fs::metadata(path).unwrap().len());
+    let name: LayerName = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(name, desc.layer_name());
+    assert_eq!(r.num_values(), puts.len());
+    let entries: Vec<(Key, Lsn)> = r.index_entries().collect();
+    assert_eq!(entries, puts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>());
+    for &k in probe_keys {
+        for lsns in lsn_probes {
+            let want = expected_values(puts, k, lsns);
+            assert_eq!(
+                r.get_values(k, lsns.clone()).unwrap(),
+                want,
+                "key {k} lsns {lsns:?}"
+            );
+            assert_eq!(r.has_values(k, lsns.clone()), !want.is_empty());
+        }
+    }
+    let want: Vec<(Key, Lsn, Bytes)> = puts
+        .iter()
+        .map(|(k, l, v, _)| (*k, *l, Bytes::copy_from_slice(v)))
+        .collect();
+    let all: Vec<_> = r.iter_values().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all, want);
+    for chunk in [1, 64, 10_000] {
+        let all: Vec<_> = r
+            .iter_values_chunked(chunk)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(all, want, "chunk size {chunk}");
+    }
+    r.verify().unwrap();
+}
+
+fn value_strategy() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    prop_oneof![
+        // Random bytes: compression does not pay.
+        (
+            proptest::collection::vec(any::<u8>(), 0..300),
+            any::<bool>()
+        ),
+        // Runs of one byte: compress well.
+        (any::<u8>(), 0usize..9000, any::<bool>()).prop_map(|(b, n, c)| (vec![b; n], c)),
+    ]
+}
+
+fn lsn_probes(lo: u64, hi: u64, cuts: &[u64]) -> Vec<Range<Lsn>> {
+    let mut probes = vec![
+        Lsn(0)..Lsn(u64::MAX),
+        Lsn(lo)..Lsn(hi),
+        Lsn(hi)..Lsn(u64::MAX),
+        Lsn(5)..Lsn(5),
+    ];
+    for &c in cuts {
+        probes.push(Lsn(lo)..Lsn(c));
+        probes.push(Lsn(c)..Lsn(hi));
+        probes.push(Lsn(c)..Lsn(c + 1));
+    }
+    probes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn delta_round_trip(
+        input in proptest::collection::btree_map((0u32..20, 100u64..200), value_strategy(), 0..60),
+        cuts in proptest::collection::vec(100u64..200, 3),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let puts: Vec<Put> = input
+            .into_iter()
+            .map(|((k, l), (v, c))| (key(k), Lsn(l), v, c))
+            .collect();
+        let (desc, path) = write_layer(dir.path(), true, key(0), Lsn(100)..Lsn(200), &puts, key(20));
+        prop_assert!(desc.is_delta);
+        prop_assert_eq!(desc.key_range.clone(), key(0)..key(20));
+        prop_assert_eq!(desc.lsn_range.clone(), Lsn(100)..Lsn(200));
+        let probe_keys: Vec<Key> = (0..21).map(key).collect();
+        check_reader(&path, &desc, &puts, &probe_keys, &lsn_probes(100, 200, &cuts));
+        prop_assert_eq!(dir_names(dir.path()), vec![desc.layer_name().to_string()]);
+    }
+
+    #[test]
+    fn image_round_trip(
+        input in proptest::collection::btree_map(0u32..500, value_strategy(), 0..60),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let lsn = Lsn(0x5000);
+        let puts: Vec<Put> = input.into_iter().map(|(k, (v, c))| (key(k), lsn, v, c)).collect();
+        let (desc, path) = write_layer(dir.path(), false, Key::MIN, lsn..Lsn(0x5001), &puts, Key::MAX);
+        prop_assert!(!desc.is_delta);
+        prop_assert_eq!(desc.image_lsn(), lsn);
+        let probe_keys: Vec<Key> = (0..501).map(key).chain([Key::MIN]).collect();
+        check_reader(&path, &desc, &puts, &probe_keys, &lsn_probes(0x5000, 0x5001, &[0x4fff, 0x5000]));
+    }
+}
+
+/// A small delta layer with raw, compressed and empty values, and its input.
+fn small_delta(dir: &Path) -> (PathBuf, Vec<Put>) {
+    let puts: Vec<Put> = vec![
+        (key(1), Lsn(0x10), b"first".to_vec(), false),
+        (key(1), Lsn(0x18), vec![7u8; 200], true),
+        (key(2), Lsn(0x11), Vec::new(), true),
+        (key(3), Lsn(0x12), b"not worth compressing".to_vec(), true),
+        (key(3), Lsn(0x1f), vec![0u8; 300], true),
+    ];
+    let (_, path) = write_layer(dir, true, key(0), Lsn(0x10)..Lsn(0x20), &puts, key(4));
+    (path, puts)
+}
+
+/// A small image layer.
+fn small_image(dir: &Path) -> (PathBuf, Vec<Put>) {
+    let lsn = Lsn(0x40);
+    let puts: Vec<Put> = vec![
+        (key(5), lsn, vec![1u8; 8192], true),
+        (key(6), lsn, b"page".to_vec(), true),
+        (key(9), lsn, b"raw page".to_vec(), false),
+    ];
+    let (_, path) = write_layer(dir, false, key(5), lsn..Lsn(0x41), &puts, key(10));
+    (path, puts)
+}
+
+/// Reads a damaged file every way; nothing may return data different from
+/// `puts`, and at least verify must fail. Returns the errors seen.
+fn read_damaged(path: &Path, puts: &[Put]) -> Vec<LayerError> {
+    let mut errors = Vec::new();
+    let r = match LayerReader::open(path) {
+        Ok(r) => r,
+        Err(e) => return vec![e],
+    };
+    let entries: Vec<(Key, Lsn)> = r.index_entries().collect();
+    assert_eq!(entries, puts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>());
+    for (k, _, _, _) in puts {
+        let all = Lsn(0)..Lsn(u64::MAX);
+        match r.get_values(*k, all.clone()) {
+            Ok(v) => assert_eq!(v, expected_values(puts, *k, &all), "wrong data for {k}"),
+            Err(e) => errors.push(e),
+        }
+    }
+    for (i, item) in r.iter_values().enumerate() {
+        match item {
+            Ok((k, l, v)) => assert_eq!((k, l, &v[..]), (puts[i].0, puts[i].1, &puts[i].2[..])),
+            Err(e) => errors.push(e),
+        }
+    }
+    match r.verify() {
+        Ok(()) => panic!("verify accepted a damaged file {}", path.display()),
+        Err(e) => errors.push(e),
+    }
+    errors
+}
+
+fn assert_names_file(errors: &[LayerError], path: &Path, file_len: u64) {
+    assert!(!errors.is_empty());
+    for e in errors {
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        match e {
+            LayerError::Corrupt { offset, .. } => {
+                assert!(*offset <= file_len, "{msg}");
+                assert!(msg.contains(&format!("offset {offset}")), "{msg}");
+            }
+            other => panic!("expected a corruption error, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    for (path, puts) in [small_delta(dir.path()), small_image(dir.path())] {
+        let good = fs::read(&path).unwrap();
+        let damaged = damaged_dir.path().join(path.file_name().unwrap());
+        for pos in 0..good.len() {
+            for mask in [0xffu8, 0x01, 0x80] {
+                let mut bytes = good.clone();
+                bytes[pos] ^= mask;
+                fs::write(&damaged, &bytes).unwrap();
+                let errors = read_damaged(&damaged, &puts);
+                assert_names_file(&errors, &damaged, good.len() as u64);
+            }
+        }
+        fs::write(&damaged, &good).unwrap();
+        LayerReader::open(&damaged).unwrap().verify().unwrap();
+    }
+}
+
+#[test]
+fn every_truncation_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    for (path, _) in [small_delta(dir.path()), small_image(dir.path())] {
+        let good = fs::read(&path).unwrap();
+        let damaged = damaged_dir.path().join(path.file_name().unwrap());
+        for len in 0..good.len() {
+            fs::write(&damaged, &good[..len]).unwrap();
+            let err = LayerReader::open(&damaged).unwrap_err();
+            assert_names_file(&[err], &damaged, len as u64);
+        }
+    }
+}
+
+#[test]
+fn file_name_must_match_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, puts) = small_delta(dir.path());
+    // A name that is not a layer name is not checked (e.g. a download in progress).
+    let other = dir.path().join("download.partial");
+    fs::copy(&path, &other).unwrap();
+    assert_eq!(LayerReader::open(&other).unwrap().num_values(), puts.len());
+    let wrong = LayerName {
+        key_range: key(0)..key(5),
+        lsn_range: Lsn(0x10)..Lsn(0x20),
+        is_delta: true,
+    };
+    let wrong_path = dir.path().join(wrong.to_string());
+    fs::rename(&other, &wrong_path).unwrap();
+    let err = LayerReader::open(&wrong_path).unwrap_err();
+    assert!(
+        matches!(err, LayerError::Corrupt { offset: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&wrong.to_string()));
+}
+
+#[test]
+fn not_a_layer_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk");
+    fs::write(&path, vec![0x5a; 4096]).unwrap();
+    let err = LayerReader::open(&path).unwrap_err();
+    assert!(
+        err.to_string().contains("junk") && err.to_string().contains("offset 0"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing");
+    let err = LayerReader::open(&missing).unwrap_err();
+    assert!(
+        matches!(err, LayerError::Io { .. }) && err.to_string().contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_misuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let misuse = |r: Result<LayerWriter, LayerError>| match r {
+        Err(LayerError::Misuse(msg)) => msg,
+        Err(other) => panic!("expected misuse, got {other}"),
+        Ok(_) => panic!("expected misuse"),
+    };
+    misuse(LayerWriter::new(
+        d,
+        TENANT,
+        TIMELINE,
+        true,
+        key(0),
+        Lsn(5)..Lsn(5),
+    ));
+    misuse(LayerWriter::new(
+        d,
+        TENANT,
+        TIMELINE,
+        false,
+        key(0),
+        Lsn(5)..Lsn(7),
+    ));
+    misuse(LayerWriter::new(
+        d,
+        TENANT,
+        TIMELINE,
+        false,
+        key(0),
+        Lsn(u64::MAX)..Lsn(u64::MAX),
+    ));
+    misuse(LayerWriter::new(
+        d,
+        TENANT,
+        TIMELINE,
+        true,
+        Key::MAX,
+        Lsn(5)..Lsn(7),
+    ));
+
+    let mut w = LayerWriter::new(d, TENANT, TIMELINE, true, key(10), Lsn(0x10)..Lsn(0x20)).unwrap();
+    w.put(key(11), Lsn(0x15), b"a", false).unwrap();
+    let size = w.bytes_written();
+    let bad_puts = [
+        (key(9), Lsn(0x16)),   // before the start key
+        (key(11), Lsn(0x15)),  // duplicate
+        (key(11), Lsn(0x14)),  // LSN going back
+        (key(10), Lsn(0x18)),  // key going back
+        (key(12), Lsn(0x20)),  // LSN at the exclusive end
+        (key(12), Lsn(0x0f)),  // LSN before the start
+        (Key::MAX, Lsn(0x18)), // no value can live at Key::MAX
+    ];
+    for (k, l) in bad_puts {
+        match w.put(k, l, b"b", true) {
+            Err(LayerError::Misuse(msg)) => {
+                assert!(msg.contains(&d.display().to_string()), "{msg}")
+            }
+            other => panic!("{k} {l}: expected misuse, got {other:?}"),
+        }
+    }
+    // Misuse changed nothing: the writer goes on.
+    assert_eq!((w.num_values(), w.bytes_written()), (1, size));
+    w.put(key(11), Lsn(0x16), b"c", false).unwrap();
+
+    let mut img =
+        LayerWriter::new(d, TENANT, TIMELINE, false, key(0), Lsn(0x30)..Lsn(0x31)).unwrap();
+    img.put(key(3), Lsn(0x30), b"x", true).unwrap();
+    for (k, l) in [
+        (key(4), Lsn(0x31)),
+        (key(3), Lsn(0x30)),
+        (key(2), Lsn(0x30)),
+    ] {
+        assert!(
+            matches!(img.put(k, l, b"y", false), Err(LayerError::Misuse(_))),
+            "{k} {l}"
+        );
+    }
+    match img.finish(key(3)) {
+        Err(LayerError::Misuse(msg)) => assert!(msg.contains("end key"), "{msg}"),
+        other => panic!("expected misuse, got {other:?}"),
+    }
+    // The failed finish left nothing behind; the delta writer still works.
+    let (desc, path) = w.finish(key(12)).unwrap();
+    assert_eq!(dir_names(d), vec![desc.layer_name().to_string()]);
+    let r = LayerReader::open(&path).unwrap();
+    let got = r.get_values(key(11), Lsn(0)..Lsn(0x100)).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (Lsn(0x16), Bytes::from_static(b"c")),
+            (Lsn(0x15), Bytes::from_static(b"a"))
+        ]
+    );
+}
+
+#[test]
+fn empty_layer_and_end_key_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = LayerWriter::new(dir.path(), TENANT, TIMELINE, true, key(3), Lsn(1)..Lsn(2)).unwrap();
+    assert!(matches!(w.finish(key(3)), Err(LayerError::Misuse(_))));
+    assert!(dir_names(dir.path()).is_empty());
+    let (desc, path) = write_layer(dir.path(), false, key(3), Lsn(1)..Lsn(2), &[], key(4));
+    check_reader(&path, &desc, &[], &[key(3)], &[Lsn(0)..Lsn(9)]);
+}
+
+#[test]
+fn dropped_writer_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w =
+        LayerWriter::new(dir.path(), TENANT, TIMELINE, true, Key::MIN, Lsn(1)..Lsn(9)).unwrap();
+    w.put(key(1), Lsn(2), &[3u8; 5000], true).unwrap();
+    let names = dir_names(dir.path());
+    assert_eq!(names.len(), 1);
+    assert!(
+        crashsafe::is_temporary(&dir.path().join(&names[0])),
+        "{names:?}"
+    );
+    // Two writers at once get different temporary files.
+    let w2 =
+        LayerWriter::new(dir.path(), TENANT, TIMELINE, true, Key::MIN, Lsn(1)..Lsn(9)).unwrap();
+    assert_eq!(dir_names(dir.path()).len(), 2);
+    drop(w);
+    drop(w2);
+    assert!(dir_names(dir.path()).is_empty());
+}
+
+#[test]
+fn large_values_and_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let random: Vec<u8> = (0..1_500_000).map(|_| rng.gen()).collect();
+    let lsn = Lsn(0x100);
+    let puts: Vec<Put> = vec![
+        (key(1), lsn, vec![9u8; 8192], true),
+        (key(2), lsn, random, true),
+        // Over the compression limit: stored raw although compressible.
+        (key(3), lsn, vec![1u8; MAX_COMPRESSIBLE_VALUE + 1], true),
+        (key(4), lsn, vec![2u8; 8192], false),
+    ];
+    let (desc, path) = write_layer(dir.path(), false, key(1), lsn..Lsn(0x101), &puts, key(5));
+    // Only the compressible page within the limit got smaller.
+    let raw_total = puts.iter().map(|p| p.2.len() as u64).sum::<u64>();
+    assert!(desc.file_size < raw_total - 8000, "{}", desc.file_size);
+    assert!(desc.file_size > raw_total - 8192, "{}", desc.file_size);
+    let keys: Vec<Key> = (0..6).map(key).collect();
+    check_reader(&path, &desc, &puts, &keys, &[lsn..Lsn(0x101)]);
+}
+
+#[test]
+fn reader_is_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LayerReader>();
+    assert_send_sync::<LayerError>();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, puts) = small_delta(dir.path());
+    let r = LayerReader::open(&path).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for (k, _, _, _) in &puts {
+                    let all = Lsn(0)..Lsn(u64::MAX);
+                    assert_eq!(
+                        r.get_values(*k, all.clone()).unwrap(),
+                        expected_values(&puts, *k, &all)
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[cfg(feature = "testing")]
+#[test]
+fn failpoint_before_rename_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let only = dir.path().file_name().unwrap().to_str().unwrap().to_owned();
+    // Scoped to this test's directory so that parallel tests are unaffected.
+    fail::cfg("layer-writer-before-rename", &format!("return({only})")).unwrap();
+    let mut w =
+        LayerWriter::new(dir.path(), TENANT, TIMELINE, true, Key::MIN, Lsn(1)..Lsn(9)).unwrap();
+    w.put(key(1), Lsn(2), b"v", false).unwrap();
+    let res = w.finish(key(2));
+    fail::remove("layer-writer-before-rename");
+    let err = res.unwrap_err();
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    assert!(dir_names(dir.path()).is_empty());
+}

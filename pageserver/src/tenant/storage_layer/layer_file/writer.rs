@@ -1,0 +1,360 @@
+//! Writing a layer file: values in order, then index and footer, then a
+//! crash-safe rename to the final name.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pageserver_api::key::Key;
+use utils::crashsafe;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::{
+    blob_crc, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, MAGIC,
+    MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
+};
+use crate::tenant::storage_layer::PersistentLayerDesc;
+
+/// Makes temporary names unique within the process.
+static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Buffer size for writing.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Writes one delta or image layer file.
+///
+/// The file is written under a temporary name ending in
+/// [`crashsafe::TEMP_SUFFIX`] (the final name depends on the end key, known
+/// only at [`LayerWriter::finish`]) and appears under its layer name only once
+/// complete and durable. Dropping an unfinished writer removes the temporary
+/// file.
+pub struct LayerWriter {
+    dir: PathBuf,
+    temp_path: PathBuf,
+    file: BufWriter<File>,
+    /// The header to write at `finish`; its key range end is a placeholder
+    /// until then.
+    header: Header,
+    /// Bytes written so far, header included: the offset of the next blob.
+    offset: u64,
+    /// CRC32C of everything written after the header.
+    body_crc: u32,
+    /// Encoded index entries.
+    index: Vec<u8>,
+    num_values: usize,
+    last: Option<(Key, Lsn)>,
+    /// A write failed: the file content is unknown, refuse further use.
+    poisoned: bool,
+    finished: bool,
+}
+
+impl LayerWriter {
+    /// Starts a layer file in `dir` (written under a temporary name: final
+    /// name + [`crashsafe::TEMP_SUFFIX`]).
+    ///
+    /// A delta layer covers the non-empty `lsn_range`; an image layer takes
+    /// `lsn..lsn + 1` and holds the values as of `lsn`. Keys put must be at
+    /// or after `key_start`.
+    pub fn new(
+        dir: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        is_delta: bool,
+        key_start: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Self, LayerError> {
+        let kind = if is_delta { "delta" } else { "image" };
+        let lsn_ok = if is_delta {
+            lsn_range.start < lsn_range.end
+        } else {
+            lsn_range.start.checked_add(1) == Some(lsn_range.end)
+        };
+        if !lsn_ok {
+            return Err(LayerError::Misuse(format!(
+                "cannot start {kind} layer file in {}: invalid LSN range {}..{} \
+                 (a delta layer needs a non-empty range, an image layer lsn..lsn+1)",
+                dir.display(),
+                lsn_range.start,
+                lsn_range.end
+            )));
+        }
+        if key_start == Key::MAX {
+            return Err(LayerError::Misuse(format!(
+                "cannot start {kind} layer file in {}: start key is Key::MAX",
+                dir.display()
+            )));
+        }
+        let (temp_path, file) = create_temp(dir, key_start, &lsn_range)?;
+        let mut writer = LayerWriter {
+            dir: dir.to_owned(),
+            temp_path,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            header: Header {
+                is_delta,
+                tenant_id,
+                timeline_id,
+                key_range: key_start..Key::MAX,
+                lsn_range,
+            },
+            offset: HEADER_SIZE as u64,
+            body_crc: 0,
+            index: Vec::new(),
+            num_values: 0,
+            last: None,
+            poisoned: false,
+            finished: false,
+        };
+        // Room for the header, written for real by `finish`.
+        writer
+            .file
+            .write_all(&[0u8; HEADER_SIZE])
+            .map_err(|e| LayerError::io(&writer.temp_path, e))?;
+        Ok(writer)
+    }
+
+    /// Appends a value. Delta: (key, lsn) strictly increasing and lsn within
+    /// lsn_range. Image: key strictly increasing and lsn == lsn_range.start.
+    /// Violations are [`LayerError::Misuse`] errors and write nothing.
+    ///
+    /// With `compress`, the value is stored zstd-compressed if that is
+    /// smaller (and the value is at most
+    /// [`MAX_COMPRESSIBLE_VALUE`](super::MAX_COMPRESSIBLE_VALUE) bytes).
+    pub fn put(
+        &mut self,
+        key: Key,
+        lsn: Lsn,
+        value: &[u8],
+        compress: bool,
+    ) -> Result<(), LayerError> {
+        self.check_usable()?;
+        self.check_put(key, lsn, value.len())?;
+        let compressed = if compress && !value.is_empty() && value.len() <= MAX_COMPRESSIBLE_VALUE {
+            zstd::bulk::compress(value, ZSTD_LEVEL)
+                .ok()
+                .filter(|c| c.len() < value.len())
+        } else {
+            None
+        };
+        let (flags, stored) = match &compressed {
+            Some(c) => (FLAG_ZSTD, c.as_slice()),
+            None => (0, value),
+        };
+        let mut head = [0u8; BLOB_HEADER_SIZE];
+        // `check_put` made sure the value, and so the stored form, fits.
+        head[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+        head[4] = flags;
+        head[5..9].copy_from_slice(&blob_crc(flags, stored).to_le_bytes());
+        let offset = self.offset;
+        self.write(&head)?;
+        self.write(stored)?;
+        IndexEntry { key, lsn, offset }.encode_into(&mut self.index);
+        self.num_values += 1;
+        self.last = Some((key, lsn));
+        Ok(())
+    }
+
+    /// Number of values put so far.
+    pub fn num_values(&self) -> usize {
+        self.num_values
+    }
+
+    /// Bytes written so far (header and value blobs; index and footer come
+    /// at `finish`).
+    pub fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
+    /// Writes index and footer, fsyncs, renames to the final name (the
+    /// [`LayerName`](crate::tenant::storage_layer::LayerName) of the
+    /// resulting desc) with [`crashsafe::rename`] (which fsyncs the
+    /// directory). `key_end` is exclusive and must be greater than every key
+    /// put and than the start key.
+    ///
+    /// On error nothing is left under the final name by this writer and the
+    /// temporary file is removed.
+    pub fn finish(mut self, key_end: Key) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
+        let result = self.finish_inner(key_end);
+        if result.is_ok() {
+            self.finished = true;
+        }
+        result
+    }
+
+    fn finish_inner(&mut self, key_end: Key) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
+        self.check_usable()?;
+        let max_key = self.last.map_or(self.header.key_range.start, |(k, _)| k);
+        if key_end <= max_key {
+            return Err(self.misuse(format!(
+                "end key {key_end} must be greater than the start key and every key put (largest {max_key})"
+            )));
+        }
+        self.header.key_range.end = key_end;
+        let index_offset = self.offset;
+        let index = std::mem::take(&mut self.index);
+        self.write(&index)?;
+        self.write(&crc32c::crc32c(&index).to_le_bytes())?;
+        drop(index);
+        self.write(&index_offset.to_le_bytes())?;
+        self.write(&(self.num_values as u64).to_le_bytes())?;
+        let header = self.header.encode();
+        let body_len = self.offset - HEADER_SIZE as u64;
+        let file_crc =
+            crc32c::crc32c_combine(crc32c::crc32c(&header), self.body_crc, body_len as usize);
+        self.write(&file_crc.to_le_bytes())?;
+        self.write(&MAGIC)?;
+        let temp_path = self.temp_path.clone();
+        let io_err = |e| LayerError::io(&temp_path, e);
+        self.file.flush().map_err(io_err)?;
+        self.file
+            .get_ref()
+            .write_all_at(&header, 0)
+            .map_err(io_err)?;
+        self.file.get_ref().sync_all().map_err(io_err)?;
+
+        let desc = PersistentLayerDesc {
+            key_range: self.header.key_range.clone(),
+            lsn_range: self.header.lsn_range.clone(),
+            is_delta: self.header.is_delta,
+            file_size: self.offset,
+        };
+        let final_path = self.dir.join(desc.layer_name().to_string());
+        failpoint_before_rename(&self.temp_path)?;
+        crashsafe::rename(&self.temp_path, &final_path)
+            .map_err(|e| LayerError::io(&final_path, e))?;
+        Ok((desc, final_path))
+    }
+
+    fn check_usable(&self) -> Result<(), LayerError> {
+        if self.poisoned {
+            return Err(
+                self.misuse("an earlier write failed; the file must be abandoned".to_string())
+            );
+        }
+        Ok(())
+    }
+
+    fn check_put(&self, key: Key, lsn: Lsn, len: usize) -> Result<(), LayerError> {
+        let h = &self.header;
+        if key < h.key_range.start {
+            return Err(self.misuse(format!(
+                "key {key} is before the start key {}",
+                h.key_range.start
+            )));
+        }
+        if key == Key::MAX {
+            return Err(self.misuse("Key::MAX cannot hold a value".to_string()));
+        }
+        if h.is_delta {
+            if !h.lsn_range.contains(&lsn) {
+                return Err(self.misuse(format!(
+                    "key {key}: LSN {lsn} outside the layer's LSN range {}..{}",
+                    h.lsn_range.start, h.lsn_range.end
+                )));
+            }
+            if let Some((last_key, last_lsn)) = self.last {
+                if (key, lsn) <= (last_key, last_lsn) {
+                    return Err(self.misuse(format!(
+                        "key {key} at LSN {lsn} is not after the previous value (key {last_key} at LSN {last_lsn})"
+                    )));
+                }
+            }
+        } else {
+            if lsn != h.lsn_range.start {
+                return Err(self.misuse(format!(
+                    "key {key}: LSN {lsn} differs from the image layer's LSN {}",
+                    h.lsn_range.start
+                )));
+            }
+            if let Some((last_key, _)) = self.last {
+                if key <= last_key {
+                    return Err(self.misuse(format!(
+                        "key {key} is not after the previous key {last_key}"
+                    )));
+                }
+            }
+        }
+        if u32::try_from(len).is_err() {
+            return Err(self.misuse(format!(
+                "key {key} at LSN {lsn}: value of {len} bytes is too large"
+            )));
+        }
+        Ok(())
+    }
+
+    fn misuse(&self, what: String) -> LayerError {
+        LayerError::Misuse(format!("layer file {}: {what}", self.temp_path.display()))
+    }
+
+    /// Writes after the header, keeping offset and body CRC; a failure
+    /// poisons the writer.
+    fn write(&mut self, buf: &[u8]) -> Result<(), LayerError> {
+        if let Err(e) = self.file.write_all(buf) {
+            self.poisoned = true;
+            return Err(LayerError::io(&self.temp_path, e));
+        }
+        self.body_crc = crc32c::crc32c_append(self.body_crc, buf);
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for LayerWriter {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        match std::fs::remove_file(&self.temp_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "could not remove unfinished layer file {}: {e}; start-up clean-up will remove it",
+                self.temp_path.display()
+            ),
+        }
+    }
+}
+
+/// Creates a new, uniquely named temporary file for a layer in `dir`.
+fn create_temp(
+    dir: &Path,
+    key_start: Key,
+    lsn_range: &Range<Lsn>,
+) -> Result<(PathBuf, File), LayerError> {
+    let mut attempts = 0;
+    loop {
+        let seq = NEXT_TEMP_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{key_start}__{:016X}-{:016X}.{}-{seq}",
+            lsn_range.start.0,
+            lsn_range.end.0,
+            std::process::id()
+        );
+        let path = crashsafe::path_with_suffix(&dir.join(name), crashsafe::TEMP_SUFFIX);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            // A leftover of an earlier process with the same id: try the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            Err(e) => return Err(LayerError::io(&path, e)),
+        }
+    }
+}
+
+/// Test hook before the rename. Configured as `return`, every writer fails
+/// here; as `return(TEXT)`, only writers whose temporary path contains TEXT.
+#[cfg_attr(not(feature = "testing"), allow(unused_variables))]
+fn failpoint_before_rename(temp_path: &Path) -> Result<(), LayerError> {
+    fail::fail_point!("layer-writer-before-rename", |only: Option<String>| {
+        match only {
+            Some(only) if !temp_path.to_string_lossy().contains(only.as_str()) => Ok(()),
+            _ => Err(LayerError::io(
+                temp_path,
+                io::Error::other("failpoint layer-writer-before-rename"),
+            )),
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Compaction: L0 delta layers (each over the whole key space) are merged
+//! into L1 delta layers partitioned by key range, and image layers are
+//! written where reads would walk too many deltas.
+//!
+//! Crash safety: new files are complete and durable before they enter the
+//! layer map, and old files are deleted only after. A crash in between
+//! leaves old and new layers side by side; they hold the same values, so
+//! reads stay correct and the next compaction cleans up.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use pageserver_api::key::Key;
+use pageserver_api::value::Value;
+use utils::crashsafe;
+use utils::lsn::Lsn;
+
+use super::read::PageReconstructError;
+use super::Timeline;
+use crate::tenant::storage_layer::layer_file::{LayerError, LayerReader, LayerWriter};
+use crate::tenant::storage_layer::LayerName;
+
+/// Keys per image layer partition are estimated with this value size.
+const ESTIMATED_VALUE_SIZE: u64 = 8192;
+
+/// What a compaction run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CompactionStats {
+    /// L0 layers merged.
+    pub l0_merged: usize,
+    /// L1 layers written.
+    pub l1_written: usize,
+    /// Image layers written.
+    pub images_written: usize,
+    /// Seconds taken.
+    pub elapsed_secs: f64,
+}
+
+type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Key, Lsn, Bytes), LayerError>> + 'a>;
+
+impl Timeline {
+    /// Runs compaction: L0 -> L1 when at least `compaction_threshold` L0
+    /// layers exist (or any, with `force`), then image layers where
+    /// `image_creation_threshold` deltas pile up over a key range. Blocking.
+    pub fn compact_blocking(&self, force: bool) -> anyhow::Result<CompactionStats> {
+        let _guard = self
+            .locks
+            .compaction
+            .lock()
+            .expect("compaction lock poisoned");
+        let started = Instant::now();
+        let conf = self.tenant_conf();
+        let threshold = conf.compaction_threshold.unwrap_or(10) as usize;
+        let mut stats = CompactionStats::default();
+        let l0 = self
+            .layers
+            .read()
+            .expect("layers lock poisoned")
+            .map
+            .level0_deltas();
+        if !l0.is_empty() && (force || l0.len() >= threshold) {
+            let target = conf.compaction_target_size.unwrap_or(128 << 20);
+            stats.l1_written = self.compact_level0(&l0, target)?;
+            stats.l0_merged = l0.len();
+        }
+        if !self.cancel.is_cancelled() {
+            let image_threshold = conf.image_creation_threshold.unwrap_or(3) as usize;
+            let target = conf.compaction_target_size.unwrap_or(128 << 20);
+            stats.images_written = self.create_image_layers(image_threshold.max(1), target)?;
+        }
+        stats.elapsed_secs = started.elapsed().as_secs_f64();
+        if stats.l0_merged > 0 || stats.images_written > 0 {
+            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, ?stats, "compaction done");
+        }
+        Ok(stats)
+    }
+
+    fn compact_level0(
+        &self,
+        l0: &[Arc<crate::tenant::storage_layer::PersistentLayerDesc>],
+        target_size: u64,
+    ) -> anyhow::Result<usize> {
+        let readers: Vec<Arc<LayerReader>> = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            l0.iter().map(|d| layers.reader(d)).collect()
+        };
+        let lsn_range = l0.first().expect("non-empty").lsn_range.start
+            ..l0.last().expect("non-empty").lsn_range.end;
+        // k-way merge in (key, lsn) order.
+        let mut iters: Vec<ValueIter<'_>> = readers
+            .iter()
+            .map(|r| Box::new(r.iter_values()) as ValueIter<'_>)
+            .collect();
+        let mut heap = BinaryHeap::new();
+        for (i, it) in iters.iter_mut().enumerate() {
+            if let Some(v) = it.next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+        }
+        let mut written = Vec::new();
+        let mut writer: Option<LayerWriter> = None;
+        let mut last_key: Option<Key> = None;
+        while let Some(Reverse((key, lsn, i, bytes))) = heap.pop() {
+            if let Some(v) = iters[i].next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+            if self.cancel.is_cancelled() {
+                anyhow::bail!("compaction cancelled by shutdown");
+            }
+            let new_key = last_key != Some(key);
+            if new_key
+                && writer
+                    .as_ref()
+                    .is_some_and(|w| w.bytes_written() >= target_size)
+            {
+                let (_, path) = writer.take().expect("checked").finish(key)?;
+                written.push(path);
+            }
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(LayerWriter::new(
+                    &self.path,
+                    self.tenant_id,
+                    self.timeline_id,
+                    true,
+                    key,
+                    lsn_range.clone(),
+                )?),
+            };
+            let is_image = bytes.first() == Some(&Value::IMAGE_TAG);
+            w.put(key, lsn, &bytes, is_image)?;
+            last_key = Some(key);
+        }
+        if let (Some(w), Some(k)) = (writer, last_key) {
+            let (_, path) = w.finish(k.next())?;
+            written.push(path);
+        }
+        fail::fail_point!("compaction-after-l1-write", |_| anyhow::bail!(
+            "failpoint compaction-after-l1-write"
+        ));
+        let new_readers = written
+            .iter()
+            .map(|p| LayerReader::open(p).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = new_readers.len();
+        let old_names: Vec<LayerName> = l0.iter().map(|d| d.layer_name()).collect();
+        self.layers
+            .write()
+            .expect("layers lock poisoned")
+            .replace_files(&old_names, new_readers);
+        fail::fail_point!("compaction-before-l0-delete", |_| anyhow::bail!(
+            "failpoint compaction-before-l0-delete"
+        ));
+        self.delete_layer_files(&old_names)?;
+        Ok(count)
+    }
+
+    /// Removes layer files from disk (they are already out of the map).
+    pub(super) fn delete_layer_files(&self, names: &[LayerName]) -> anyhow::Result<()> {
+        for name in names {
+            let path = self.path.join(name.to_string());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+            }
+        }
+        crashsafe::fsync_dir(&self.path)
+            .with_context(|| format!("cannot fsync {}", self.path.display()))
+    }
+
+    /// Every key with a value in this timeline's own layer files.
+    fn own_keys(&self) -> BTreeSet<Key> {
+        let readers: Vec<_> = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            layers.files.values().cloned().collect()
+        };
+        readers
+            .iter()
+            .flat_map(|r| r.index_entries().map(|(k, _)| k).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Writes image layers at `disk_consistent_lsn` for key partitions whose
+    /// reads walk `threshold` or more delta layers above their newest image.
+    fn create_image_layers(&self, threshold: usize, target_size: u64) -> anyhow::Result<usize> {
+        let lsn = self.disk_consistent_lsn();
+        if !lsn.is_valid() {
+            return Ok(0);
+        }
+        let keys: Vec<Key> = self.own_keys().into_iter().collect();
+        let per_partition = (target_size / ESTIMATED_VALUE_SIZE).max(1) as usize;
+        let mut written = Vec::new();
+        for chunk in keys.chunks(per_partition) {
+            let range = chunk[0]..chunk[chunk.len() - 1].next();
+            if self.deltas_above_image(&range, lsn) < threshold {
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                anyhow::bail!("image layer creation cancelled by shutdown");
+            }
+            let mut writer = LayerWriter::new(
+                &self.path,
+                self.tenant_id,
+                self.timeline_id,
+                false,
+                range.start,
+                lsn..lsn + 1,
+            )?;
+            let mut buf = Vec::new();
+            for key in chunk {
+                match self.get_blocking(*key, lsn) {
+                    Ok(img) => {
+                        buf.clear();
+                        Value::Image(img).ser_into(&mut buf);
+                        writer.put(*key, lsn, &buf, true)?;
+                    }
+                    Err(PageReconstructError::MissingKey { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if writer.num_values() == 0 {
+                continue;
+            }
+            let (_, path) = writer.finish(range.end)?;
+            let reader = Arc::new(LayerReader::open(&path)?);
+            self.layers
+                .write()
+                .expect("layers lock poisoned")
+                .replace_files(&[], vec![reader]);
+            written.push(path);
+        }
+        Ok(written.len())
+    }
+
+    /// Delta layers that a read of some key in `range` at `lsn` walks above
+    /// the newest image layer covering it.
+    fn deltas_above_image(&self, range: &Range<Key>, lsn: Lsn) -> usize {
+        let layers = self.layers.read().expect("layers lock poisoned");
+        let image_lsn = layers
+            .map
+            .image_coverage(range.clone(), lsn)
+            .iter()
+            .map(|(_, img)| img.as_ref().map_or(Lsn(0), |i| i.image_lsn()))
+            .min()
+            .unwrap_or(Lsn(0));
+        layers
+            .map
+            .iter_historic()
+            .filter(|l| {
+                l.is_delta
+                    && l.key_range.start < range.end
+                    && range.start < l.key_range.end
+                    && l.lsn_range.end > image_lsn + 1
+                    && l.lsn_range.start <= lsn
+            })
+            .count()
+    }
+}

@@ -1,0 +1,447 @@
+//! A timeline: one branch of a tenant's history, and the versioned page
+//! store behind it (DESIGN.md section 3).
+//!
+//! * `layers.rs`: the in-memory, frozen and on-disk layers, loaded at start-up;
+//! * `write.rs`: puts in LSN order, freeze, flush to L0 delta layers;
+//! * `read.rs`: `get(key, lsn)` across layers and ancestors;
+//! * `compaction.rs`: L0 -> L1 and image layers; `gc.rs`: removing old layers.
+
+pub mod compaction;
+pub mod gc;
+pub mod layers;
+pub mod read;
+pub mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pageserver_api::models::{LocalTimelineInfo, RemoteTimelineInfo, TenantState, TimelineInfo};
+use pageserver_api::tenant_config::TenantConfig;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use utils::crashsafe;
+use utils::gate::Gate;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::metadata::TimelineMetadata;
+use crate::config::METADATA_FILE;
+use layers::LayerManager;
+
+/// The tenant's configuration in force, shared by its timelines.
+pub type SharedTenantConf = Arc<RwLock<TenantConfig>>;
+
+/// End of the last record ingested and the start of that record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLsn {
+    /// End of the last record: reads at or below it are complete.
+    pub last: Lsn,
+    /// Start of the last record, when known.
+    pub prev: Option<Lsn>,
+}
+
+/// Mutexes that order the timeline's maintenance work. Never held across
+/// an await point; taken in blocking tasks.
+#[derive(Default)]
+struct TimelineLocks {
+    /// One writer at a time; freezing takes it too.
+    write: Mutex<()>,
+    /// One flush at a time.
+    flush: Mutex<()>,
+    /// One compaction at a time.
+    compaction: Mutex<()>,
+    /// One GC at a time; branch creation takes the parent's to pin its point.
+    gc: Mutex<()>,
+}
+
+/// One timeline of a tenant. Owns a cancellation token (a child of its
+/// tenant's) and a gate that every task working on it holds.
+pub struct Timeline {
+    /// The tenant this timeline belongs to.
+    pub tenant_id: TenantId,
+    /// This timeline's id.
+    pub timeline_id: TimelineId,
+    path: PathBuf,
+    tenant_conf: SharedTenantConf,
+    ancestor: OnceLock<Arc<Timeline>>,
+    metadata: Mutex<TimelineMetadata>,
+    state: Mutex<TenantState>,
+    last_record: watch::Sender<RecordLsn>,
+    layers: RwLock<LayerManager>,
+    locks: TimelineLocks,
+    /// Woken when frozen layers wait for the flush loop.
+    flush_requested: Notify,
+    /// Cancelled when the timeline shuts down.
+    pub cancel: CancellationToken,
+    /// Held by every task working on this timeline.
+    pub gate: Gate,
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("tenant_id", &self.tenant_id)
+            .field("timeline_id", &self.timeline_id)
+            .finish()
+    }
+}
+
+/// Sum of the sizes of the regular files below `path`.
+pub fn dir_size(path: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            total += dir_size(&entry.path())?;
+        } else if ft.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Timeline {
+    /// Writes a new timeline directory with its metadata so that a crash
+    /// leaves either the whole directory or none: it is assembled under a
+    /// temporary name and renamed into place.
+    pub fn create_on_disk(path: &Path, metadata: &TimelineMetadata) -> io::Result<()> {
+        let tmp = crashsafe::path_with_suffix(path, crashsafe::TEMP_SUFFIX);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir(&tmp)?;
+        crashsafe::overwrite(&tmp.join(METADATA_FILE), &metadata.to_bytes())?;
+        fail::fail_point!("timeline-create-before-rename", |_| Err(io::Error::other(
+            "failpoint timeline-create-before-rename"
+        )));
+        crashsafe::rename(&tmp, path)
+    }
+
+    /// Loads a timeline from its directory: metadata, then layer files
+    /// (removing those above `disk_consistent_lsn` and unfinished ones). A
+    /// missing or corrupt file gives a Broken timeline that says why, not an
+    /// error: the tenant stays usable and the operator can see and delete
+    /// the timeline.
+    pub fn load(
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        path: PathBuf,
+        tenant_conf: SharedTenantConf,
+        parent_cancel: &CancellationToken,
+    ) -> Timeline {
+        let file = path.join(METADATA_FILE);
+        let loaded = std::fs::read(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|bytes| {
+                TimelineMetadata::from_bytes(&bytes).map_err(|e| format!("{}: {e}", file.display()))
+            })
+            .and_then(|m| {
+                let layers =
+                    LayerManager::load(&path, tenant_id, timeline_id, m.disk_consistent_lsn)?;
+                Ok((m, layers))
+            });
+        let (metadata, layers, state) = match loaded {
+            Ok((m, layers)) => (m, layers, TenantState::Active),
+            Err(reason) => {
+                tracing::error!(%tenant_id, %timeline_id, "timeline is broken: {reason}");
+                (
+                    Self::placeholder_metadata(),
+                    LayerManager::default(),
+                    TenantState::Broken { reason },
+                )
+            }
+        };
+        Self::new(
+            tenant_id,
+            timeline_id,
+            path,
+            metadata,
+            layers,
+            state,
+            tenant_conf,
+            parent_cancel,
+        )
+    }
+
+    /// A timeline object for metadata that was just written (and no layers).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        path: PathBuf,
+        metadata: TimelineMetadata,
+        layers: LayerManager,
+        state: TenantState,
+        tenant_conf: SharedTenantConf,
+        parent_cancel: &CancellationToken,
+    ) -> Timeline {
+        let (last_record, _) = watch::channel(RecordLsn {
+            last: metadata.disk_consistent_lsn,
+            prev: metadata.prev_record_lsn,
+        });
+        Timeline {
+            tenant_id,
+            timeline_id,
+            path,
+            tenant_conf,
+            ancestor: OnceLock::new(),
+            metadata: Mutex::new(metadata),
+            state: Mutex::new(state),
+            last_record,
+            layers: RwLock::new(layers),
+            locks: TimelineLocks::default(),
+            flush_requested: Notify::new(),
+            cancel: parent_cancel.child_token(),
+            gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
+        }
+    }
+
+    /// Links a branch to its parent (once, after both are loaded).
+    pub fn set_ancestor(&self, ancestor: Arc<Timeline>) {
+        debug_assert_eq!(Some(ancestor.timeline_id), self.ancestor_timeline_id());
+        let _ = self.ancestor.set(ancestor);
+    }
+
+    /// The parent timeline object of a branch.
+    pub fn ancestor(&self) -> Option<&Arc<Timeline>> {
+        self.ancestor.get()
+    }
+
+    /// Metadata standing in for one that could not be read.
+    fn placeholder_metadata() -> TimelineMetadata {
+        TimelineMetadata {
+            disk_consistent_lsn: Lsn::INVALID,
+            prev_record_lsn: None,
+            ancestor_timeline: None,
+            ancestor_lsn: Lsn::INVALID,
+            latest_gc_cutoff_lsn: Lsn::INVALID,
+            initdb_lsn: Lsn::INVALID,
+            pg_version: pageserver_api::models::DEFAULT_PG_VERSION,
+            lsn_history: Vec::new(),
+        }
+    }
+
+    /// The timeline's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Current state.
+    pub fn state(&self) -> TenantState {
+        self.state.lock().expect("state lock poisoned").clone()
+    }
+
+    /// Moves to `state`.
+    pub fn set_state(&self, state: TenantState) {
+        *self.state.lock().expect("state lock poisoned") = state;
+    }
+
+    /// A copy of the durable metadata.
+    pub fn metadata(&self) -> TimelineMetadata {
+        self.metadata
+            .lock()
+            .expect("metadata lock poisoned")
+            .clone()
+    }
+
+    /// Changes the metadata with `f` and writes it durably; the in-memory
+    /// copy changes only once the file is written.
+    fn update_metadata(&self, f: impl FnOnce(&mut TimelineMetadata)) -> io::Result<()> {
+        let mut guard = self.metadata.lock().expect("metadata lock poisoned");
+        let mut next = guard.clone();
+        f(&mut next);
+        crashsafe::overwrite(&self.path.join(METADATA_FILE), &next.to_bytes())?;
+        *guard = next;
+        Ok(())
+    }
+
+    /// The tenant's configuration in force.
+    pub fn tenant_conf(&self) -> TenantConfig {
+        self.tenant_conf
+            .read()
+            .expect("config lock poisoned")
+            .clone()
+    }
+
+    /// Parent timeline, if this is a branch.
+    pub fn ancestor_timeline_id(&self) -> Option<TimelineId> {
+        self.metadata().ancestor_timeline
+    }
+
+    /// Branch point in the parent.
+    pub fn ancestor_lsn(&self) -> Lsn {
+        self.metadata().ancestor_lsn
+    }
+
+    /// End (and start) of the last record ingested.
+    pub fn record_lsn(&self) -> RecordLsn {
+        *self.last_record.borrow()
+    }
+
+    /// End of the last record ingested.
+    pub fn last_record_lsn(&self) -> Lsn {
+        self.record_lsn().last
+    }
+
+    /// Everything at or below this LSN is in durable local files.
+    pub fn disk_consistent_lsn(&self) -> Lsn {
+        self.metadata().disk_consistent_lsn
+    }
+
+    /// Reads below this LSN are refused.
+    pub fn gc_cutoff_lsn(&self) -> Lsn {
+        self.metadata().latest_gc_cutoff_lsn
+    }
+
+    /// Number of L0 delta layers (compaction backlog).
+    pub fn l0_count(&self) -> usize {
+        self.layers
+            .read()
+            .expect("layers lock poisoned")
+            .map
+            .level0_deltas()
+            .len()
+    }
+
+    /// Layer files by level: (L0 count, L0 bytes, L1 count, L1 bytes, image count, image bytes).
+    pub fn layer_stats(&self) -> layers::LayerStats {
+        self.layers.read().expect("layers lock poisoned").stats()
+    }
+
+    /// The API view of this timeline. Reads the file system for sizes, so
+    /// call it from a blocking context.
+    pub fn info_blocking(&self, include_non_incremental_physical: bool) -> TimelineInfo {
+        let m = self.metadata();
+        let state = self.state();
+        let physical = match dir_size(&self.path) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot size timeline directory: {e}");
+                None
+            }
+        };
+        let ancestor_lsn = m.ancestor_timeline.map(|_| m.ancestor_lsn);
+        let record = self.record_lsn();
+        TimelineInfo {
+            tenant_id: self.tenant_id,
+            timeline_id: self.timeline_id,
+            ancestor_timeline_id: m.ancestor_timeline,
+            ancestor_lsn,
+            last_record_lsn: record.last,
+            prev_record_lsn: record.prev,
+            disk_consistent_lsn: m.disk_consistent_lsn,
+            remote_consistent_lsn: None,
+            current_logical_size: None,
+            current_physical_size: physical,
+            current_logical_size_non_incremental: None,
+            current_physical_size_non_incremental: if include_non_incremental_physical {
+                physical
+            } else {
+                None
+            },
+            wal_source_connstr: None,
+            last_received_msg_lsn: None,
+            last_received_msg_ts: None,
+            pg_version: m.pg_version,
+            awaits_download: false,
+            state: state.name().to_string(),
+            broken_reason: match state {
+                TenantState::Broken { reason } => Some(reason),
+                _ => None,
+            },
+            local: LocalTimelineInfo {
+                ancestor_timeline_id: m.ancestor_timeline,
+                ancestor_lsn,
+                current_logical_size: None,
+                current_physical_size: physical,
+            },
+            remote: RemoteTimelineInfo {
+                remote_consistent_lsn: None,
+            },
+        }
+    }
+
+    /// Starts the flush loop. The task holds the gate, so shutdown waits for it.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let Ok(guard) = self.gate.enter() else { return };
+        let tl = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            tl.flush_loop().await;
+        });
+    }
+
+    /// Flushes frozen layers when asked and freezes the open layer when it
+    /// is older than `checkpoint_timeout`, until cancelled.
+    async fn flush_loop(self: Arc<Self>) {
+        const TICK: Duration = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.flush_requested.notified() => {}
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            let tl = self.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                tl.freeze_if_old();
+                tl.flush_frozen_blocking()
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush failed, retrying: {e:#}");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = tokio::time::sleep(TICK) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush task failed: {e}")
+                }
+            }
+        }
+    }
+
+    /// Stops every task of the timeline and waits for them. With `flush`
+    /// (a graceful shutdown, not a delete), ingested data is first made
+    /// durable, bounded by a time limit.
+    pub async fn shutdown(self: &Arc<Self>, flush: bool) {
+        const FLUSH_LIMIT: Duration = Duration::from_secs(30);
+        let active = self.state() == TenantState::Active;
+        if !matches!(self.state(), TenantState::Broken { .. }) {
+            self.set_state(TenantState::Stopping);
+        }
+        if flush && active {
+            let tl = self.clone();
+            let task = tokio::task::spawn_blocking(move || tl.checkpoint_blocking());
+            match tokio::time::timeout(FLUSH_LIMIT, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush at shutdown failed: {e:#}")
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush task at shutdown failed: {e}")
+                }
+                Err(_) => {
+                    tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush at shutdown still running after {FLUSH_LIMIT:?}; data above disk_consistent_lsn must be ingested again")
+                }
+            }
+        }
+        self.cancel.cancel();
+        self.gate.close().await;
+    }
+}

@@ -1,0 +1,235 @@
+//! The read path: `get(key, lsn)` walks from the newest layer down,
+//! collecting native records until it meets an image (or a record that
+//! initialises the value), continuing in the ancestor below a branch point,
+//! then applies the records oldest first.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pageserver_api::key::Key;
+use pageserver_api::value::{reconstruct, ApplyError, NativeRecord, Value, ValueError};
+use utils::lsn::Lsn;
+
+use super::Timeline;
+use crate::tenant::storage_layer::layer_file::LayerError;
+
+/// Why a page version could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum PageReconstructError {
+    /// The LSN has not been ingested within the wait limit.
+    #[error("timed out after {waited:?} waiting for LSN {lsn} on timeline {timeline}: last record LSN is {last}; is WAL arriving?")]
+    LsnTimeout {
+        /// The requested LSN.
+        lsn: Lsn,
+        /// What has been ingested.
+        last: Lsn,
+        /// How long the read waited.
+        waited: Duration,
+        /// The timeline.
+        timeline: String,
+    },
+    /// The LSN is below the GC cutoff: its history was removed.
+    #[error("LSN {lsn} is below the GC cutoff {cutoff} of timeline {timeline}: that history has been garbage collected")]
+    BelowGcCutoff {
+        /// The requested LSN.
+        lsn: Lsn,
+        /// The cutoff.
+        cutoff: Lsn,
+        /// The timeline.
+        timeline: String,
+    },
+    /// No value of the key exists at or below the LSN.
+    #[error("key {key} has no value at or below LSN {lsn} in timeline {timeline}")]
+    MissingKey {
+        /// The key.
+        key: Key,
+        /// The requested LSN.
+        lsn: Lsn,
+        /// The timeline.
+        timeline: String,
+    },
+    /// A layer file is unreadable or corrupt (names the file and offset).
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// An ephemeral file could not be read.
+    #[error("cannot read in-memory layer: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored value does not decode.
+    #[error("stored value of key {key} at {lsn} is invalid: {source}")]
+    Value {
+        /// The key.
+        key: Key,
+        /// The value's LSN.
+        lsn: Lsn,
+        /// The cause.
+        source: ValueError,
+    },
+    /// Records do not apply.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The timeline is shutting down.
+    #[error("timeline is shutting down")]
+    Cancelled,
+}
+
+/// Records collected so far, newest first, and whether the walk is done.
+struct Collected {
+    records: Vec<NativeRecord>,
+    base: Option<Bytes>,
+    done: bool,
+}
+
+impl Collected {
+    /// Takes values newest first; returns true once complete.
+    fn take(&mut self, key: Key, values: Vec<(Lsn, Bytes)>) -> Result<bool, PageReconstructError> {
+        for (lsn, bytes) in values {
+            let value = Value::des(&bytes).map_err(|source| PageReconstructError::Value {
+                key,
+                lsn,
+                source,
+            })?;
+            match value {
+                Value::Image(img) => {
+                    self.base = Some(img);
+                    self.done = true;
+                }
+                Value::Record(rec) => {
+                    self.done = rec.will_init();
+                    self.records.push(rec);
+                }
+            }
+            if self.done {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Timeline {
+    /// Waits until `lsn` is ingested, at most `timeout`.
+    pub async fn wait_lsn(&self, lsn: Lsn, timeout: Duration) -> Result<(), PageReconstructError> {
+        let mut rx = self.last_record.subscribe();
+        let waited = tokio::select! {
+            r = tokio::time::timeout(timeout, rx.wait_for(|r| r.last >= lsn)) => r,
+            _ = self.cancel.cancelled() => return Err(PageReconstructError::Cancelled),
+        };
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(PageReconstructError::Cancelled),
+            Err(_) => Err(PageReconstructError::LsnTimeout {
+                lsn,
+                last: self.last_record_lsn(),
+                waited: timeout,
+                timeline: self.name_for_errors(),
+            }),
+        }
+    }
+
+    pub(super) fn name_for_errors(&self) -> String {
+        format!("{}/{}", self.tenant_id, self.timeline_id)
+    }
+
+    /// The value of `key` as of `lsn`, waiting (at most `timeout`) for the
+    /// LSN to be ingested. File reads run off the async executor.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: Key,
+        lsn: Lsn,
+        timeout: Duration,
+    ) -> Result<Bytes, PageReconstructError> {
+        self.wait_lsn(lsn, timeout).await?;
+        let tl = self.clone();
+        tokio::task::spawn_blocking(move || tl.get_blocking(key, lsn))
+            .await
+            .map_err(|_| PageReconstructError::Cancelled)?
+    }
+
+    /// The value of `key` as of `lsn` (which must be ingested). Blocking.
+    pub fn get_blocking(&self, key: Key, lsn: Lsn) -> Result<Bytes, PageReconstructError> {
+        let cutoff = self.gc_cutoff_lsn();
+        if lsn < cutoff {
+            return Err(PageReconstructError::BelowGcCutoff {
+                lsn,
+                cutoff,
+                timeline: self.name_for_errors(),
+            });
+        }
+        let mut c = Collected {
+            records: Vec::new(),
+            base: None,
+            done: false,
+        };
+        let mut timeline = self;
+        let mut cont_lsn = lsn + 1;
+        loop {
+            if timeline.collect(key, &mut cont_lsn, &mut c)? {
+                break;
+            }
+            match timeline.ancestor() {
+                Some(ancestor) => {
+                    cont_lsn = cont_lsn.min(timeline.ancestor_lsn() + 1);
+                    timeline = ancestor;
+                }
+                None if c.records.is_empty() => {
+                    return Err(PageReconstructError::MissingKey {
+                        key,
+                        lsn,
+                        timeline: self.name_for_errors(),
+                    })
+                }
+                None => break,
+            }
+        }
+        c.records.reverse();
+        Ok(reconstruct(key, c.base, &c.records)?)
+    }
+
+    /// Collects values of `key` below `cont_lsn` from this timeline's own
+    /// layers, lowering `cont_lsn` as it goes. True once complete.
+    fn collect(
+        &self,
+        key: Key,
+        cont_lsn: &mut Lsn,
+        c: &mut Collected,
+    ) -> Result<bool, PageReconstructError> {
+        let in_memory: Vec<_> = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            layers
+                .open
+                .iter()
+                .cloned()
+                .chain(layers.frozen.iter().rev().map(|f| f.layer.clone()))
+                .collect()
+        };
+        for layer in in_memory {
+            if *cont_lsn <= layer.start_lsn {
+                continue;
+            }
+            let range: Range<Lsn> = layer.start_lsn..*cont_lsn;
+            *cont_lsn = layer.start_lsn;
+            if c.take(key, layer.get_values(key, range)?)? {
+                return Ok(true);
+            }
+        }
+        loop {
+            let found = {
+                let layers = self.layers.read().expect("layers lock poisoned");
+                layers
+                    .map
+                    .search(key, *cont_lsn)
+                    .map(|r| (layers.reader(&r.layer), r.lsn_floor))
+            };
+            let Some((reader, floor)) = found else {
+                return Ok(false);
+            };
+            let range = floor..*cont_lsn;
+            *cont_lsn = floor;
+            if c.take(key, reader.get_values(key, range)?)? {
+                return Ok(true);
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The storage engine against a model: random puts, flushes, compactions,
+//! GC runs, restarts and branches, with reads at random LSNs compared to a
+//! plain in-memory map of every version.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use pageserver_api::key::{rel_block_key, rel_size_key, Key, RelTag};
+use pageserver_api::models::TenantState;
+use pageserver_api::tenant_config::TenantConfig;
+use pageserver_api::value::{NativeRecord, Value};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_util::sync::CancellationToken;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::layers::LayerManager;
+use super::read::PageReconstructError;
+use super::{SharedTenantConf, Timeline};
+use crate::tenant::metadata::TimelineMetadata;
+
+const REL: RelTag = RelTag {
+    spcnode: 1663,
+    dbnode: 5,
+    relnode: 16384,
+    forknum: 0,
+};
+
+fn conf() -> SharedTenantConf {
+    let mut c = TenantConfig::builtin_defaults();
+    c.checkpoint_distance = Some(64 * 1024);
+    c.compaction_threshold = Some(3);
+    c.compaction_target_size = Some(48 * 1024);
+    c.image_creation_threshold = Some(2);
+    c.gc_horizon = Some(0x400);
+    c.pitr_interval = Some(std::time::Duration::ZERO);
+    Arc::new(RwLock::new(c))
+}
+
+fn root_metadata() -> TimelineMetadata {
+    TimelineMetadata {
+        disk_consistent_lsn: Lsn(0),
+        prev_record_lsn: None,
+        ancestor_timeline: None,
+        ancestor_lsn: Lsn(0),
+        latest_gc_cutoff_lsn: Lsn(0),
+        initdb_lsn: Lsn(0),
+        pg_version: 15,
+        lsn_history: Vec::new(),
+    }
+}
+
+fn create(
+    dir: &Path,
+    ids: (TenantId, TimelineId),
+    m: TimelineMetadata,
+    c: &SharedTenantConf,
+) -> Arc<Timeline> {
+    let path = dir.join(ids.1.to_string());
+    Timeline::create_on_disk(&path, &m).unwrap();
+    Arc::new(Timeline::new(
+        ids.0,
+        ids.1,
+        path,
+        m,
+        LayerManager::default(),
+        TenantState::Active,
+        c.clone(),
+        &CancellationToken::new(),
+    ))
+}
+
+fn reload(tl: &Timeline, c: &SharedTenantConf) -> Arc<Timeline> {
+    let new = Timeline::load(
+        tl.tenant_id,
+        tl.timeline_id,
+        tl.path().to_path_buf(),
+        c.clone(),
+        &CancellationToken::new(),
+    );
+    assert_eq!(new.state(), TenantState::Active, "{:?}", new.state());
+    if let Some(a) = tl.ancestor() {
+        new.set_ancestor(a.clone());
+    }
+    Arc::new(new)
+}
+
+/// Every version of every key, with the value each read must return.
+#[derive(Default, Clone)]
+struct Model {
+    versions: BTreeMap<Key, BTreeMap<Lsn, Vec<u8>>>,
+}
+
+impl Model {
+    fn get(&self, key: Key, lsn: Lsn) -> Option<&Vec<u8>> {
+        self.versions
+            .get(&key)?
+            .range(..=lsn)
+            .next_back()
+            .map(|(_, v)| v)
+    }
+}
+
+fn image(rng: &mut StdRng) -> Vec<u8> {
+    let len = rng.gen_range(1..2000);
+    let fill: u8 = rng.gen();
+    // Half compressible, half random.
+    (0..len)
+        .map(|i| if i % 2 == 0 { fill } else { rng.gen() })
+        .collect()
+}
+
+/// Puts a batch at `lsn`: images of random blocks and a relation-size record.
+fn put_batch(tl: &Timeline, model: &mut Model, rng: &mut StdRng, lsn: Lsn) {
+    let mut w = tl.writer();
+    for _ in 0..rng.gen_range(1..6) {
+        let key = rel_block_key(REL, rng.gen_range(0..40));
+        let v = image(rng);
+        w.put(key, lsn, &Value::Image(Bytes::from(v.clone())))
+            .unwrap();
+        model.versions.entry(key).or_default().insert(lsn, v);
+    }
+    let size_key = rel_size_key(REL);
+    let n: u32 = rng.gen_range(0..100);
+    let old = model
+        .get(size_key, lsn)
+        .map(|v| u32::from_le_bytes(v[..4].try_into().unwrap()));
+    let (rec, new) = match old {
+        Some(o) if rng.gen_bool(0.8) => (NativeRecord::RelSizeExtend(n), o.max(n)),
+        _ => (NativeRecord::RelSizeSet(n), n),
+    };
+    w.put(size_key, lsn, &Value::Record(rec)).unwrap();
+    model
+        .versions
+        .entry(size_key)
+        .or_default()
+        .insert(lsn, new.to_le_bytes().to_vec());
+    w.finish_write(lsn).unwrap();
+}
+
+fn check_reads(tl: &Timeline, model: &Model, rng: &mut StdRng, upto: Lsn, n: usize) {
+    let cutoff = tl.gc_cutoff_lsn();
+    for _ in 0..n {
+        let lsn = Lsn(rng.gen_range(cutoff.0..=upto.0));
+        let key = if rng.gen_bool(0.2) {
+            rel_size_key(REL)
+        } else {
+            rel_block_key(REL, rng.gen_range(0..40))
+        };
+        match (tl.get_blocking(key, lsn), model.get(key, lsn)) {
+            (Ok(got), Some(want)) => assert_eq!(&got[..], &want[..], "key {key} at {lsn}"),
+            (Err(PageReconstructError::MissingKey { .. }), None) => {}
+            (got, want) => panic!("key {key} at {lsn}: got {got:?}, model has {want:?}"),
+        }
+    }
+    if cutoff.0 > 0 {
+        let err = tl.get_blocking(rel_size_key(REL), cutoff - 1).unwrap_err();
+        assert!(
+            matches!(err, PageReconstructError::BelowGcCutoff { .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn random_operations_match_the_model() {
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let c = conf();
+        let mut tl = create(
+            dir.path(),
+            (TenantId::generate(), TimelineId::generate()),
+            root_metadata(),
+            &c,
+        );
+        let mut model = Model::default();
+        let mut lsn = Lsn(0x100);
+        let mut removed = 0;
+        for step in 0..400 {
+            lsn += rng.gen_range(1..40) * 8;
+            put_batch(&tl, &mut model, &mut rng, lsn);
+            match rng.gen_range(0..100) {
+                0..=5 => tl.checkpoint_blocking().unwrap(),
+                6..=8 => {
+                    tl.compact_blocking(rng.gen_bool(0.5)).unwrap();
+                }
+                9..=10 => {
+                    tl.checkpoint_blocking().unwrap();
+                    tl.compact_blocking(true).unwrap();
+                    let gc = tl
+                        .gc_blocking(Vec::new, Some(rng.gen_range(0..0x800)))
+                        .unwrap();
+                    removed += gc.layers_removed;
+                }
+                11 => {
+                    // Restart: only what is durable survives, and it all does.
+                    tl.checkpoint_blocking().unwrap();
+                    let durable = tl.disk_consistent_lsn();
+                    assert_eq!(durable, lsn);
+                    tl = reload(&tl, &c);
+                }
+                _ => {}
+            }
+            if step % 20 == 0 {
+                check_reads(&tl, &model, &mut rng, lsn, 30);
+            }
+        }
+        check_reads(&tl, &model, &mut rng, lsn, 300);
+        let stats = tl.layer_stats();
+        assert!(stats.l1_count > 0 && stats.image_count > 0, "{stats:?}");
+        assert!(removed > 0, "GC never removed a layer");
+    }
+}
+
+#[test]
+fn unflushed_data_is_lost_on_restart_and_nothing_else() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf();
+    let ids = (TenantId::generate(), TimelineId::generate());
+    let tl = create(dir.path(), ids, root_metadata(), &c);
+    let mut model = Model::default();
+    for i in 1..=50u64 {
+        put_batch(&tl, &mut model, &mut rng, Lsn(0x1000 + i * 8));
+    }
+    tl.checkpoint_blocking().unwrap();
+    let durable = tl.disk_consistent_lsn();
+    for i in 51..=60u64 {
+        put_batch(&tl, &mut model, &mut rng, Lsn(0x1000 + i * 8));
+    }
+    // A flushed layer above the metadata's disk_consistent_lsn (crash between
+    // layer write and metadata update) is removed at load.
+    tl.freeze();
+    {
+        let frozen = tl.layers.read().unwrap().frozen[0].layer.clone();
+        tl.write_l0(&frozen, frozen.end_lsn().unwrap()).unwrap();
+    }
+    let again = reload(&tl, &c);
+    assert_eq!(again.disk_consistent_lsn(), durable);
+    assert_eq!(again.layer_stats().l0_count, tl.layer_stats().l0_count);
+    check_reads(&again, &model, &mut rng, durable, 200);
+    // The writer continues above the durable LSN.
+    put_batch(&again, &mut model, &mut rng, durable + 8);
+}
+
+#[test]
+fn branches_read_their_parent_below_the_branch_point() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf();
+    let tenant_id = TenantId::generate();
+    let parent = create(
+        dir.path(),
+        (tenant_id, TimelineId::generate()),
+        root_metadata(),
+        &c,
+    );
+    let mut model = Model::default();
+    let mut lsn = Lsn(0x100);
+    for _ in 0..100 {
+        lsn += 16;
+        put_batch(&parent, &mut model, &mut rng, lsn);
+    }
+    parent.checkpoint_blocking().unwrap();
+    let branch_lsn = lsn;
+    let mut m = root_metadata();
+    m.ancestor_timeline = Some(parent.timeline_id);
+    m.ancestor_lsn = branch_lsn;
+    m.disk_consistent_lsn = branch_lsn;
+    m.latest_gc_cutoff_lsn = branch_lsn;
+    let child = create(dir.path(), (tenant_id, TimelineId::generate()), m, &c);
+    child.set_ancestor(parent.clone());
+    let mut child_model = model.clone();
+    // Both move on independently.
+    for _ in 0..100 {
+        lsn += 16;
+        put_batch(&parent, &mut model, &mut rng, lsn);
+        put_batch(&child, &mut child_model, &mut rng, lsn);
+    }
+    for tl in [&parent, &child] {
+        tl.checkpoint_blocking().unwrap();
+        tl.compact_blocking(true).unwrap();
+    }
+    check_reads(&child, &child_model, &mut rng, lsn, 300);
+    check_reads(&parent, &model, &mut rng, lsn, 300);
+    // GC of the parent keeps what the branch point needs.
+    let stats = parent.gc_blocking(|| vec![branch_lsn], Some(0)).unwrap();
+    assert!(stats.cutoff > branch_lsn);
+    check_reads(&child, &child_model, &mut rng, lsn, 300);
+    let child = reload(&child, &c);
+    check_reads(&child, &child_model, &mut rng, lsn, 300);
+}

@@ -1,0 +1,266 @@
+//! The write path: values arrive in LSN order through a [`TimelineWriter`]
+//! into the open in-memory layer, which is frozen at `checkpoint_distance`
+//! bytes or `checkpoint_timeout` and flushed to an L0 delta layer file.
+//! `disk_consistent_lsn` moves only after the layer file and then the
+//! metadata are durable.
+
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use pageserver_api::key::Key;
+use pageserver_api::value::Value;
+use utils::lsn::Lsn;
+
+use super::layers::FrozenLayer;
+use super::{unix_now, RecordLsn, Timeline};
+use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
+use crate::tenant::storage_layer::layer_file::{LayerReader, LayerWriter};
+
+/// Why a write was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// LSNs must increase: a value at or below what is already ingested.
+    #[error("LSN {lsn} is not above the last record LSN {last} of timeline {timeline}")]
+    LsnOrder {
+        /// The LSN of the refused write.
+        lsn: Lsn,
+        /// What the timeline has ingested.
+        last: Lsn,
+        /// The timeline.
+        timeline: String,
+    },
+    /// The ephemeral file could not be written.
+    #[error("cannot write to the in-memory layer of timeline {timeline}: {source}")]
+    Io {
+        /// The timeline.
+        timeline: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Exclusive access to a timeline's write path. Values of one record share
+/// an LSN; [`TimelineWriter::finish_write`] then publishes it.
+pub struct TimelineWriter<'a> {
+    tl: &'a Timeline,
+    _guard: MutexGuard<'a, ()>,
+    buf: Vec<u8>,
+}
+
+impl Timeline {
+    /// The writer; waits for another writer or a freeze to finish.
+    pub fn writer(&self) -> TimelineWriter<'_> {
+        TimelineWriter {
+            tl: self,
+            _guard: self.locks.write.lock().expect("write lock poisoned"),
+            buf: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.tenant_id, self.timeline_id)
+    }
+
+    /// Freezes the open layer at the last record LSN, if it holds values.
+    /// The caller holds the write lock.
+    fn freeze_locked(&self) -> bool {
+        let record = self.record_lsn();
+        let mut layers = self.layers.write().expect("layers lock poisoned");
+        let Some(open) = layers.open.take() else {
+            return false;
+        };
+        open.freeze(record.last + 1);
+        layers.frozen.push(FrozenLayer {
+            layer: open,
+            prev_record_lsn: record.prev,
+        });
+        true
+    }
+
+    /// Freezes the open layer now (for checkpoints and shutdown).
+    pub fn freeze(&self) -> bool {
+        let _guard = self.locks.write.lock().expect("write lock poisoned");
+        self.freeze_locked()
+    }
+
+    /// Freezes the open layer when it is older than `checkpoint_timeout`.
+    pub(super) fn freeze_if_old(&self) {
+        let timeout = self
+            .tenant_conf()
+            .checkpoint_timeout
+            .unwrap_or(Duration::MAX);
+        let old = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            layers
+                .open
+                .as_ref()
+                .is_some_and(|l| l.opened_at.elapsed() >= timeout)
+        };
+        if old && self.freeze() {
+            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "froze the open layer after checkpoint_timeout");
+        }
+    }
+
+    /// Writes every frozen layer to an L0 delta layer file, oldest first,
+    /// then advances `disk_consistent_lsn` durably. Blocking.
+    pub fn flush_frozen_blocking(&self) -> anyhow::Result<()> {
+        let _guard = self.locks.flush.lock().expect("flush lock poisoned");
+        loop {
+            let Some(frozen) = self
+                .layers
+                .read()
+                .expect("layers lock poisoned")
+                .frozen
+                .first()
+                .cloned()
+            else {
+                break;
+            };
+            let layer = &frozen.layer;
+            let end = layer.end_lsn().expect("frozen layers have an end");
+            fail::fail_point!("flush-before-layer-write", |_| anyhow::bail!(
+                "failpoint flush-before-layer-write"
+            ));
+            let reader = if layer.num_values() > 0 {
+                let reader = self.write_l0(layer, end)?;
+                fail::fail_point!("flush-after-layer-write", |_| anyhow::bail!(
+                    "failpoint flush-after-layer-write"
+                ));
+                Some(reader)
+            } else {
+                None
+            };
+            {
+                let mut layers = self.layers.write().expect("layers lock poisoned");
+                if let Some(reader) = reader {
+                    layers.insert_file(Arc::new(reader));
+                }
+                layers.frozen.remove(0);
+            }
+            let disk_consistent = end - 1;
+            self.update_metadata(|m| {
+                m.disk_consistent_lsn = disk_consistent;
+                m.prev_record_lsn = frozen.prev_record_lsn;
+                m.record_lsn_time(unix_now(), disk_consistent);
+            })
+            .with_context(|| format!("cannot write metadata of timeline {}", self.name()))?;
+            fail::fail_point!("flush-after-metadata", |_| anyhow::bail!(
+                "failpoint flush-after-metadata"
+            ));
+            tracing::debug!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, %disk_consistent, "flushed layer");
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_l0(&self, layer: &InMemoryLayer, end: Lsn) -> anyhow::Result<LayerReader> {
+        let mut writer = LayerWriter::new(
+            &self.path,
+            self.tenant_id,
+            self.timeline_id,
+            true,
+            Key::MIN,
+            layer.start_lsn..end,
+        )?;
+        layer.for_each_value(|key, lsn, value, is_image| {
+            writer.put(key, lsn, value, is_image)?;
+            Ok(())
+        })?;
+        let (_, path) = writer.finish(Key::MAX)?;
+        Ok(LayerReader::open(&path)?)
+    }
+
+    /// Makes everything ingested so far durable: freezes the open layer,
+    /// flushes, and records `disk_consistent_lsn` even when no value arrived
+    /// since the last flush. Blocking.
+    pub fn checkpoint_blocking(&self) -> anyhow::Result<()> {
+        self.freeze();
+        self.flush_frozen_blocking()?;
+        // Hold the write lock so that no value arrives between the check and the update.
+        let _guard = self.locks.write.lock().expect("write lock poisoned");
+        let record = self.record_lsn();
+        let nothing_open = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            layers.open.is_none() && layers.frozen.is_empty()
+        };
+        if nothing_open && record.last > self.disk_consistent_lsn() {
+            self.update_metadata(|m| {
+                m.disk_consistent_lsn = record.last;
+                m.prev_record_lsn = record.prev;
+                m.record_lsn_time(unix_now(), record.last);
+            })
+            .with_context(|| format!("cannot write metadata of timeline {}", self.name()))?;
+        }
+        Ok(())
+    }
+}
+
+impl TimelineWriter<'_> {
+    /// Stores `value` under `key` at `lsn`, which must be above the last
+    /// record LSN. Not visible to readers until `finish_write`.
+    pub fn put(&mut self, key: Key, lsn: Lsn, value: &Value) -> Result<(), WriteError> {
+        let tl = self.tl;
+        let last = tl.last_record_lsn();
+        if lsn <= last {
+            return Err(WriteError::LsnOrder {
+                lsn,
+                last,
+                timeline: tl.name(),
+            });
+        }
+        let io_err = |source| WriteError::Io {
+            timeline: tl.name(),
+            source,
+        };
+        let open = {
+            let mut layers = tl.layers.write().expect("layers lock poisoned");
+            match &layers.open {
+                Some(open) => open.clone(),
+                None => {
+                    let start = layers
+                        .frozen
+                        .last()
+                        .and_then(|f| f.layer.end_lsn())
+                        .unwrap_or(last + 1);
+                    let open = Arc::new(InMemoryLayer::create(&tl.path, start).map_err(io_err)?);
+                    layers.open = Some(open.clone());
+                    open
+                }
+            }
+        };
+        self.buf.clear();
+        value.ser_into(&mut self.buf);
+        open.put(key, lsn, &self.buf, matches!(value, Value::Image(_)))
+            .map_err(io_err)
+    }
+
+    /// Publishes everything put at or below `lsn`: readers waiting for it
+    /// wake up. Freezes the open layer at `checkpoint_distance` and wakes the
+    /// flush loop.
+    pub fn finish_write(&mut self, lsn: Lsn) -> Result<(), WriteError> {
+        let tl = self.tl;
+        let prev = tl.record_lsn();
+        if lsn < prev.last {
+            return Err(WriteError::LsnOrder {
+                lsn,
+                last: prev.last,
+                timeline: tl.name(),
+            });
+        }
+        if lsn > prev.last {
+            tl.last_record.send_replace(RecordLsn {
+                last: lsn,
+                prev: Some(prev.last),
+            });
+        }
+        let distance = tl.tenant_conf().checkpoint_distance.unwrap_or(u64::MAX);
+        let full = {
+            let layers = tl.layers.read().expect("layers lock poisoned");
+            layers.open.as_ref().is_some_and(|l| l.size() >= distance)
+        };
+        if full && tl.freeze_locked() {
+            tl.flush_requested.notify_one();
+        }
+        Ok(())
+    }
+}
