@@ -130,6 +130,17 @@ pub static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Time writers waited because L0 layers piled up (compaction behind).
+pub static INGEST_THROTTLE_SECONDS: LazyLock<prometheus::Counter> = LazyLock::new(|| {
+    register(
+        prometheus::Counter::new(
+            "pageserver_ingest_throttle_seconds_total",
+            "Seconds writers waited for compaction because L0 layers piled up",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Publishes a timeline's layer counts and bytes.
 pub fn record_layer_stats(timeline: &crate::tenant::timeline::Timeline) {
     let s = timeline.layer_stats();
@@ -169,6 +180,7 @@ pub fn init() {
     LazyLock::force(&DISK_CHECK_FAILURES);
     LazyLock::force(&LAYER_COUNT);
     LazyLock::force(&LAYER_BYTES);
+    LazyLock::force(&INGEST_THROTTLE_SECONDS);
 }
 
 /// The Prometheus text exposition of every metric.

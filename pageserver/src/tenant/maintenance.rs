@@ -53,8 +53,9 @@ impl Tenant {
                 let l0 = timeline.l0_count();
                 metrics::record_layer_stats(&timeline);
                 let period = conf.compaction_period.unwrap_or_default();
-                // L0 piling up past the threshold compacts at once, not at the next period.
-                let due = (!period.is_zero() && since_compaction >= period) || l0 >= threshold;
+                // A zero period disables background compaction; otherwise L0
+                // piling up past the threshold compacts at once, not at the next period.
+                let due = !period.is_zero() && (since_compaction >= period || l0 >= threshold);
                 if due && !self.cancel.is_cancelled() {
                     let tl = timeline.clone();
                     match blocking(move || tl.compact_blocking(false)).await {

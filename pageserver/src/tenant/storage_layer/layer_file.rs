@@ -220,7 +220,7 @@ impl Header {
             return Err(LayerError::corrupt(
                 path,
                 8,
-                format!("unsupported format version {version} (this page server reads {FORMAT_VERSION})"),
+                format!("unsupported format version {version} (expected {FORMAT_VERSION})"),
             ));
         }
         let is_delta = match b[10] {

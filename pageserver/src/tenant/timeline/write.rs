@@ -17,6 +17,9 @@ use super::{unix_now, RecordLsn, Timeline};
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 use crate::tenant::storage_layer::layer_file::{LayerReader, LayerWriter};
 
+/// Longest a writer waits for compaction per frozen layer.
+pub const L0_THROTTLE_LIMIT: Duration = Duration::from_secs(10);
+
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -170,6 +173,31 @@ impl Timeline {
         Ok(LayerReader::open(&path)?)
     }
 
+    /// Backpressure: while L0 layers pile up to twice `compaction_threshold`
+    /// (background compaction is on and not keeping up), the writer waits, at most
+    /// [`L0_THROTTLE_LIMIT`] per frozen layer. Compaction itself never takes
+    /// the write lock, so it always makes progress.
+    fn throttle_for_l0(&self) {
+        let conf = self.tenant_conf();
+        if conf.compaction_period.unwrap_or_default().is_zero() {
+            // Background compaction is off: nothing would bring L0 down.
+            return;
+        }
+        let limit = 2 * conf.compaction_threshold.unwrap_or(10) as usize;
+        let started = std::time::Instant::now();
+        while self.l0_count() >= limit.max(2) && started.elapsed() < L0_THROTTLE_LIMIT {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let waited = started.elapsed();
+        if waited >= Duration::from_millis(20) {
+            crate::metrics::INGEST_THROTTLE_SECONDS.inc_by(waited.as_secs_f64());
+            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "ingest waited {waited:?} for compaction: {} L0 layers", self.l0_count());
+        }
+    }
+
     /// Makes everything ingested so far durable: freezes the open layer,
     /// flushes, and records `disk_consistent_lsn` even when no value arrived
     /// since the last flush. Blocking.
@@ -260,6 +288,7 @@ impl TimelineWriter<'_> {
         };
         if full && tl.freeze_locked() {
             tl.flush_requested.notify_one();
+            tl.throttle_for_l0();
         }
         Ok(())
     }

@@ -189,7 +189,7 @@ impl LayerWriter {
         let max_key = self.last.map_or(self.header.key_range.start, |(k, _)| k);
         if key_end <= max_key {
             return Err(self.misuse(format!(
-                "end key {key_end} must be greater than the start key and every key put (largest {max_key})"
+                "end key {key_end} must be above the start key and every key put ({max_key})"
             )));
         }
         self.header.key_range.end = key_end;
@@ -258,7 +258,7 @@ impl LayerWriter {
             if let Some((last_key, last_lsn)) = self.last {
                 if (key, lsn) <= (last_key, last_lsn) {
                     return Err(self.misuse(format!(
-                        "key {key} at LSN {lsn} is not after the previous value (key {last_key} at LSN {last_lsn})"
+                        "key {key} at LSN {lsn} is not after key {last_key} at LSN {last_lsn}"
                     )));
                 }
             }

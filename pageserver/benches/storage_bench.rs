@@ -1,0 +1,602 @@
+//! Storage engine benchmark: how fast one timeline takes 8 KiB page images
+//! until they are durable and compacted, how much it writes to disk for
+//! them, and how long reads take, next to the machine's own sequential
+//! write rate measured in the same run.
+//!
+//! Run with `cargo bench -p pageserver --bench storage_bench`. The temporary
+//! directory is created under `$TMPDIR` (default `/tmp`), so point `TMPDIR`
+//! at the disk to measure. `BENCH_SCALE` (default `1`) scales the bytes put
+//! and the number of distinct blocks, e.g. `BENCH_SCALE=0.25` for a quick
+//! run; at scale 1 the run takes one to two minutes on two cores.
+//!
+//! What is measured, in order:
+//!
+//! 1. **Floor**: a file as large as the put phase, written in 1 MiB chunks
+//!    into the same directory, with one fsync at the end, and again with an
+//!    fsync every 8 MiB.
+//! 2. **Put phase** (512 MiB at scale 1): every block of one relation
+//!    (~20k blocks) is loaded in block order, then random blocks are
+//!    overwritten until the total is reached, one page image per WAL record
+//!    at increasing LSNs, through [`Timeline::writer`] in batches of
+//!    [`BATCH`] records. Pages are half compressible: a header, repeating
+//!    tuples, then random bytes. The timeline's own flush loop (on a tokio
+//!    runtime) writes L0 layers at a 64 MiB `checkpoint_distance`; a second
+//!    thread runs `compact_blocking(false)` as the tenant maintenance loop
+//!    would: every 1 s tick when at least `compaction_threshold` L0 layers
+//!    exist or `compaction_period` has passed. The clock stops after a
+//!    checkpoint, the end of that thread's last run and a final forced
+//!    compaction. Layer files created are tracked by listing the directory
+//!    every 20 ms (files only appear, complete, by rename) to give the bytes
+//!    written per logical byte; the kernel's count of bytes the process sent
+//!    to storage (`/proc/self/io`) is shown beside it.
+//! 3. **Reads** with `get_blocking`, one key at a time, each value checked:
+//!    20k random blocks at the last LSN and 20k at random LSNs in the first
+//!    half of the history (a key among those written by then), after
+//!    compaction. Then the put phase runs again on a fresh timeline without
+//!    compaction (its rate is shown too) and the same reads run over its L0
+//!    layers only.
+//!
+//! Figures are printed, never checked: they depend on the machine (STYLE.md
+//! point 12). Rates are MiB/s (2^20 bytes per second).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pageserver::tenant::metadata::TimelineMetadata;
+use pageserver::tenant::storage_layer::LayerName;
+use pageserver::tenant::timeline::compaction::CompactionStats;
+use pageserver::tenant::timeline::layers::LayerManager;
+use pageserver::tenant::timeline::{dir_size, SharedTenantConf, Timeline};
+use pageserver_api::key::{rel_block_key, Key, RelTag};
+use pageserver_api::models::TenantState;
+use pageserver_api::tenant_config::TenantConfig;
+use pageserver_api::value::Value;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use tokio_util::sync::CancellationToken;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+/// Page size.
+const PAGE: usize = 8192;
+const MIB: f64 = (1 << 20) as f64;
+/// Bytes of page images put at scale 1.
+const BASE_BYTES: f64 = (512u64 << 20) as f64;
+/// Distinct blocks at scale 1.
+const BASE_BLOCKS: f64 = 20_000.0;
+/// Reads per latency measurement.
+const READS: usize = 20_000;
+const CHECKPOINT_DISTANCE: u64 = 64 << 20;
+/// L0 layers that make the maintenance loop compact (the default is 10,
+/// which 512 MiB at 64 MiB per layer would never reach).
+const COMPACTION_THRESHOLD: u64 = 4;
+/// Tick of the tenant maintenance loop.
+const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
+/// LSN advance per page: an 8 KiB full-page image plus a record header.
+const LSN_STEP: u64 = 8224;
+const START_LSN: u64 = 0x0100_0000;
+/// WAL records put per writer (write lock) acquisition.
+const BATCH: u64 = 64;
+/// Distinct page bodies; each put copies one and stamps its header.
+const POOL: usize = 512;
+const REL: RelTag = RelTag {
+    spcnode: 1663,
+    dbnode: 5,
+    relnode: 16384,
+    forknum: 0,
+};
+
+/// Which block each put writes, and every block's put indexes.
+struct Workload {
+    order: Vec<u32>,
+    versions: Vec<Vec<u32>>,
+}
+
+impl Workload {
+    fn new(puts: usize, blocks: u32, rng: &mut StdRng) -> Workload {
+        let mut order: Vec<u32> = (0..blocks).collect();
+        while order.len() < puts {
+            order.push(rng.gen_range(0..blocks));
+        }
+        order.truncate(puts);
+        let mut versions = vec![Vec::new(); blocks as usize];
+        for (i, b) in order.iter().enumerate() {
+            versions[*b as usize].push(i as u32);
+        }
+        Workload { order, versions }
+    }
+
+    fn blocks(&self) -> u32 {
+        self.versions.len() as u32
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.order.len() * PAGE) as u64
+    }
+}
+
+fn lsn_of(put: usize) -> Lsn {
+    Lsn(START_LSN + (put as u64 + 1) * LSN_STEP)
+}
+
+/// Page bodies: 24-byte header (stamped per put), line pointers and
+/// repeating tuples up to half the page, random bytes after.
+fn page_pool(rng: &mut StdRng) -> Vec<Vec<u8>> {
+    (0..POOL)
+        .map(|p| {
+            let mut page = vec![0u8; PAGE];
+            let tuples = 40;
+            for t in 0..tuples {
+                let lp = (0x1000 + t * 52) as u32 | (52 << 17);
+                page[24 + t * 4..28 + t * 4].copy_from_slice(&lp.to_le_bytes());
+            }
+            let mut tuple = [0u8; 52];
+            tuple[0..4].copy_from_slice(&(1000 + p as u32).to_le_bytes());
+            tuple[18..20].copy_from_slice(&4u16.to_le_bytes());
+            for (i, chunk) in page[24 + tuples * 4..PAGE / 2].chunks_mut(52).enumerate() {
+                tuple[24..28].copy_from_slice(&(i as u32).to_le_bytes());
+                chunk.copy_from_slice(&tuple[..chunk.len()]);
+            }
+            rng.fill_bytes(&mut page[PAGE / 2..]);
+            page
+        })
+        .collect()
+}
+
+fn page(pool: &[Vec<u8>], put: usize, block: u32, lsn: Lsn) -> Bytes {
+    let mut p = pool[put % POOL].clone();
+    p[0..8].copy_from_slice(&lsn.0.to_le_bytes());
+    p[8..12].copy_from_slice(&block.to_le_bytes());
+    Bytes::from(p)
+}
+
+fn conf(compaction: bool) -> SharedTenantConf {
+    let mut c = TenantConfig::builtin_defaults();
+    c.checkpoint_distance = Some(CHECKPOINT_DISTANCE);
+    c.compaction_threshold = Some(if compaction {
+        COMPACTION_THRESHOLD
+    } else {
+        u64::MAX
+    });
+    Arc::new(RwLock::new(c))
+}
+
+fn create_timeline(dir: &Path, conf: SharedTenantConf) -> Arc<Timeline> {
+    let m = TimelineMetadata {
+        disk_consistent_lsn: Lsn(START_LSN),
+        prev_record_lsn: None,
+        ancestor_timeline: None,
+        ancestor_lsn: Lsn(0),
+        latest_gc_cutoff_lsn: Lsn(0),
+        initdb_lsn: Lsn(START_LSN),
+        pg_version: 15,
+        lsn_history: Vec::new(),
+    };
+    let timeline_id = TimelineId::generate();
+    let path = dir.join(timeline_id.to_string());
+    Timeline::create_on_disk(&path, &m).expect("create timeline directory");
+    Arc::new(Timeline::new(
+        TenantId::generate(),
+        timeline_id,
+        path,
+        m,
+        LayerManager::default(),
+        TenantState::Active,
+        conf,
+        &CancellationToken::new(),
+    ))
+}
+
+fn rate(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB / d.as_secs_f64()
+}
+
+/// Writes `bytes` in 1 MiB chunks, fsyncing every `sync_every` bytes and
+/// at the end; returns MiB/s.
+fn floor(dir: &Path, bytes: u64, sync_every: Option<u64>, pool: &[Vec<u8>]) -> f64 {
+    let chunk: Vec<u8> = pool.iter().flatten().copied().take(1 << 20).collect();
+    let path = dir.join("floor.tmp");
+    let started = Instant::now();
+    let mut f = File::create(&path).expect("create floor file");
+    let mut written = 0;
+    while written < bytes {
+        let n = chunk.len().min((bytes - written) as usize);
+        f.write_all(&chunk[..n]).expect("write floor file");
+        written += n as u64;
+        if sync_every.is_some_and(|s| written % s == 0) {
+            f.sync_all().expect("fsync floor file");
+        }
+    }
+    f.sync_all().expect("fsync floor file");
+    let elapsed = started.elapsed();
+    drop(f);
+    std::fs::remove_file(&path).expect("remove floor file");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
+    rate(bytes, elapsed)
+}
+
+/// `write_bytes - cancelled_write_bytes` of this process, if the kernel
+/// reports it.
+fn process_disk_writes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/io").ok()?;
+    let field = |name: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    Some((field("write_bytes:")? - field("cancelled_write_bytes:")?).max(0) as u64)
+}
+
+/// Records every layer file in `path` with its size (layer files appear
+/// complete, by rename, and never change).
+fn scan_layers(path: &Path, seen: &mut HashMap<String, u64>) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if seen.contains_key(&name) || name.parse::<LayerName>().is_err() {
+            continue;
+        }
+        if let Ok(md) = entry.metadata() {
+            seen.insert(name, md.len());
+        }
+    }
+}
+
+/// Created layer files: (L0, L1, image) bytes.
+fn created_bytes(seen: &HashMap<String, u64>) -> (u64, u64, u64) {
+    let mut by_level = (0, 0, 0);
+    for (name, size) in seen {
+        let n: LayerName = name.parse().expect("scanned names parse");
+        if !n.is_delta {
+            by_level.2 += size;
+        } else if n.key_range == (Key::MIN..Key::MAX) {
+            by_level.0 += size;
+        } else {
+            by_level.1 += size;
+        }
+    }
+    by_level
+}
+
+/// What the compaction thread did.
+#[derive(Default)]
+struct CompactionTotals {
+    runs: usize,
+    busy: Duration,
+    l0_merged: usize,
+    l1_written: usize,
+    images_written: usize,
+}
+
+impl CompactionTotals {
+    fn add(&mut self, s: &CompactionStats, busy: Duration) {
+        self.runs += 1;
+        self.busy += busy;
+        self.l0_merged += s.l0_merged;
+        self.l1_written += s.l1_written;
+        self.images_written += s.images_written;
+    }
+}
+
+/// The maintenance loop's compaction rule, in a thread, until `stop`.
+fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
+    let mut totals = CompactionTotals::default();
+    let conf = tl.tenant_conf();
+    let threshold = conf.compaction_threshold.unwrap_or(10) as usize;
+    let period = conf.compaction_period.unwrap_or_default();
+    let mut since = Duration::ZERO;
+    loop {
+        let tick = Instant::now();
+        while tick.elapsed() < MAINTENANCE_TICK {
+            if stop.load(Ordering::Relaxed) {
+                return totals;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        since += MAINTENANCE_TICK;
+        if (!period.is_zero() && since >= period) || tl.l0_count() >= threshold {
+            let started = Instant::now();
+            let s = tl.compact_blocking(false).expect("background compaction");
+            totals.add(&s, started.elapsed());
+        }
+        if since >= period {
+            since = Duration::ZERO;
+        }
+    }
+}
+
+/// Puts every page of the workload, `BATCH` records per writer.
+fn put_all(tl: &Timeline, w: &Workload, pool: &[Vec<u8>]) {
+    for batch in (0..w.order.len())
+        .collect::<Vec<_>>()
+        .chunks(BATCH as usize)
+    {
+        let mut writer = tl.writer();
+        for &i in batch {
+            let block = w.order[i];
+            let lsn = lsn_of(i);
+            let value = Value::Image(page(pool, i, block, lsn));
+            writer
+                .put(rel_block_key(REL, block), lsn, &value)
+                .expect("put");
+            writer.finish_write(lsn).expect("finish_write");
+        }
+    }
+}
+
+/// Timings and byte counts of one put phase.
+struct Ingest {
+    tl: Arc<Timeline>,
+    /// Puts returned (values in memory or ephemeral files).
+    put: Duration,
+    /// Checkpoint done: everything durable.
+    durable: Duration,
+    /// Compaction thread stopped and final compaction done.
+    compacted: Duration,
+    compaction: CompactionTotals,
+    final_compaction: CompactionStats,
+    layers_created: (u64, u64, u64),
+    process_writes: Option<u64>,
+}
+
+/// Runs a put phase on a new timeline in `dir`: with the compaction
+/// thread and a final compaction, or without any compaction.
+fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Ingest {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let tl = create_timeline(dir, conf(compaction));
+    {
+        let _enter = rt.enter();
+        tl.spawn_background();
+    }
+    let stop = AtomicBool::new(false);
+    let stop_sampler = AtomicBool::new(false);
+    let writes_before = process_disk_writes();
+    let started = Instant::now();
+    let (put, durable, compacted, totals, final_stats, seen) = thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut seen = HashMap::new();
+            while !stop_sampler.load(Ordering::Relaxed) {
+                scan_layers(tl.path(), &mut seen);
+                thread::sleep(Duration::from_millis(20));
+            }
+            scan_layers(tl.path(), &mut seen);
+            seen
+        });
+        let compactor = compaction.then(|| s.spawn(|| compaction_loop(&tl, &stop)));
+        put_all(&tl, w, pool);
+        let put = started.elapsed();
+        tl.checkpoint_blocking().expect("checkpoint");
+        let durable = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let totals = compactor
+            .map(|c| c.join().expect("compaction thread"))
+            .unwrap_or_default();
+        let final_stats = if compaction {
+            tl.compact_blocking(true).expect("final compaction")
+        } else {
+            CompactionStats::default()
+        };
+        let compacted = started.elapsed();
+        stop_sampler.store(true, Ordering::Relaxed);
+        let seen = sampler.join().expect("sampler thread");
+        (put, durable, compacted, totals, final_stats, seen)
+    });
+    let process_writes = writes_before
+        .zip(process_disk_writes())
+        .map(|(b, a)| a.saturating_sub(b));
+    rt.block_on(tl.shutdown(false));
+    Ingest {
+        tl,
+        put,
+        durable,
+        compacted,
+        compaction: totals,
+        final_compaction: final_stats,
+        layers_created: created_bytes(&seen),
+        process_writes,
+    }
+}
+
+/// p50, p99 and max in microseconds.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            self.p50, self.p99, self.max
+        )
+    }
+}
+
+/// `READS` gets of random blocks, at the last LSN (`old == false`) or at a
+/// random LSN in the first half of the history; each value is checked.
+fn read_latency(tl: &Timeline, w: &Workload, old: bool, rng: &mut StdRng) -> Latency {
+    let puts = w.order.len();
+    let mut micros: Vec<f64> = (0..READS)
+        .map(|_| {
+            let (at, block) = if old {
+                let at = rng.gen_range(0..puts / 2);
+                let block = rng.gen_range(0..=(at as u32).min(w.blocks() - 1));
+                (at, block)
+            } else {
+                (puts - 1, rng.gen_range(0..w.blocks()))
+            };
+            let versions = &w.versions[block as usize];
+            let want = versions[versions.partition_point(|v| *v as usize <= at) - 1];
+            let lsn = lsn_of(at);
+            let started = Instant::now();
+            let got = tl
+                .get_blocking(rel_block_key(REL, block), lsn)
+                .expect("get_blocking");
+            let elapsed = started.elapsed();
+            let header = (&got[0..8], &got[8..12]);
+            let expected = (
+                &lsn_of(want as usize).0.to_le_bytes()[..],
+                &block.to_le_bytes()[..],
+            );
+            assert_eq!(header, expected, "wrong page for block {block} at {lsn}");
+            elapsed.as_secs_f64() * 1e6
+        })
+        .collect();
+    micros.sort_by(f64::total_cmp);
+    let pick = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    Latency {
+        p50: pick(0.5),
+        p99: pick(0.99),
+        max: pick(1.0),
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+fn main() {
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .map(|s| s.parse().expect("BENCH_SCALE must be a number"))
+        .unwrap_or(1.0);
+    let run_started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(42);
+    let blocks = ((BASE_BLOCKS * scale) as u32).max(64);
+    let puts = ((BASE_BYTES * scale) as usize / PAGE).max(blocks as usize * 2);
+    let w = Workload::new(puts, blocks, &mut rng);
+    let pool = page_pool(&mut rng);
+    let compressed: usize = pool
+        .iter()
+        .map(|p| zstd::bulk::compress(p, 1).expect("zstd").len())
+        .sum();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logical = w.bytes();
+    println!("storage_bench: scale {scale}, dir {}", dir.path().display());
+    println!(
+        "workload: {puts} puts of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions per block), zstd-1 page ratio {:.2}",
+        mib(logical),
+        puts as f64 / blocks as f64,
+        compressed as f64 / (POOL * PAGE) as f64
+    );
+    println!(
+        "config: checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, compaction_target_size 128 MiB, image_creation_threshold 3",
+        CHECKPOINT_DISTANCE >> 20
+    );
+
+    let floor_end = floor(dir.path(), logical, None, &pool);
+    let floor_8m = floor(dir.path(), logical, Some(8 << 20), &pool);
+    println!("floor: sequential write, fsync at end: {floor_end:.1} MiB/s");
+    println!("floor: sequential write, fsync every 8 MiB: {floor_8m:.1} MiB/s");
+
+    let main = ingest(dir.path(), &w, &pool, true);
+    let put_rate = rate(logical, main.compacted);
+    let c = &main.compaction;
+    println!(
+        "put: puts returned after {:.1} s ({:.1} MiB/s), durable after {:.1} s, compacted after {:.1} s",
+        main.put.as_secs_f64(),
+        rate(logical, main.put),
+        main.durable.as_secs_f64(),
+        main.compacted.as_secs_f64()
+    );
+    println!(
+        "put: background compaction: {} runs, {:.1} s busy, {} L0 merged, {} L1 and {} image layers written; final compaction: {} L0 merged, {} images, {:.1} s",
+        c.runs,
+        c.busy.as_secs_f64(),
+        c.l0_merged,
+        c.l1_written,
+        c.images_written,
+        main.final_compaction.l0_merged,
+        main.final_compaction.images_written,
+        main.final_compaction.elapsed_secs
+    );
+    let (l0, l1, img) = main.layers_created;
+    let created = l0 + l1 + img;
+    println!(
+        "put: layer files created {:.0} MiB (L0 {:.0}, L1 {:.0}, image {:.0}); live after compaction {:.0} MiB",
+        mib(created),
+        mib(l0),
+        mib(l1),
+        mib(img),
+        mib(dir_size(main.tl.path()).expect("timeline dir size"))
+    );
+    let process_writes = main.process_writes;
+    let shown = process_writes.map_or("n/a".to_string(), |b| format!("{:.0} MiB", mib(b)));
+    println!("put: bytes the process sent to storage (/proc/self/io): {shown}");
+
+    let latest = read_latency(&main.tl, &w, false, &mut rng);
+    let old = read_latency(&main.tl, &w, true, &mut rng);
+    let stats = main.tl.layer_stats();
+    println!(
+        "get after compaction ({} L0, {} L1, {} image layers): latest LSN {latest}; old LSN {old}",
+        stats.l0_count, stats.l1_count, stats.image_count
+    );
+    let main_path = main.tl.path().to_path_buf();
+    drop(main);
+    std::fs::remove_dir_all(&main_path).expect("remove timeline");
+
+    let l0_run = ingest(dir.path(), &w, &pool, false);
+    let l0_latest = read_latency(&l0_run.tl, &w, false, &mut rng);
+    let l0_old = read_latency(&l0_run.tl, &w, true, &mut rng);
+    println!(
+        "put without compaction: durable after {:.1} s ({:.1} MiB/s), {} L0 layers",
+        l0_run.durable.as_secs_f64(),
+        rate(logical, l0_run.durable),
+        l0_run.tl.l0_count()
+    );
+    println!("get over L0 layers only: latest LSN {l0_latest}; old LSN {l0_old}");
+
+    println!();
+    println!(
+        "=== storage_bench summary (scale {scale}, {:.0} MiB of 8 KiB pages) ===",
+        mib(logical)
+    );
+    println!("floor, fsync at end            {floor_end:8.1} MiB/s");
+    println!("floor, fsync every 8 MiB       {floor_8m:8.1} MiB/s");
+    println!("put, durable + compacted       {put_rate:8.1} MiB/s");
+    println!(
+        "put/floor (fsync at end)       {:8.2}",
+        put_rate / floor_end
+    );
+    println!("put/floor (fsync every 8 MiB)  {:8.2}", put_rate / floor_8m);
+    println!(
+        "put, no compaction, durable    {:8.1} MiB/s",
+        rate(logical, l0_run.durable)
+    );
+    println!(
+        "layer bytes written / put      {:8.2}",
+        created as f64 / logical as f64
+    );
+    if let Some(b) = process_writes {
+        println!(
+            "process disk writes / put      {:8.2}",
+            b as f64 / logical as f64
+        );
+    }
+    println!("get latest, compacted          {latest}");
+    println!("get old, compacted             {old}");
+    println!("get latest, L0 only            {l0_latest}");
+    println!("get old, L0 only               {l0_old}");
+    println!(
+        "run time                       {:8.1} s",
+        run_started.elapsed().as_secs_f64()
+    );
+}
