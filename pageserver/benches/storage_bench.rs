@@ -6,34 +6,40 @@
 //! Run with `cargo bench -p pageserver --bench storage_bench`. The temporary
 //! directory is created under `$TMPDIR` (default `/tmp`), so point `TMPDIR`
 //! at the disk to measure. `BENCH_SCALE` (default `1`) scales the bytes put
-//! and the number of distinct blocks, e.g. `BENCH_SCALE=0.25` for a quick
-//! run; at scale 1 the run takes one to two minutes on two cores.
+//! and the number of distinct blocks (`BENCH_SCALE=0.25` for a quick run);
+//! `BENCH_REPEAT` (default `3`) is the number of floor and put runs whose
+//! median is reported. At the defaults a run takes about half a minute on
+//! two cores.
 //!
 //! What is measured, in order:
 //!
 //! 1. **Floor**: a file as large as the put phase, written in 1 MiB chunks
 //!    into the same directory, with one fsync at the end, and again with an
-//!    fsync every 8 MiB.
+//!    fsync every 8 MiB. One warm-up write comes first and is shown apart:
+//!    the first write into a fresh directory can be several times slower.
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
-//!    (~20k blocks) is loaded in block order, then random blocks are
+//!    (20k blocks) is loaded in block order, then random blocks are
 //!    overwritten until the total is reached, one page image per WAL record
 //!    at increasing LSNs, through [`Timeline::writer`] in batches of
-//!    [`BATCH`] records. Pages are half compressible: a header, repeating
-//!    tuples, then random bytes. The timeline's own flush loop (on a tokio
-//!    runtime) writes L0 layers at a 64 MiB `checkpoint_distance`; a second
-//!    thread runs `compact_blocking(false)` as the tenant maintenance loop
-//!    would: every 1 s tick when at least `compaction_threshold` L0 layers
-//!    exist or `compaction_period` has passed. The clock stops after a
-//!    checkpoint, the end of that thread's last run and a final forced
-//!    compaction. Layer files created are tracked by listing the directory
-//!    every 20 ms (files only appear, complete, by rename) to give the bytes
-//!    written per logical byte; the kernel's count of bytes the process sent
-//!    to storage (`/proc/self/io`) is shown beside it.
+//!    [`BATCH`] records. Pages are half compressible: a header, line
+//!    pointers and repeating tuples, then random bytes. The timeline's own
+//!    flush loop (on a tokio runtime) writes L0 layers at a 64 MiB
+//!    `checkpoint_distance`; a second thread runs `compact_blocking(false)`
+//!    as the tenant maintenance loop would: on every 1 s tick when at least
+//!    `compaction_threshold` (4 here) L0 layers exist or `compaction_period`
+//!    has passed. Writers wait while 2 x `compaction_threshold` L0 layers
+//!    exist (the write path's L0 throttle); the time is shown. The clock stops once a checkpoint, that thread's last run
+//!    and a final forced compaction are done. Layer files created are found
+//!    by listing the directory every 20 ms (they appear complete, by
+//!    rename, and live at least until a compaction ends), giving the bytes
+//!    written per byte put; the kernel's count of bytes the process sent to
+//!    storage (`/proc/self/io`) and the process CPU time are shown beside.
 //! 3. **Reads** with `get_blocking`, one key at a time, each value checked:
 //!    20k random blocks at the last LSN and 20k at random LSNs in the first
-//!    half of the history (a key among those written by then), after
-//!    compaction. Then the put phase runs again on a fresh timeline without
-//!    compaction (its rate is shown too) and the same reads run over its L0
+//!    half of the history (a block among those written by then), on the
+//!    last put run's compacted timeline. Then the put phase runs once more on
+//!    a fresh timeline with `compaction_period` 0 (no compaction, no
+//!    throttle; its rate is shown too) and the same reads run over its L0
 //!    layers only.
 //!
 //! Figures are printed, never checked: they depend on the machine (STYLE.md
@@ -49,6 +55,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use pageserver::metrics::INGEST_THROTTLE_SECONDS;
 use pageserver::tenant::metadata::TimelineMetadata;
 use pageserver::tenant::storage_layer::LayerName;
 use pageserver::tenant::timeline::compaction::CompactionStats;
@@ -83,7 +90,7 @@ const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
 const LSN_STEP: u64 = 8224;
 const START_LSN: u64 = 0x0100_0000;
 /// WAL records put per writer (write lock) acquisition.
-const BATCH: u64 = 64;
+const BATCH: usize = 64;
 /// Distinct page bodies; each put copies one and stamps its header.
 const POOL: usize = 512;
 const REL: RelTag = RelTag {
@@ -160,11 +167,12 @@ fn page(pool: &[Vec<u8>], put: usize, block: u32, lsn: Lsn) -> Bytes {
 fn conf(compaction: bool) -> SharedTenantConf {
     let mut c = TenantConfig::builtin_defaults();
     c.checkpoint_distance = Some(CHECKPOINT_DISTANCE);
-    c.compaction_threshold = Some(if compaction {
-        COMPACTION_THRESHOLD
-    } else {
-        u64::MAX
-    });
+    c.compaction_threshold = Some(COMPACTION_THRESHOLD);
+    if !compaction {
+        // A zero period turns background compaction, and with it the L0
+        // ingest throttle, off.
+        c.compaction_period = Some(Duration::ZERO);
+    }
     Arc::new(RwLock::new(c))
 }
 
@@ -233,6 +241,17 @@ fn process_disk_writes() -> Option<u64> {
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
     };
     Some((field("write_bytes:")? - field("cancelled_write_bytes:")?).max(0) as u64)
+}
+
+/// User + system CPU time of the whole process so far (all threads), from
+/// `/proc/self/stat` (in USER_HZ = 100 ticks per second).
+fn process_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Records every layer file in `path` with its size (layer files appear
@@ -306,7 +325,7 @@ fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
             thread::sleep(Duration::from_millis(20));
         }
         since += MAINTENANCE_TICK;
-        if (!period.is_zero() && since >= period) || tl.l0_count() >= threshold {
+        if !period.is_zero() && (since >= period || tl.l0_count() >= threshold) {
             let started = Instant::now();
             let s = tl.compact_blocking(false).expect("background compaction");
             totals.add(&s, started.elapsed());
@@ -319,12 +338,9 @@ fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
 
 /// Puts every page of the workload, `BATCH` records per writer.
 fn put_all(tl: &Timeline, w: &Workload, pool: &[Vec<u8>]) {
-    for batch in (0..w.order.len())
-        .collect::<Vec<_>>()
-        .chunks(BATCH as usize)
-    {
+    for first in (0..w.order.len()).step_by(BATCH) {
         let mut writer = tl.writer();
-        for &i in batch {
+        for i in first..(first + BATCH).min(w.order.len()) {
             let block = w.order[i];
             let lsn = lsn_of(i);
             let value = Value::Image(page(pool, i, block, lsn));
@@ -349,6 +365,10 @@ struct Ingest {
     final_compaction: CompactionStats,
     layers_created: (u64, u64, u64),
     process_writes: Option<u64>,
+    /// CPU time of the process from the first put to `compacted`.
+    cpu: Option<Duration>,
+    /// Seconds writers waited for compaction (L0 ingest throttle).
+    throttled: f64,
 }
 
 /// Runs a put phase on a new timeline in `dir`: with the compaction
@@ -367,6 +387,8 @@ fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Inges
     let stop = AtomicBool::new(false);
     let stop_sampler = AtomicBool::new(false);
     let writes_before = process_disk_writes();
+    let cpu_before = process_cpu();
+    let throttled_before = INGEST_THROTTLE_SECONDS.get();
     let started = Instant::now();
     let (put, durable, compacted, totals, final_stats, seen) = thread::scope(|s| {
         let sampler = s.spawn(|| {
@@ -400,6 +422,9 @@ fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Inges
     let process_writes = writes_before
         .zip(process_disk_writes())
         .map(|(b, a)| a.saturating_sub(b));
+    let cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(b, a)| a.saturating_sub(b));
     rt.block_on(tl.shutdown(false));
     Ingest {
         tl,
@@ -410,6 +435,8 @@ fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Inges
         final_compaction: final_stats,
         layers_created: created_bytes(&seen),
         process_writes,
+        cpu,
+        throttled: INGEST_THROTTLE_SECONDS.get() - throttled_before,
     }
 }
 
@@ -473,11 +500,85 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
 }
 
+/// Median, min and max of a few runs.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(f64::total_cmp);
+        Spread {
+            median: v[v.len() / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:7.1} MiB/s (min {:.1}, max {:.1})",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={s:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// CPU seconds as text, or "n/a".
+fn cpu_text(cpu: Option<Duration>) -> String {
+    cpu.map_or("n/a".to_string(), |c| format!("{:.1} s", c.as_secs_f64()))
+}
+
+/// Prints one put run with compaction; returns (MiB/s, layer bytes per put).
+fn report_run(run: usize, r: &Ingest, logical: u64) -> (f64, f64) {
+    let c = &r.compaction;
+    let (l0, l1, img) = r.layers_created;
+    let wa = (l0 + l1 + img) as f64 / logical as f64;
+    let proc_wa = r.process_writes.map_or("n/a".to_string(), |b| {
+        format!("{:.2}", b as f64 / logical as f64)
+    });
+    println!(
+        "put run {run}: {:.1} MiB/s: puts {:.1} s (throttled {:.1} s), durable {:.1} s, compacted {:.1} s, CPU {}; compaction thread {} runs {:.1} s ({} L0 -> {} L1, {} image), final {} L0 {:.1} s",
+        rate(logical, r.compacted),
+        r.put.as_secs_f64(),
+        r.throttled,
+        r.durable.as_secs_f64(),
+        r.compacted.as_secs_f64(),
+        cpu_text(r.cpu),
+        c.runs,
+        c.busy.as_secs_f64(),
+        c.l0_merged,
+        c.l1_written,
+        c.images_written,
+        r.final_compaction.l0_merged,
+        r.final_compaction.elapsed_secs,
+    );
+    println!(
+        "  layer files written L0 {:.0} + L1 {:.0} + image {:.0} MiB = {wa:.2} x put bytes (/proc/self/io: {proc_wa} x); live after compaction {:.0} MiB",
+        mib(l0),
+        mib(l1),
+        mib(img),
+        mib(dir_size(r.tl.path()).expect("timeline dir size")),
+    );
+    (rate(logical, r.compacted), wa)
+}
+
 fn main() {
-    let scale: f64 = std::env::var("BENCH_SCALE")
-        .ok()
-        .map(|s| s.parse().expect("BENCH_SCALE must be a number"))
-        .unwrap_or(1.0);
+    let scale: f64 = env_or("BENCH_SCALE", 1.0);
+    let repeat: usize = env_or("BENCH_REPEAT", 3usize).max(1);
     let run_started = Instant::now();
     let mut rng = StdRng::seed_from_u64(42);
     let blocks = ((BASE_BLOCKS * scale) as u32).max(64);
@@ -490,63 +591,52 @@ fn main() {
         .sum();
     let dir = tempfile::tempdir().expect("temp dir");
     let logical = w.bytes();
-    println!("storage_bench: scale {scale}, dir {}", dir.path().display());
     println!(
-        "workload: {puts} puts of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions per block), zstd-1 page ratio {:.2}",
-        mib(logical),
-        puts as f64 / blocks as f64,
-        compressed as f64 / (POOL * PAGE) as f64
+        "storage_bench: scale {scale}, {repeat} runs of floor and put, dir {}",
+        dir.path().display()
     );
     println!(
-        "config: checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, compaction_target_size 128 MiB, image_creation_threshold 3",
+        "workload: {puts} page images of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions each), zstd-1 size ratio {:.2}; checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, other settings built-in defaults; compaction in a second thread by the maintenance loop's rule (1 s tick)",
+        mib(logical),
+        puts as f64 / blocks as f64,
+        compressed as f64 / (POOL * PAGE) as f64,
         CHECKPOINT_DISTANCE >> 20
     );
 
-    let floor_end = floor(dir.path(), logical, None, &pool);
-    let floor_8m = floor(dir.path(), logical, Some(8 << 20), &pool);
-    println!("floor: sequential write, fsync at end: {floor_end:.1} MiB/s");
-    println!("floor: sequential write, fsync every 8 MiB: {floor_8m:.1} MiB/s");
+    // The first write into the fresh directory is slower on some machines
+    // (allocation, host cache): shown, not counted.
+    let warm_up = floor(dir.path(), logical, None, &pool);
+    println!("floor warm-up write (not counted): {warm_up:.1} MiB/s");
+    let (mut at_end, mut every_8m) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        at_end.push(floor(dir.path(), logical, None, &pool));
+        every_8m.push(floor(dir.path(), logical, Some(8 << 20), &pool));
+    }
+    let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
+    println!("floor, fsync at end:        {floor_end}");
+    println!("floor, fsync every 8 MiB:   {floor_8m}");
 
-    let main = ingest(dir.path(), &w, &pool, true);
-    let put_rate = rate(logical, main.compacted);
-    let c = &main.compaction;
-    println!(
-        "put: puts returned after {:.1} s ({:.1} MiB/s), durable after {:.1} s, compacted after {:.1} s",
-        main.put.as_secs_f64(),
-        rate(logical, main.put),
-        main.durable.as_secs_f64(),
-        main.compacted.as_secs_f64()
-    );
-    println!(
-        "put: background compaction: {} runs, {:.1} s busy, {} L0 merged, {} L1 and {} image layers written; final compaction: {} L0 merged, {} images, {:.1} s",
-        c.runs,
-        c.busy.as_secs_f64(),
-        c.l0_merged,
-        c.l1_written,
-        c.images_written,
-        main.final_compaction.l0_merged,
-        main.final_compaction.images_written,
-        main.final_compaction.elapsed_secs
-    );
-    let (l0, l1, img) = main.layers_created;
-    let created = l0 + l1 + img;
-    println!(
-        "put: layer files created {:.0} MiB (L0 {:.0}, L1 {:.0}, image {:.0}); live after compaction {:.0} MiB",
-        mib(created),
-        mib(l0),
-        mib(l1),
-        mib(img),
-        mib(dir_size(main.tl.path()).expect("timeline dir size"))
-    );
-    let process_writes = main.process_writes;
-    let shown = process_writes.map_or("n/a".to_string(), |b| format!("{:.0} MiB", mib(b)));
-    println!("put: bytes the process sent to storage (/proc/self/io): {shown}");
-
+    let (mut rates, mut was) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for run in 1..=repeat {
+        let r = ingest(dir.path(), &w, &pool, true);
+        let (put_rate, wa) = report_run(run, &r, logical);
+        rates.push(put_rate);
+        was.push(wa);
+        if let Some(prev) = last.replace(r) {
+            let path = prev.tl.path().to_path_buf();
+            drop(prev);
+            std::fs::remove_dir_all(path).expect("remove timeline");
+        }
+    }
+    let put = Spread::of(rates);
+    let wa = Spread::of(was).median;
+    let main = last.expect("at least one run");
     let latest = read_latency(&main.tl, &w, false, &mut rng);
     let old = read_latency(&main.tl, &w, true, &mut rng);
     let stats = main.tl.layer_stats();
     println!(
-        "get after compaction ({} L0, {} L1, {} image layers): latest LSN {latest}; old LSN {old}",
+        "get after compaction ({} L0, {} L1, {} image layers): latest {latest}; old {old}",
         stats.l0_count, stats.l1_count, stats.image_count
     );
     let main_path = main.tl.path().to_path_buf();
@@ -554,49 +644,40 @@ fn main() {
     std::fs::remove_dir_all(&main_path).expect("remove timeline");
 
     let l0_run = ingest(dir.path(), &w, &pool, false);
+    let l0_rate = rate(logical, l0_run.durable);
     let l0_latest = read_latency(&l0_run.tl, &w, false, &mut rng);
     let l0_old = read_latency(&l0_run.tl, &w, true, &mut rng);
     println!(
-        "put without compaction: durable after {:.1} s ({:.1} MiB/s), {} L0 layers",
+        "no compaction: durable after {:.1} s ({l0_rate:.1} MiB/s, CPU {}); get over {} L0 layers only: latest {l0_latest}; old {l0_old}",
         l0_run.durable.as_secs_f64(),
-        rate(logical, l0_run.durable),
+        cpu_text(l0_run.cpu),
         l0_run.tl.l0_count()
     );
-    println!("get over L0 layers only: latest LSN {l0_latest}; old LSN {l0_old}");
 
     println!();
     println!(
-        "=== storage_bench summary (scale {scale}, {:.0} MiB of 8 KiB pages) ===",
+        "=== storage_bench summary: {:.0} MiB of 8 KiB pages, {blocks} blocks, median of {repeat} runs ===",
         mib(logical)
     );
-    println!("floor, fsync at end            {floor_end:8.1} MiB/s");
-    println!("floor, fsync every 8 MiB       {floor_8m:8.1} MiB/s");
-    println!("put, durable + compacted       {put_rate:8.1} MiB/s");
+    println!("floor, fsync at end              {floor_end}");
+    println!("floor, fsync every 8 MiB         {floor_8m}");
+    println!("put, durable + compacted         {put}");
     println!(
-        "put/floor (fsync at end)       {:8.2}",
-        put_rate / floor_end
-    );
-    println!("put/floor (fsync every 8 MiB)  {:8.2}", put_rate / floor_8m);
-    println!(
-        "put, no compaction, durable    {:8.1} MiB/s",
-        rate(logical, l0_run.durable)
+        "put/floor (fsync at end)         {:7.2}",
+        put.median / floor_end.median
     );
     println!(
-        "layer bytes written / put      {:8.2}",
-        created as f64 / logical as f64
+        "put/floor (fsync every 8 MiB)    {:7.2}",
+        put.median / floor_8m.median
     );
-    if let Some(b) = process_writes {
-        println!(
-            "process disk writes / put      {:8.2}",
-            b as f64 / logical as f64
-        );
-    }
-    println!("get latest, compacted          {latest}");
-    println!("get old, compacted             {old}");
-    println!("get latest, L0 only            {l0_latest}");
-    println!("get old, L0 only               {l0_old}");
+    println!("put, no compaction, durable      {l0_rate:7.1} MiB/s (one run)");
+    println!("layer bytes written / put bytes  {wa:7.2}");
+    println!("get latest, compacted            {latest}");
+    println!("get old, compacted               {old}");
+    println!("get latest, L0 only              {l0_latest}");
+    println!("get old, L0 only                 {l0_old}");
     println!(
-        "run time                       {:8.1} s",
+        "run time                         {:7.1} s",
         run_started.elapsed().as_secs_f64()
     );
 }

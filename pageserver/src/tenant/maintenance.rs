@@ -57,17 +57,14 @@ impl Tenant {
                 // piling up past the threshold compacts at once, not at the next period.
                 let due = !period.is_zero() && (since_compaction >= period || l0 >= threshold);
                 if due && !self.cancel.is_cancelled() {
-                    let tl = timeline.clone();
-                    match blocking(move || tl.compact_blocking(false)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) if self.cancel.is_cancelled() => {
-                            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "compaction stopped: {e:#}")
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "compaction failed: {e:#}")
+                    let id = timeline.timeline_id;
+                    match self.on_timeline(id, |tl| tl.compact_blocking(false)).await {
+                        Ok(_) => {}
+                        Err(e) if self.cancel.is_cancelled() => {
+                            tracing::info!(tenant_id = %self.tenant_id, timeline_id = %id, "compaction stopped: {e}")
                         }
                         Err(e) => {
-                            tracing::error!(tenant_id = %self.tenant_id, "compaction task failed: {e}")
+                            tracing::error!(tenant_id = %self.tenant_id, timeline_id = %id, "compaction failed: {e}")
                         }
                     }
                 }
@@ -105,16 +102,26 @@ impl Tenant {
         }
     }
 
-    /// Makes everything the timeline has ingested durable.
-    pub async fn checkpoint_timeline(&self, timeline_id: TimelineId) -> Result<(), TenantError> {
+    /// Runs blocking `f` on an Active timeline, inside its gate.
+    async fn on_timeline<T: Send + 'static>(
+        &self,
+        timeline_id: TimelineId,
+        f: impl FnOnce(&Timeline) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, TenantError> {
         let timeline = self.active_timeline(timeline_id)?;
-        let _guard = timeline
+        let guard = timeline
             .gate
             .enter()
             .map_err(|_| TenantError::ShuttingDown)?;
-        let tl = timeline.clone();
-        blocking(move || tl.checkpoint_blocking()).await??;
-        Ok(())
+        let result = blocking(move || f(&timeline)).await?;
+        drop(guard);
+        Ok(result?)
+    }
+
+    /// Makes everything the timeline has ingested durable.
+    pub async fn checkpoint_timeline(&self, timeline_id: TimelineId) -> Result<(), TenantError> {
+        self.on_timeline(timeline_id, |tl| tl.checkpoint_blocking())
+            .await
     }
 
     /// Checkpoints, then compacts the timeline (merging any L0 layers).
@@ -123,13 +130,8 @@ impl Tenant {
         timeline_id: TimelineId,
     ) -> Result<CompactionStats, TenantError> {
         self.checkpoint_timeline(timeline_id).await?;
-        let timeline = self.active_timeline(timeline_id)?;
-        let _guard = timeline
-            .gate
-            .enter()
-            .map_err(|_| TenantError::ShuttingDown)?;
-        let tl = timeline.clone();
-        Ok(blocking(move || tl.compact_blocking(true)).await??)
+        self.on_timeline(timeline_id, |tl| tl.compact_blocking(true))
+            .await
     }
 
     /// Garbage collects the timeline, keeping its children's branch points;

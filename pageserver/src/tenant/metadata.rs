@@ -44,6 +44,20 @@ pub struct TimelineMetadata {
 const MAX_LSN_HISTORY: usize = 512;
 
 impl TimelineMetadata {
+    /// Metadata of a new root timeline with no data yet.
+    pub fn new_root(pg_version: u32) -> TimelineMetadata {
+        TimelineMetadata {
+            disk_consistent_lsn: Lsn::INVALID,
+            prev_record_lsn: None,
+            ancestor_timeline: None,
+            ancestor_lsn: Lsn::INVALID,
+            latest_gc_cutoff_lsn: Lsn::INVALID,
+            initdb_lsn: Lsn::INVALID,
+            pg_version,
+            lsn_history: Vec::new(),
+        }
+    }
+
     /// Records that `lsn` was durable at `now` (unix seconds). Samples less
     /// than a second apart replace each other; when the list is full every
     /// second older sample is dropped, so the covered span never shrinks.

@@ -387,16 +387,7 @@ impl Tenant {
                     )));
                 }
                 self.register_creation(timeline_id, None)?;
-                TimelineMetadata {
-                    disk_consistent_lsn: Lsn::INVALID,
-                    prev_record_lsn: None,
-                    ancestor_timeline: None,
-                    ancestor_lsn: Lsn::INVALID,
-                    latest_gc_cutoff_lsn: Lsn::INVALID,
-                    initdb_lsn: Lsn::INVALID,
-                    pg_version,
-                    lsn_history: Vec::new(),
-                }
+                TimelineMetadata::new_root(pg_version)
             }
         };
 

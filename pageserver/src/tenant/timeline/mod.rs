@@ -158,7 +158,7 @@ impl Timeline {
             Err(reason) => {
                 tracing::error!(%tenant_id, %timeline_id, "timeline is broken: {reason}");
                 (
-                    Self::placeholder_metadata(),
+                    TimelineMetadata::new_root(pageserver_api::models::DEFAULT_PG_VERSION),
                     LayerManager::default(),
                     TenantState::Broken { reason },
                 )
@@ -218,20 +218,6 @@ impl Timeline {
     /// The parent timeline object of a branch.
     pub fn ancestor(&self) -> Option<&Arc<Timeline>> {
         self.ancestor.get()
-    }
-
-    /// Metadata standing in for one that could not be read.
-    fn placeholder_metadata() -> TimelineMetadata {
-        TimelineMetadata {
-            disk_consistent_lsn: Lsn::INVALID,
-            prev_record_lsn: None,
-            ancestor_timeline: None,
-            ancestor_lsn: Lsn::INVALID,
-            latest_gc_cutoff_lsn: Lsn::INVALID,
-            initdb_lsn: Lsn::INVALID,
-            pg_version: pageserver_api::models::DEFAULT_PG_VERSION,
-            lsn_history: Vec::new(),
-        }
     }
 
     /// The timeline's directory.

@@ -41,16 +41,7 @@ fn conf() -> SharedTenantConf {
 }
 
 fn root_metadata() -> TimelineMetadata {
-    TimelineMetadata {
-        disk_consistent_lsn: Lsn(0),
-        prev_record_lsn: None,
-        ancestor_timeline: None,
-        ancestor_lsn: Lsn(0),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: Lsn(0),
-        pg_version: 15,
-        lsn_history: Vec::new(),
-    }
+    TimelineMetadata::new_root(15)
 }
 
 fn create(
