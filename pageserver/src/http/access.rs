@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 use utils::auth::{check_permission, parse_bearer};
 use utils::id::{TenantId, TimelineId};
@@ -33,11 +33,31 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Authenticates and authorizes the request against its route's declared
 /// [`Access`], then enforces the body cap on the declared length. Runs
 /// before the handler, so nothing of the body is read for refused requests.
-pub async fn check_access(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+///
+/// A refused request's body stays unread, so the answer carries
+/// `Connection: close`: the client must not send its next request on a
+/// connection with unread bytes in it.
+pub async fn check_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    match authorize(state, req, next).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut response = e.into_response();
+            if has_body {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }
+}
+
+async fn authorize(state: AppState, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let matched = parts
         .extensions
