@@ -60,7 +60,7 @@ use pageserver_api::key::{Key, KEY_SIZE};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
-pub use reader::LayerReader;
+pub use reader::{LayerReader, RawValue, RawValueIter};
 pub use writer::LayerWriter;
 
 /// What went wrong writing or reading a layer file. Every message names the
@@ -135,7 +135,7 @@ const FOOTER_CRC_OFFSET: usize = 16;
 /// asked for; a reader refuses compressed blobs that expand beyond it.
 pub const MAX_COMPRESSIBLE_VALUE: usize = 1 << 20;
 /// zstd level for compressed values: fast, still most of the gain for pages.
-const ZSTD_LEVEL: i32 = 1;
+const ZSTD_LEVEL: i32 = -1;
 
 /// The fixed-size header: everything known about the file before its values.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use bytes::Bytes;
 use pageserver_api::key::Key;
 use pageserver_api::value::Value;
 use utils::crashsafe;
@@ -22,7 +21,7 @@ use utils::lsn::Lsn;
 
 use super::read::PageReconstructError;
 use super::Timeline;
-use crate::tenant::storage_layer::layer_file::{LayerError, LayerReader, LayerWriter};
+use crate::tenant::storage_layer::layer_file::{LayerError, LayerReader, LayerWriter, RawValue};
 use crate::tenant::storage_layer::LayerName;
 
 /// Keys per image layer partition are estimated with this value size.
@@ -41,7 +40,7 @@ pub struct CompactionStats {
     pub elapsed_secs: f64,
 }
 
-type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Key, Lsn, Bytes), LayerError>> + 'a>;
+type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Key, Lsn, RawValue), LayerError>> + 'a>;
 
 impl Timeline {
     /// Runs compaction: L0 -> L1 when at least `compaction_threshold` L0
@@ -94,7 +93,7 @@ impl Timeline {
         // k-way merge in (key, lsn) order.
         let mut iters: Vec<ValueIter<'_>> = readers
             .iter()
-            .map(|r| Box::new(r.iter_values()) as ValueIter<'_>)
+            .map(|r| Box::new(r.iter_raw()) as ValueIter<'_>)
             .collect();
         let mut heap = BinaryHeap::new();
         for (i, it) in iters.iter_mut().enumerate() {
@@ -106,7 +105,7 @@ impl Timeline {
         let mut written = Vec::new();
         let mut writer: Option<LayerWriter> = None;
         let mut last_key: Option<Key> = None;
-        while let Some(Reverse((key, lsn, i, bytes))) = heap.pop() {
+        while let Some(Reverse((key, lsn, i, raw))) = heap.pop() {
             if let Some(v) = iters[i].next() {
                 let (k, l, b) = v?;
                 heap.push(Reverse((k, l, i, b)));
@@ -134,8 +133,15 @@ impl Timeline {
                     lsn_range.clone(),
                 )?),
             };
-            let is_image = bytes.first() == Some(&Value::IMAGE_TAG);
-            w.put(key, lsn, &bytes, is_image)?;
+            // L0 layers store values uncompressed (flushes stay cheap);
+            // images are compressed here, in the background, and anything
+            // already compressed is copied as it is.
+            let stored = raw.stored();
+            if !raw.is_compressed() && stored.first() == Some(&Value::IMAGE_TAG) {
+                w.put(key, lsn, stored, true)?;
+            } else {
+                w.put_raw(key, lsn, &raw)?;
+            }
             last_key = Some(key);
         }
         if let (Some(w), Some(k)) = (writer, last_key) {

@@ -165,8 +165,10 @@ impl Timeline {
             Key::MIN,
             layer.start_lsn..end,
         )?;
-        layer.for_each_value(|key, lsn, value, is_image| {
-            writer.put(key, lsn, value, is_image)?;
+        // Uncompressed: the flush is on the way to durability; compaction
+        // compresses images when it rewrites them into L1 layers.
+        layer.for_each_value(|key, lsn, value, _is_image| {
+            writer.put(key, lsn, value, false)?;
             Ok(())
         })?;
         let (_, path) = writer.finish(Key::MAX)?;

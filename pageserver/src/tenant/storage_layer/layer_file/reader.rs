@@ -37,6 +37,32 @@ pub struct LayerReader {
     index_offset: u64,
 }
 
+/// A value as stored in a layer file: possibly compressed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RawValue {
+    pub(super) flags: u8,
+    pub(super) stored: Bytes,
+}
+
+impl RawValue {
+    /// Whether the stored bytes are a zstd frame.
+    pub fn is_compressed(&self) -> bool {
+        self.flags & FLAG_ZSTD != 0
+    }
+
+    /// The stored bytes: the value itself when not compressed.
+    pub fn stored(&self) -> &[u8] {
+        &self.stored
+    }
+}
+
+thread_local! {
+    /// One zstd context per thread, reused: creating one per value costs
+    /// more than decompressing a page.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl LayerReader {
     /// Opens `path` and checks header, footer and index checksums; loads the
     /// index into memory. When the file name parses as a
@@ -194,6 +220,12 @@ impl LayerReader {
         self.iter_values_chunked(READ_CHUNK)
     }
 
+    /// Every value as stored (checksum checked, not decompressed) in (key,
+    /// lsn) order: compaction copies these with [`super::LayerWriter::put_raw`].
+    pub fn iter_raw(&self) -> RawValueIter<'_> {
+        RawValueIter(self.iter_values_chunked(READ_CHUNK))
+    }
+
     pub(super) fn iter_values_chunked(&self, chunk_size: u64) -> ValueIter<'_> {
         ValueIter {
             reader: self,
@@ -267,6 +299,13 @@ impl LayerReader {
 
     /// Checks and decodes the blob of `entry`: exactly its extent in the file.
     fn decode_blob(&self, blob: &[u8], entry: &IndexEntry) -> Result<Bytes, LayerError> {
+        let raw = self.check_blob(blob, entry)?;
+        self.decode_raw(&raw, entry)
+    }
+
+    /// Checks the blob of `entry` (length, flags, checksum) without
+    /// decompressing it.
+    fn check_blob(&self, blob: &[u8], entry: &IndexEntry) -> Result<RawValue, LayerError> {
         let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
         // Open checked that every extent holds at least a blob header.
         if blob.len() < BLOB_HEADER_SIZE {
@@ -293,9 +332,19 @@ impl LayerReader {
         if blob_crc(flags, stored) != u32_at(blob, 5) {
             return Err(self.corrupt(entry.offset + 5, what("checksum mismatch")));
         }
-        if flags & FLAG_ZSTD == 0 {
-            return Ok(Bytes::copy_from_slice(stored));
+        Ok(RawValue {
+            flags,
+            stored: Bytes::copy_from_slice(stored),
+        })
+    }
+
+    /// The value of a checked blob, decompressed when it is compressed.
+    fn decode_raw(&self, raw: &RawValue, entry: &IndexEntry) -> Result<Bytes, LayerError> {
+        let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
+        if !raw.is_compressed() {
+            return Ok(raw.stored.clone());
         }
+        let stored = &raw.stored[..];
         let at = entry.offset + BLOB_HEADER_SIZE as u64;
         let size = match zstd::zstd_safe::get_frame_content_size(stored) {
             Ok(Some(n)) if n <= MAX_COMPRESSIBLE_VALUE as u64 => n as usize,
@@ -309,7 +358,14 @@ impl LayerReader {
             }
             _ => return Err(self.corrupt(at, what("not a zstd frame with a content size"))),
         };
-        match zstd::bulk::decompress(stored, size) {
+        let decompressed = DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut().expect("created above").decompress(stored, size)
+        });
+        match decompressed {
             Ok(value) if value.len() == size => Ok(Bytes::from(value)),
             Ok(value) => Err(self.corrupt(
                 at,
@@ -427,10 +483,39 @@ impl ValueIter<'_> {
     }
 }
 
+/// Values as stored, checksums checked, not decompressed.
+pub struct RawValueIter<'a>(ValueIter<'a>);
+
+impl Iterator for RawValueIter<'_> {
+    type Item = Result<(Key, Lsn, RawValue), LayerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next_raw()
+            .map(|r| r.map(|(e, raw)| (e.key, e.lsn, raw)))
+    }
+}
+
 impl Iterator for ValueIter<'_> {
     type Item = Result<(Key, Lsn, Bytes), LayerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let (entry, raw) = match self.next_raw()? {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        match self.reader.decode_raw(&raw, &entry) {
+            Ok(value) => Some(Ok((entry.key, entry.lsn, value))),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl ValueIter<'_> {
+    fn next_raw(&mut self) -> Option<Result<(IndexEntry, RawValue), LayerError>> {
         let r = self.reader;
         if self.failed || self.next >= r.index.len() {
             return None;
@@ -447,10 +532,10 @@ impl Iterator for ValueIter<'_> {
         }
         let blob = &self.chunk
             [(entry.offset - self.chunk_start) as usize..(end - self.chunk_start) as usize];
-        match r.decode_blob(blob, &entry) {
-            Ok(value) => {
+        match r.check_blob(blob, &entry) {
+            Ok(raw) => {
                 self.next += 1;
-                Some(Ok((entry.key, entry.lsn, value)))
+                Some(Ok((entry, raw)))
             }
             Err(e) => {
                 self.failed = true;

@@ -14,8 +14,8 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
-    blob_crc, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, MAGIC,
-    MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
+    blob_crc, Header, IndexEntry, LayerError, RawValue, BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE,
+    MAGIC, MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
 };
 use crate::tenant::storage_layer::PersistentLayerDesc;
 
@@ -50,6 +50,10 @@ pub struct LayerWriter {
     /// A write failed: the file content is unknown, refuse further use.
     poisoned: bool,
     finished: bool,
+    /// Reused zstd context and output buffer: creating a context per value
+    /// costs more than compressing a page.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    compressed: Vec<u8>,
 }
 
 impl LayerWriter {
@@ -107,6 +111,8 @@ impl LayerWriter {
             last: None,
             poisoned: false,
             finished: false,
+            compressor: None,
+            compressed: Vec::new(),
         };
         // Room for the header, written for real by `finish`.
         writer
@@ -132,17 +138,29 @@ impl LayerWriter {
     ) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.len())?;
-        let compressed = if compress && !value.is_empty() && value.len() <= MAX_COMPRESSIBLE_VALUE {
-            zstd::bulk::compress(value, ZSTD_LEVEL)
-                .ok()
-                .filter(|c| c.len() < value.len())
+        let use_compressed = compress
+            && !value.is_empty()
+            && value.len() <= MAX_COMPRESSIBLE_VALUE
+            && self.compress(value);
+        let compressed = std::mem::take(&mut self.compressed);
+        let result = if use_compressed {
+            self.append(key, lsn, FLAG_ZSTD, &compressed)
         } else {
-            None
+            self.append(key, lsn, 0, value)
         };
-        let (flags, stored) = match &compressed {
-            Some(c) => (FLAG_ZSTD, c.as_slice()),
-            None => (0, value),
-        };
+        self.compressed = compressed;
+        result
+    }
+
+    /// Appends a value exactly as another layer file stored it (compressed
+    /// or not), without decompressing: compaction's copy.
+    pub fn put_raw(&mut self, key: Key, lsn: Lsn, value: &RawValue) -> Result<(), LayerError> {
+        self.check_usable()?;
+        self.check_put(key, lsn, value.stored.len())?;
+        self.append(key, lsn, value.flags, &value.stored)
+    }
+
+    fn append(&mut self, key: Key, lsn: Lsn, flags: u8, stored: &[u8]) -> Result<(), LayerError> {
         let mut head = [0u8; BLOB_HEADER_SIZE];
         // `check_put` made sure the value, and so the stored form, fits.
         head[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
@@ -155,6 +173,23 @@ impl LayerWriter {
         self.num_values += 1;
         self.last = Some((key, lsn));
         Ok(())
+    }
+
+    /// Compresses `value` into `self.compressed`; true when that is smaller.
+    fn compress(&mut self, value: &[u8]) -> bool {
+        if self.compressor.is_none() {
+            match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
+                Ok(c) => self.compressor = Some(c),
+                Err(_) => return false,
+            }
+        }
+        let compressor = self.compressor.as_mut().expect("created above");
+        self.compressed.clear();
+        self.compressed
+            .reserve(zstd::zstd_safe::compress_bound(value.len()));
+        compressor
+            .compress_to_buffer(value, &mut self.compressed)
+            .is_ok_and(|n| n < value.len())
     }
 
     /// Number of values put so far.
