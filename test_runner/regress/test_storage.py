@@ -295,3 +295,46 @@ def test_background_flush_and_compaction(neon_simple_env: NeonEnv):
 
     wait_until(compacted, timeout=30)
     w.check([last // 2, last])
+
+
+def test_corrupt_layer_files_are_errors_never_wrong_data(neon_simple_env: NeonEnv):
+    env = neon_simple_env
+    env.pageserver.allowed_errors += [
+        ".*request failed: layer file .* is corrupt at offset.*",
+        ".*timeline is broken: layer file .* is corrupt.*",
+    ]
+    client, tenant_id, timeline_id = setup(env, {**SMALL_LAYERS, "checkpoint_distance": 16 << 20})
+    w = ModelWriter(client, tenant_id, timeline_id, seed=6)
+    last = w.put_batches(40)
+    client.timeline_checkpoint(tenant_id, timeline_id)
+    (name,) = layer_files(env, tenant_id, timeline_id)
+    path = env.pageserver.timeline_dir(tenant_id, timeline_id) / name
+
+    # A flipped byte inside a value: reads of that value fail naming the
+    # file and offset; every other read still returns the right page.
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2
+    data[at] ^= 0x40
+    path.write_bytes(data)
+    failures = []
+    for key in sorted(w.versions):
+        try:
+            got = client.test_get_value(tenant_id, timeline_id, key, lsn_str(last))
+            assert got == w.expected(key, last), f"wrong data for {key}"
+        except PageserverApiException as e:
+            assert e.status_code == 500, e
+            assert name in e.msg and "offset" in e.msg, e.msg
+            failures.append(key)
+    assert len(failures) >= 1
+
+    # A flipped byte in the index: found when the file is opened at start-up;
+    # the timeline is Broken and says which file.
+    data = bytearray(path.read_bytes())
+    data[len(data) - 28 - 5] ^= 0x40
+    path.write_bytes(data)
+    env.pageserver.restart()
+    detail = client.timeline_detail(tenant_id, timeline_id)
+    assert detail["state"] == "Broken", detail
+    assert name in detail["broken_reason"], detail
+    res = subprocess.run([str(BIN_DIR / "pagectl"), "verify", str(env.pageserver.workdir)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and name in res.stdout + res.stderr

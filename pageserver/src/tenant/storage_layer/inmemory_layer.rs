@@ -3,7 +3,7 @@
 //!
 //! Values live in an ephemeral file (removed at start-up like every
 //! temporary file), so memory per layer is bounded by the index: one
-//! `(lsn, offset, len, is_image)` entry per value, about 24 bytes, plus one
+//! `(lsn, offset, len)` entry per value, about 24 bytes, plus one
 //! map node per key. Recent writes sit in a small buffer before they reach
 //! the file; reads see both.
 
@@ -32,7 +32,6 @@ struct Entry {
     lsn: Lsn,
     offset: u64,
     len: u32,
-    is_image: bool,
 }
 
 struct Inner {
@@ -102,7 +101,7 @@ impl InMemoryLayer {
 
     /// Adds the serialized value of `key` at `lsn`. LSNs of one key must not
     /// go backwards; a frozen layer refuses writes.
-    pub fn put(&self, key: Key, lsn: Lsn, value: &[u8], is_image: bool) -> io::Result<()> {
+    pub fn put(&self, key: Key, lsn: Lsn, value: &[u8]) -> io::Result<()> {
         let mut inner = self.write_inner();
         if let Some(end) = inner.end_lsn {
             return Err(io::Error::other(format!(
@@ -118,12 +117,7 @@ impl InMemoryLayer {
         if inner.buffer.len() >= WRITE_BUFFER {
             self.flush_buffer(&mut inner)?;
         }
-        let entry = Entry {
-            lsn,
-            offset,
-            len,
-            is_image,
-        };
+        let entry = Entry { lsn, offset, len };
         let versions = inner.index.entry(key).or_default();
         match versions.last_mut() {
             // A second value for the same key and LSN replaces the first.
@@ -199,13 +193,13 @@ impl InMemoryLayer {
     /// Reads the ephemeral file in offset order where it can.
     pub fn for_each_value(
         &self,
-        mut f: impl FnMut(Key, Lsn, &[u8], bool) -> anyhow::Result<()>,
+        mut f: impl FnMut(Key, Lsn, &[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let inner = self.read_inner();
         for (key, versions) in &inner.index {
             for e in versions {
                 let value = self.read_entry(&inner, e)?;
-                f(*key, e.lsn, &value, e.is_image)?;
+                f(*key, e.lsn, &value)?;
             }
         }
         Ok(())
@@ -238,7 +232,7 @@ mod tests {
         for lsn in 0..100u64 {
             for k in 0..3 {
                 let v = vec![(lsn as u8) ^ (k as u8); 8192];
-                layer.put(key(k), Lsn(0x10 + lsn), &v, true).unwrap();
+                layer.put(key(k), Lsn(0x10 + lsn), &v).unwrap();
             }
         }
         assert_eq!(layer.num_values(), 300);
@@ -249,7 +243,7 @@ mod tests {
         assert!(got[0].1.iter().all(|b| *b == (0x1f ^ 1)));
         let mut seen = Vec::new();
         layer
-            .for_each_value(|k, lsn, v, _| {
+            .for_each_value(|k, lsn, v| {
                 seen.push((k, lsn, v[0]));
                 Ok(())
             })
@@ -257,9 +251,9 @@ mod tests {
         assert_eq!(seen.len(), 300);
         assert!(seen.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
         // Going back in LSN for a key is refused; frozen layers refuse writes.
-        assert!(layer.put(key(0), Lsn(0x11), b"x", false).is_err());
+        assert!(layer.put(key(0), Lsn(0x11), b"x").is_err());
         layer.freeze(Lsn(0x100));
-        assert!(layer.put(key(9), Lsn(0x200), b"x", false).is_err());
+        assert!(layer.put(key(9), Lsn(0x200), b"x").is_err());
         let path = layer.path.clone();
         drop(layer);
         assert!(!path.exists());

@@ -167,7 +167,7 @@ impl Timeline {
         )?;
         // Uncompressed: the flush is on the way to durability; compaction
         // compresses images when it rewrites them into L1 layers.
-        layer.for_each_value(|key, lsn, value, _is_image| {
+        layer.for_each_value(|key, lsn, value| {
             writer.put(key, lsn, value, false)?;
             Ok(())
         })?;
@@ -260,8 +260,7 @@ impl TimelineWriter<'_> {
         };
         self.buf.clear();
         value.ser_into(&mut self.buf);
-        open.put(key, lsn, &self.buf, matches!(value, Value::Image(_)))
-            .map_err(io_err)
+        open.put(key, lsn, &self.buf).map_err(io_err)
     }
 
     /// Publishes everything put at or below `lsn`: readers waiting for it
