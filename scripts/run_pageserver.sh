@@ -6,7 +6,7 @@
 . "$(dirname "$0")/common.sh"
 ensure_rust
 log "building the page server (release)"
-cargo build --release --bin pageserver --bin cplane
+cargo build --release --bin pageserver --bin cplane --bin pagectl
 WORKDIR=${PAGESERVER_WORKDIR:-$REPO_ROOT/.local/pageserver}
 if [ ! -f "$WORKDIR/pageserver.toml" ]; then
     ./target/release/pageserver --workdir "$WORKDIR" --init
