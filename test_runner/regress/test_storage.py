@@ -212,7 +212,9 @@ FAILPOINTS = [
 @pytest.mark.parametrize("failpoint,op", FAILPOINTS)
 def test_kill9_during_storage_work(neon_simple_env: NeonEnv, failpoint: str, op: str):
     env = neon_simple_env
-    client, tenant_id, timeline_id = setup(env)
+    # Layers only at explicit checkpoints, so that the paused operation is
+    # the one that has work to do.
+    client, tenant_id, timeline_id = setup(env, {**SMALL_LAYERS, "checkpoint_distance": 64 << 20})
     w = ModelWriter(client, tenant_id, timeline_id, seed=4)
     marks = []
     for _ in range(3):
