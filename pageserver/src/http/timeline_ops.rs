@@ -114,6 +114,12 @@ mod testing {
         let tl = tenant.get_timeline(timeline_id)?;
         let mut decoded = Vec::with_capacity(req.values.len());
         for v in req.values {
+            if v.lsn > req.finish_lsn {
+                return Err(ApiError::BadRequest(format!(
+                    "value of key {} at {} is above finish_lsn {}",
+                    v.key, v.lsn, req.finish_lsn
+                )));
+            }
             let bytes = hex::decode(&v.image_hex)
                 .map_err(|e| ApiError::BadRequest(format!("image_hex of key {}: {e}", v.key)))?;
             decoded.push((v.key, v.lsn, Value::Image(Bytes::from(bytes))));

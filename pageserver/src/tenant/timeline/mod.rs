@@ -374,6 +374,8 @@ impl Timeline {
     /// is older than `checkpoint_timeout`, until cancelled.
     async fn flush_loop(self: Arc<Self>) {
         const TICK: Duration = Duration::from_secs(1);
+        const MAX_BACKOFF: Duration = Duration::from_secs(60);
+        let mut backoff = TICK;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -387,13 +389,14 @@ impl Timeline {
             })
             .await;
             match result {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => backoff = TICK,
                 Ok(Err(e)) => {
-                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush failed, retrying: {e:#}");
+                    tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush failed, retrying in {backoff:?}: {e:#}");
                     tokio::select! {
                         _ = self.cancel.cancelled() => break,
-                        _ = tokio::time::sleep(TICK) => {}
+                        _ = tokio::time::sleep(backoff) => {}
                     }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => {
                     tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "flush task failed: {e}")

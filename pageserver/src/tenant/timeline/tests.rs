@@ -285,3 +285,42 @@ fn branches_read_their_parent_below_the_branch_point() {
     let child = reload(&child, &c);
     check_reads(&child, &child_model, &mut rng, lsn, 300);
 }
+
+#[test]
+fn writes_are_published_in_lsn_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf();
+    let tl = create(
+        dir.path(),
+        (TenantId::generate(), TimelineId::generate()),
+        root_metadata(),
+        &c,
+    );
+    let key = rel_block_key(REL, 1);
+    let img = |b: u8| Value::Image(Bytes::from(vec![b; 16]));
+    {
+        let mut w = tl.writer();
+        w.put(key, Lsn(0x20), &img(1)).unwrap();
+        // Publishing below a value already put is refused...
+        assert!(matches!(
+            w.finish_write(Lsn(0x18)),
+            Err(super::write::WriteError::FinishBelowPut { .. })
+        ));
+        assert_eq!(tl.last_record_lsn(), Lsn(0));
+        // ...and a writer dropped unpublished publishes what it put.
+    }
+    assert_eq!(tl.last_record_lsn(), Lsn(0x20));
+    assert_eq!(&tl.get_blocking(key, Lsn(0x20)).unwrap()[..], &[1; 16]);
+    let mut w = tl.writer();
+    assert!(
+        w.put(key, Lsn(0x20), &img(2)).is_err(),
+        "at or below the last record LSN"
+    );
+    w.put(key, Lsn(0x28), &img(3)).unwrap();
+    w.finish_write(Lsn(0x30)).unwrap();
+    drop(w);
+    tl.checkpoint_blocking().unwrap();
+    assert_eq!(tl.disk_consistent_lsn(), Lsn(0x30));
+    assert_eq!(&tl.get_blocking(key, Lsn(0x2f)).unwrap()[..], &[3; 16]);
+    assert_eq!(&tl.get_blocking(key, Lsn(0x27)).unwrap()[..], &[1; 16]);
+}

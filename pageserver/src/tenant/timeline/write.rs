@@ -33,6 +33,16 @@ pub enum WriteError {
         /// The timeline.
         timeline: String,
     },
+    /// `finish_write` below the LSN of a value already put.
+    #[error("cannot finish at LSN {lsn} on timeline {timeline}: a value was put at {pending}")]
+    FinishBelowPut {
+        /// The LSN given to `finish_write`.
+        lsn: Lsn,
+        /// The highest LSN put.
+        pending: Lsn,
+        /// The timeline.
+        timeline: String,
+    },
     /// The ephemeral file could not be written.
     #[error("cannot write to the in-memory layer of timeline {timeline}: {source}")]
     Io {
@@ -44,11 +54,15 @@ pub enum WriteError {
 }
 
 /// Exclusive access to a timeline's write path. Values of one record share
-/// an LSN; [`TimelineWriter::finish_write`] then publishes it.
+/// an LSN; [`TimelineWriter::finish_write`] then publishes it. A writer
+/// dropped with values put but not published publishes them (with a
+/// warning), so the open layer never holds values above its end.
 pub struct TimelineWriter<'a> {
     tl: &'a Timeline,
     _guard: MutexGuard<'a, ()>,
     buf: Vec<u8>,
+    /// Highest LSN put since the last `finish_write`.
+    pending: Option<Lsn>,
 }
 
 impl Timeline {
@@ -58,6 +72,7 @@ impl Timeline {
             tl: self,
             _guard: self.locks.write.lock().expect("write lock poisoned"),
             buf: Vec::new(),
+            pending: None,
         }
     }
 
@@ -260,7 +275,9 @@ impl TimelineWriter<'_> {
         };
         self.buf.clear();
         value.ser_into(&mut self.buf);
-        open.put(key, lsn, &self.buf).map_err(io_err)
+        open.put(key, lsn, &self.buf).map_err(io_err)?;
+        self.pending = self.pending.max(Some(lsn));
+        Ok(())
     }
 
     /// Publishes everything put at or below `lsn`: readers waiting for it
@@ -276,6 +293,14 @@ impl TimelineWriter<'_> {
                 timeline: tl.name(),
             });
         }
+        if let Some(pending) = self.pending.filter(|p| *p > lsn) {
+            return Err(WriteError::FinishBelowPut {
+                lsn,
+                pending,
+                timeline: tl.name(),
+            });
+        }
+        self.pending = None;
         if lsn > prev.last {
             tl.last_record.send_replace(RecordLsn {
                 last: lsn,
@@ -292,5 +317,16 @@ impl TimelineWriter<'_> {
             tl.throttle_for_l0();
         }
         Ok(())
+    }
+}
+
+impl Drop for TimelineWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending {
+            tracing::warn!(tenant_id = %self.tl.tenant_id, timeline_id = %self.tl.timeline_id, "writer dropped with values up to {pending} unpublished; publishing them");
+            if let Err(e) = self.finish_write(pending) {
+                tracing::error!(tenant_id = %self.tl.tenant_id, timeline_id = %self.tl.timeline_id, "cannot publish dropped writes: {e}");
+            }
+        }
     }
 }
