@@ -88,6 +88,14 @@ pub enum NativeRecord {
     },
     /// Initialises an SLRU page of [`BLCKSZ`] zero bytes.
     SlruZeroPage,
+    /// Writes `bytes` at `offset` of an SLRU page (multixact offsets and
+    /// members); the write must lie within the page.
+    SlruWrite {
+        /// Byte offset in the page.
+        offset: u16,
+        /// The bytes to write.
+        bytes: Vec<u8>,
+    },
     /// Initialises a relation or SLRU segment size to this many blocks.
     RelSizeSet(u32),
     /// Raises a relation or SLRU segment size to at least this many blocks.
@@ -114,6 +122,7 @@ impl NativeRecord {
         match self {
             NativeRecord::ClogSetStatus { .. } => "CLOG set-status",
             NativeRecord::SlruZeroPage => "SLRU zero-page",
+            NativeRecord::SlruWrite { .. } => "SLRU write",
             NativeRecord::RelSizeSet(_) => "size-set",
             NativeRecord::RelSizeExtend(_) => "size-extend",
             NativeRecord::DirInit(_) => "directory-init",
@@ -135,7 +144,9 @@ impl NativeRecord {
                     ..
                 }
             ),
-            NativeRecord::SlruZeroPage => matches!(kind, KeyKind::SlruBlock { .. }),
+            NativeRecord::SlruZeroPage | NativeRecord::SlruWrite { .. } => {
+                matches!(kind, KeyKind::SlruBlock { .. })
+            }
             NativeRecord::RelSizeSet(_) | NativeRecord::RelSizeExtend(_) => {
                 matches!(kind, KeyKind::RelSize(_) | KeyKind::SlruSegmentSize { .. })
             }
@@ -580,6 +591,7 @@ const TAG_REL_SIZE_EXTEND: u8 = 4;
 const TAG_DIR_INIT: u8 = 5;
 const TAG_DIR_ADD: u8 = 6;
 const TAG_DIR_REMOVE: u8 = 7;
+const TAG_SLRU_WRITE: u8 = 8;
 
 /// Bounds-checked little-endian reader; never allocates more than it reads.
 struct Reader<'a> {
@@ -697,6 +709,13 @@ impl Value {
                 }
             }
             Value::Record(NativeRecord::SlruZeroPage) => out.push(TAG_SLRU_ZERO_PAGE),
+            Value::Record(NativeRecord::SlruWrite { offset, bytes }) => {
+                out.push(TAG_SLRU_WRITE);
+                out.extend_from_slice(&offset.to_le_bytes());
+                // Callers write a few bytes inside one page.
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
             Value::Record(NativeRecord::RelSizeSet(n)) => {
                 out.push(TAG_REL_SIZE_SET);
                 out.extend_from_slice(&n.to_le_bytes());
@@ -762,6 +781,18 @@ impl Value {
                 .into()
             }
             TAG_SLRU_ZERO_PAGE => NativeRecord::SlruZeroPage.into(),
+            TAG_SLRU_WRITE => {
+                let offset = u16::from_le_bytes(r.array("SLRU write offset")?);
+                let len = r.count("SLRU write byte", 1)?;
+                let bytes = r.take(u64::from(len), "SLRU write bytes")?.to_vec();
+                if usize::from(offset) + bytes.len() > BLCKSZ {
+                    return Err(ValueError::Invalid {
+                        what: "SLRU write",
+                        reason: format!("{} bytes at offset {offset} leave the page", bytes.len()),
+                    });
+                }
+                NativeRecord::SlruWrite { offset, bytes }.into()
+            }
             TAG_REL_SIZE_SET => NativeRecord::RelSizeSet(r.u32("size")?).into(),
             TAG_REL_SIZE_EXTEND => NativeRecord::RelSizeExtend(r.u32("size")?).into(),
             TAG_DIR_INIT => {
@@ -898,6 +929,19 @@ pub fn reconstruct(
                 clog_apply(&mut page, xids, *status, *commit_ts).map_err(bad_value)?;
                 State::Raw(page)
             }
+            (NativeRecord::SlruWrite { offset, bytes }, State::Raw(mut page)) => {
+                let start = usize::from(*offset);
+                let end = start + bytes.len();
+                if page.len() != BLCKSZ || end > BLCKSZ {
+                    return Err(bad_value(format!(
+                        "cannot write {} bytes at offset {start} of a {}-byte page",
+                        bytes.len(),
+                        page.len()
+                    )));
+                }
+                page[start..end].copy_from_slice(bytes);
+                State::Raw(page)
+            }
             (NativeRecord::RelSizeExtend(n), State::Raw(old)) => {
                 let old: [u8; 4] = old.as_slice().try_into().map_err(|_| {
                     bad_value(format!(
@@ -935,13 +979,17 @@ pub fn reconstruct(
                 State::Dir(dir)
             }
             (
-                NativeRecord::ClogSetStatus { .. } | NativeRecord::RelSizeExtend(_),
+                NativeRecord::ClogSetStatus { .. }
+                | NativeRecord::RelSizeExtend(_)
+                | NativeRecord::SlruWrite { .. },
                 State::Missing,
             ) => return Err(ApplyError::NoBase { key, kind, record }),
             // Only directory keys hold directories, and only directory
             // records fit them, so a decoded directory never meets these.
             (
-                NativeRecord::ClogSetStatus { .. } | NativeRecord::RelSizeExtend(_),
+                NativeRecord::ClogSetStatus { .. }
+                | NativeRecord::RelSizeExtend(_)
+                | NativeRecord::SlruWrite { .. },
                 State::Dir(_),
             ) => return Err(bad_value("the value is a directory".into())),
         };

@@ -451,3 +451,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn slru_write_patches_a_page() {
+    use crate::key::{slru_block_key, SlruKind};
+    let key = slru_block_key(SlruKind::MultiXactOffsets, 0, 3);
+    let recs = [
+        NativeRecord::SlruZeroPage,
+        NativeRecord::SlruWrite {
+            offset: 8,
+            bytes: vec![1, 2, 3, 4],
+        },
+        NativeRecord::SlruWrite {
+            offset: 8190,
+            bytes: vec![9, 9],
+        },
+    ];
+    let page = reconstruct(key, None, &recs).unwrap();
+    assert_eq!(&page[8..12], &[1, 2, 3, 4]);
+    assert_eq!(&page[8190..], &[9, 9]);
+    assert_eq!(page.iter().map(|b| u32::from(*b)).sum::<u32>(), 28);
+    for rec in &recs[1..] {
+        let v = Value::Record(rec.clone());
+        assert_eq!(Value::des(&v.ser()).unwrap(), v);
+    }
+    // Writes leaving the page, or on keys that are not SLRU pages, are errors.
+    let out = NativeRecord::SlruWrite {
+        offset: 8191,
+        bytes: vec![1, 2],
+    };
+    assert!(Value::des(&Value::Record(out.clone()).ser()).is_err());
+    assert!(reconstruct(key, Some(Bytes::from(vec![0; 8192])), &[out]).is_err());
+    let rel = crate::key::rel_size_key(crate::key::RelTag {
+        spcnode: 1663,
+        dbnode: 1,
+        relnode: 2,
+        forknum: 0,
+    });
+    assert!(reconstruct(rel, Some(Bytes::from(vec![0; 4])), &recs[1..2]).is_err());
+}
