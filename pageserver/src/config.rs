@@ -73,6 +73,10 @@ pub struct PageServerConfigFile {
     /// Longest wait for tasks to finish on shutdown before exiting anyway.
     #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// PostgreSQL 15 installation whose `bin/` holds `initdb` and
+    /// `pg_basebackup`.
+    #[serde(default = "defaults::pg_distrib_dir")]
+    pub pg_distrib_dir: PathBuf,
     /// Defaults for every tenant's settings; tenants override them.
     #[serde(default)]
     pub tenant_config: TenantConfig,
@@ -94,6 +98,9 @@ mod defaults {
     }
     pub fn heartbeat_limit() -> Duration {
         Duration::from_secs(120)
+    }
+    pub fn pg_distrib_dir() -> std::path::PathBuf {
+        "/usr/lib/postgresql/15".into()
     }
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
@@ -127,6 +134,8 @@ pub struct PageServerConf {
     pub liveness_heartbeat_limit: Duration,
     /// Shutdown wait limit.
     pub shutdown_timeout: Duration,
+    /// PostgreSQL 15 installation (absolute).
+    pub pg_distrib_dir: PathBuf,
     /// Node defaults for tenant settings, complete (every field set).
     pub default_tenant_config: TenantConfig,
 }
@@ -165,6 +174,8 @@ housekeeping_period = "10s"
 liveness_heartbeat_limit = "2m"
 # How long shutdown waits for tasks before exiting anyway.
 shutdown_timeout = "30s"
+# PostgreSQL 15 installation: bin/initdb bootstraps new timelines.
+pg_distrib_dir = "/usr/lib/postgresql/15"
 
 # Defaults for every tenant; a tenant may override each of them.
 [tenant_config]
@@ -266,6 +277,12 @@ impl PageServerConf {
         if needs_key && key_path.is_none() {
             anyhow::bail!("http_auth_type or pg_auth_type is JWT, so auth_validation_public_key_path must be set");
         }
+        if !f.pg_distrib_dir.is_dir() && !workdir.join(&f.pg_distrib_dir).is_dir() {
+            anyhow::bail!(
+                "pg_distrib_dir = {:?} is not a directory; install PostgreSQL 15 or point it at one",
+                f.pg_distrib_dir
+            );
+        }
         if f.max_request_body_bytes == 0 {
             anyhow::bail!("max_request_body_bytes must be greater than 0");
         }
@@ -295,6 +312,7 @@ impl PageServerConf {
             housekeeping_period: f.housekeeping_period,
             liveness_heartbeat_limit: f.liveness_heartbeat_limit,
             shutdown_timeout: f.shutdown_timeout,
+            pg_distrib_dir: workdir.join(&f.pg_distrib_dir),
             default_tenant_config: f
                 .tenant_config
                 .merged_over(&TenantConfig::builtin_defaults()),

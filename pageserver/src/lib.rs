@@ -7,3 +7,5 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod tenant;
+pub mod walingest;
+pub mod walreceiver;

@@ -6,6 +6,7 @@ import secrets
 
 import pytest
 
+from fixtures.storage import lsn_int
 from fixtures.neon_fixtures import NeonEnv, raw_request
 from fixtures.pageserver_http import PageserverApiException
 
@@ -49,9 +50,9 @@ def test_timeline_create_get_list_delete(neon_simple_env: NeonEnv):
     assert created["state"] == "Active"
     assert created["pg_version"] == 15
     assert created["ancestor_timeline_id"] is None
-    # Nothing is ingested yet: honest zeros and nulls, not invented values.
-    assert created["last_record_lsn"] == "0/0"
-    assert created["disk_consistent_lsn"] == "0/0"
+    # A root timeline holds a fresh initdb cluster, durable at its checkpoint LSN.
+    assert lsn_int(created["last_record_lsn"]) > 0
+    assert created["disk_consistent_lsn"] == created["last_record_lsn"]
     assert created["remote_consistent_lsn"] is None
     assert created["current_logical_size"] is None
     assert created["current_physical_size"] > 0
@@ -87,16 +88,17 @@ def test_branches(neon_simple_env: NeonEnv):
     tenant_id = client.tenant_create()
     root = client.timeline_create(tenant_id)["timeline_id"]
 
+    root_lsn = client.timeline_detail(tenant_id, root)["last_record_lsn"]
     branch = client.timeline_create(tenant_id, ancestor_timeline_id=root)
     assert branch["ancestor_timeline_id"] == root
-    assert branch["ancestor_lsn"] == "0/0"
+    assert branch["ancestor_lsn"] == root_lsn
     assert branch["local"]["ancestor_timeline_id"] == root
-    grandchild = client.timeline_create(tenant_id, ancestor_timeline_id=branch["timeline_id"], ancestor_start_lsn="0/0")
+    grandchild = client.timeline_create(tenant_id, ancestor_timeline_id=branch["timeline_id"], ancestor_start_lsn=root_lsn)
     assert grandchild["ancestor_timeline_id"] == branch["timeline_id"]
 
     # The branch point must be inside the ancestor's history.
     with pytest.raises(PageserverApiException) as e:
-        client.timeline_create(tenant_id, ancestor_timeline_id=root, ancestor_start_lsn="0/16B3748")
+        client.timeline_create(tenant_id, ancestor_timeline_id=root, ancestor_start_lsn="1/16B3748")
     assert e.value.status_code == 400 and "above the last record LSN" in e.value.msg
     missing = new_id()
     with pytest.raises(PageserverApiException) as e:

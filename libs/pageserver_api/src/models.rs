@@ -163,6 +163,19 @@ pub struct TimelineCreateRequest {
     /// PostgreSQL major version of the data; only 15 is supported.
     #[serde(default)]
     pub pg_version: Option<u32>,
+    /// A primary to stream WAL from (libpq URI or key=value form): the
+    /// timeline starts from its base backup. Without it and without an
+    /// ancestor, the timeline is bootstrapped with `initdb`.
+    #[serde(default)]
+    pub wal_source_connstr: Option<String>,
+}
+
+/// Body of `PUT /v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSourceRequest {
+    /// The new WAL source, or `null` to stop streaming.
+    pub wal_source_connstr: Option<String>,
 }
 
 /// Fields duplicated from [`TimelineInfo`] for older clients.

@@ -148,11 +148,21 @@ impl ConnConfig {
     /// The connection string in URI form with the password replaced by
     /// `********`: the only form that may be logged or returned by an API.
     pub fn masked(&self) -> String {
+        self.uri(self.password.as_ref().map(|_| PASSWORD_MASK))
+    }
+
+    /// The complete connection string in URI form, password included: for
+    /// storing the setting (in a file only its owner reads), never for logs.
+    pub fn to_connstr(&self) -> String {
+        self.uri(self.password.as_ref().map(|p| percent_encode(p)).as_deref())
+    }
+
+    fn uri(&self, password: Option<&str>) -> String {
         let mut s = String::from("postgresql://");
         s.push_str(&percent_encode(&self.user));
-        if self.password.is_some() {
+        if let Some(password) = password {
             s.push(':');
-            s.push_str(PASSWORD_MASK);
+            s.push_str(password);
         }
         s.push('@');
         if self.host.contains(':') {
@@ -420,6 +430,25 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod round_trip_tests {
+    use super::*;
+
+    #[test]
+    fn to_connstr_round_trips_with_the_password() {
+        for text in [
+            "postgresql://u:p%40ss%2Fw@localhost:5433/db?application_name=x",
+            "host=127.0.0.1 port=6000 user=rep password='se cret'",
+            "postgresql://u@h",
+        ] {
+            let cfg = ConnConfig::parse(text).unwrap();
+            let again = ConnConfig::parse(&cfg.to_connstr()).unwrap();
+            assert_eq!(again.password, cfg.password, "{text}");
+            assert_eq!(again.masked(), cfg.masked(), "{text}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,12 @@ pub fn routes() -> Vec<Route> {
             Node,
             timeline_ops::do_gc,
         ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source",
+            Tenant,
+            timeline_ops::set_wal_source,
+        ),
     ];
     #[cfg(feature = "testing")]
     routes.extend([
@@ -128,6 +134,12 @@ pub fn routes() -> Vec<Route> {
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/value",
             Node,
             timeline_ops::test_get,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/relation",
+            Node,
+            timeline_ops::test_relation,
         ),
     ]);
     routes

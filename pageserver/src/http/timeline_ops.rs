@@ -63,6 +63,37 @@ pub async fn do_gc(
     Ok(Json(tenant.gc_timeline(timeline_id, req.gc_horizon).await?))
 }
 
+/// `PUT .../wal_source`: changes or (with `null`) clears the timeline's
+/// WAL source; the walreceiver restarts with it.
+pub async fn set_wal_source(
+    State(state): State<AppState>,
+    params: PathParams,
+    JsonBody(req): JsonBody<pageserver_api::models::WalSourceRequest>,
+) -> ApiResult<Json<pageserver_api::models::TimelineInfo>> {
+    let (tenant_id, timeline_id) = ids(&params)?;
+    let source = req
+        .wal_source_connstr
+        .as_deref()
+        .map(pq_proto::ConnConfig::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("wal_source_connstr: {e}")))?;
+    let tenant = state.tenants.get(tenant_id)?;
+    tenant.check_active()?;
+    let tl = tenant.get_timeline(timeline_id)?;
+    let info = tokio::task::spawn_blocking(move || {
+        tl.set_wal_source(source)?;
+        Ok::<_, std::io::Error>(tl.info_blocking(false))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
+    .map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "cannot store the WAL source of timeline {timeline_id}: {e}"
+        ))
+    })?;
+    Ok(Json(info))
+}
+
 #[cfg(feature = "testing")]
 pub use testing::*;
 
@@ -136,6 +167,48 @@ mod testing {
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("write task failed: {e}")))?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(Json(serde_json::json!({})))
+    }
+
+    /// `GET .../test/relation?spcnode&dbnode&relnode&forknum&lsn` (test
+    /// builds): every page of a relation fork as of an LSN, concatenated
+    /// (`application/octet-stream`; empty when the fork does not exist).
+    pub async fn test_relation(
+        State(state): State<AppState>,
+        params: PathParams,
+        query: QueryParams,
+    ) -> ApiResult<axum::response::Response> {
+        use axum::response::IntoResponse;
+        use pageserver_api::key::{rel_block_key, rel_size_key, RelTag};
+        let (tenant_id, timeline_id) = ids(&params)?;
+        let rel = RelTag {
+            spcnode: query.parse("spcnode")?,
+            dbnode: query.parse("dbnode")?,
+            relnode: query.parse("relnode")?,
+            forknum: query.parse("forknum")?,
+        };
+        let lsn: Lsn = query.parse("lsn")?;
+        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
+        let body = tokio::task::spawn_blocking(move || {
+            use crate::tenant::timeline::read::PageReconstructError as E;
+            let size = match tl.get_blocking(rel_size_key(rel), lsn) {
+                Ok(v) => u32::from_le_bytes(v[..4].try_into().unwrap_or_default()),
+                Err(E::MissingKey { .. }) => 0,
+                Err(e) => return Err(e),
+            };
+            let mut out = Vec::with_capacity(size as usize * 8192);
+            for blk in 0..size {
+                out.extend_from_slice(&tl.get_blocking(rel_block_key(rel, blk), lsn)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("read task failed: {e}")))??;
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+        )
+            .into_response())
     }
 
     /// `GET .../test/value?key=K&lsn=L` (test builds): a value as of an LSN.

@@ -6,6 +6,7 @@
 //! created under a temporary name and renamed into place, so a crash leaves
 //! either the whole object or nothing.
 
+pub mod bootstrap;
 pub mod errors;
 pub mod maintenance;
 pub mod metadata;
@@ -359,6 +360,17 @@ impl Tenant {
                 "pg_version {pg_version} is not supported: this page server stores PostgreSQL {DEFAULT_PG_VERSION} only"
             )));
         }
+        let source = req
+            .wal_source_connstr
+            .as_deref()
+            .map(pq_proto::ConnConfig::parse)
+            .transpose()
+            .map_err(|e| TenantError::BadRequest(format!("wal_source_connstr: {e}")))?;
+        if source.is_some() && req.ancestor_timeline_id.is_some() {
+            return Err(TenantError::BadRequest(
+                "wal_source_connstr starts a timeline from a base backup and cannot go with ancestor_timeline_id; create the branch, then PUT its wal_source".to_string(),
+            ));
+        }
         let metadata = match req.ancestor_timeline_id {
             Some(ancestor_id) => {
                 let ancestor = self.get_timeline(ancestor_id).map_err(|_| {
@@ -392,39 +404,57 @@ impl Tenant {
         };
 
         let path = self.conf.timeline_path(&self.tenant_id, &timeline_id);
-        let (write_path, write_meta) = (path.clone(), metadata.clone());
-        let result = blocking(move || Timeline::create_on_disk(&write_path, &write_meta)).await;
-        let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
-        timelines.creating.remove(&timeline_id);
-        match result {
+        let write_path = path.clone();
+        let (conf, tenant_conf, tenant_id) =
+            (self.conf.clone(), self.effective.clone(), self.tenant_id);
+        let bootstrap = req.ancestor_timeline_id.is_none();
+        let result = blocking(move || {
+            if bootstrap {
+                let initial = match &source {
+                    Some(cfg) => bootstrap::InitialData::BaseBackup(cfg),
+                    None => bootstrap::InitialData::Initdb,
+                };
+                bootstrap::bootstrap_timeline(
+                    &conf.pg_distrib_dir,
+                    (tenant_id, timeline_id),
+                    &write_path,
+                    tenant_conf,
+                    metadata.pg_version,
+                    initial,
+                )
+            } else {
+                Timeline::create_on_disk(&write_path, &metadata).map_err(anyhow::Error::from)
+            }
+        })
+        .await;
+        let result = match result {
             Ok(Ok(())) => {
-                let timeline = Arc::new(Timeline::new(
-                    self.tenant_id,
-                    timeline_id,
-                    path,
-                    metadata,
-                    Default::default(),
-                    TenantState::Active,
-                    self.effective.clone(),
-                    &self.cancel,
-                ));
-                if let Some(ancestor) = req
-                    .ancestor_timeline_id
-                    .and_then(|a| timelines.active.get(&a))
-                {
-                    timeline.set_ancestor(ancestor.clone());
-                }
-                timelines.active.insert(timeline_id, timeline.clone());
-                timeline.spawn_background();
-                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
-                Ok(timeline)
+                let (load_path, tenant_conf, cancel) =
+                    (path.clone(), self.effective.clone(), self.cancel.clone());
+                blocking(move || {
+                    Timeline::load(tenant_id, timeline_id, load_path, tenant_conf, &cancel)
+                })
+                .await
             }
             Ok(Err(e)) => Err(TenantError::Internal(anyhow::anyhow!(
-                "cannot create timeline {timeline_id} of tenant {}: {e}",
+                "cannot create timeline {timeline_id} of tenant {}: {e:#}",
                 self.tenant_id
             ))),
             Err(e) => Err(e),
+        };
+        let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+        timelines.creating.remove(&timeline_id);
+        let timeline = Arc::new(result?);
+        if let Some(ancestor) = req
+            .ancestor_timeline_id
+            .and_then(|a| timelines.active.get(&a))
+        {
+            timeline.set_ancestor(ancestor.clone());
         }
+        timelines.active.insert(timeline_id, timeline.clone());
+        timeline.spawn_background();
+        tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
+        Ok(timeline)
     }
 
     /// Deletes a timeline that has no branches: stops its tasks, then removes

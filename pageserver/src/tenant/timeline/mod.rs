@@ -76,6 +76,8 @@ pub struct Timeline {
     locks: TimelineLocks,
     /// Woken when frozen layers wait for the flush loop.
     flush_requested: Notify,
+    /// Streams WAL from the timeline's WAL source, when it has one.
+    wal_receiver: Mutex<Option<crate::walreceiver::WalReceiver>>,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -204,6 +206,7 @@ impl Timeline {
             layers: RwLock::new(layers),
             locks: TimelineLocks::default(),
             flush_requested: Notify::new(),
+            wal_receiver: Mutex::new(None),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
@@ -252,6 +255,15 @@ impl Timeline {
         crashsafe::overwrite(&self.path.join(METADATA_FILE), &next.to_bytes())?;
         *guard = next;
         Ok(())
+    }
+
+    /// Records the LSN the timeline's initial data was imported at, and the
+    /// first LSN at which it is consistent (reads below are refused).
+    pub fn set_initial_lsns(&self, initdb_lsn: Lsn, readable_from: Lsn) -> io::Result<()> {
+        self.update_metadata(|m| {
+            m.initdb_lsn = initdb_lsn;
+            m.latest_gc_cutoff_lsn = m.latest_gc_cutoff_lsn.max(readable_from);
+        })
     }
 
     /// The tenant's configuration in force.
@@ -321,6 +333,7 @@ impl Timeline {
         };
         let ancestor_lsn = m.ancestor_timeline.map(|_| m.ancestor_lsn);
         let record = self.record_lsn();
+        let receiver = self.wal_receiver_status();
         TimelineInfo {
             tenant_id: self.tenant_id,
             timeline_id: self.timeline_id,
@@ -338,9 +351,9 @@ impl Timeline {
             } else {
                 None
             },
-            wal_source_connstr: None,
-            last_received_msg_lsn: None,
-            last_received_msg_ts: None,
+            wal_source_connstr: receiver.as_ref().map(|r| r.connstr_masked.clone()),
+            last_received_msg_lsn: receiver.as_ref().and_then(|r| r.last_received_msg_lsn),
+            last_received_msg_ts: receiver.as_ref().and_then(|r| r.last_received_msg_ts),
             pg_version: m.pg_version,
             awaits_download: false,
             state: state.name().to_string(),
@@ -360,14 +373,73 @@ impl Timeline {
         }
     }
 
-    /// Starts the flush loop. The task holds the gate, so shutdown waits for it.
+    /// Starts the flush loop and, when the timeline has a WAL source, the
+    /// walreceiver. The tasks hold the gate, so shutdown waits for them.
     pub fn spawn_background(self: &Arc<Self>) {
+        match crate::tenant::bootstrap::read_wal_source(&self.path) {
+            Ok(Some(cfg)) => self.start_wal_receiver(cfg),
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("cannot read the WAL source: {e:#}");
+                tracing::error!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "{reason}");
+                self.set_state(TenantState::Broken { reason });
+            }
+        }
         let Ok(guard) = self.gate.enter() else { return };
         let tl = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
             tl.flush_loop().await;
         });
+    }
+
+    fn start_wal_receiver(self: &Arc<Self>, cfg: pq_proto::ConnConfig) {
+        let receiver =
+            crate::walreceiver::WalReceiver::spawn(self.clone(), cfg, self.cancel.child_token());
+        let old = std::mem::replace(
+            &mut *self.wal_receiver.lock().expect("walreceiver lock poisoned"),
+            receiver,
+        );
+        if let Some(old) = old {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Changes (or with `None` clears) the WAL source: stored durably, then
+    /// the walreceiver restarts with it. Blocking (file write).
+    pub fn set_wal_source(
+        self: &Arc<Self>,
+        source: Option<pq_proto::ConnConfig>,
+    ) -> io::Result<()> {
+        crate::tenant::bootstrap::write_wal_source(&self.path, source.as_ref())?;
+        match source {
+            Some(cfg) => self.start_wal_receiver(cfg),
+            None => {
+                if let Some(old) = self
+                    .wal_receiver
+                    .lock()
+                    .expect("walreceiver lock poisoned")
+                    .take()
+                {
+                    old.cancel.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the walreceiver reports, if one runs.
+    pub fn wal_receiver_status(&self) -> Option<crate::walreceiver::WalReceiverStatus> {
+        self.wal_receiver
+            .lock()
+            .expect("walreceiver lock poisoned")
+            .as_ref()
+            .map(|r| {
+                r.status
+                    .lock()
+                    .expect("walreceiver status lock poisoned")
+                    .clone()
+            })
     }
 
     /// Flushes frozen layers when asked and freezes the open layer when it

@@ -1,0 +1,250 @@
+//! Bootstrap of a root timeline: `initdb` in a temporary directory, imported
+//! at its checkpoint LSN. The timeline directory is assembled under a
+//! temporary name and renamed into place once its layers and metadata are
+//! durable, so a crash leaves the whole timeline or nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use pageserver_api::models::TenantState;
+use pq_proto::ConnConfig;
+use tokio_util::sync::CancellationToken;
+use utils::crashsafe;
+use utils::id::{TenantId, TimelineId};
+use utils::lsn::Lsn;
+
+use super::metadata::TimelineMetadata;
+use super::timeline::layers::LayerManager;
+use super::timeline::{SharedTenantConf, Timeline};
+use crate::config::METADATA_FILE;
+use crate::walingest::import::import_datadir;
+
+/// OS user that runs PostgreSQL binaries when the page server runs as root
+/// (they refuse to run as root).
+const POSTGRES_OS_USER: &str = "postgres";
+
+/// A command for PostgreSQL binary `name`, run as [`POSTGRES_OS_USER`]
+/// when this process is root.
+pub fn pg_command(pg_distrib_dir: &Path, name: &str) -> Command {
+    let bin = pg_distrib_dir.join("bin").join(name);
+    if nix::unistd::geteuid().is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", POSTGRES_OS_USER, "--"]).arg(bin);
+        cmd
+    } else {
+        Command::new(bin)
+    }
+}
+
+/// Gives `dir` to [`POSTGRES_OS_USER`] when running as root, so that
+/// PostgreSQL binaries can write there.
+pub fn hand_over_dir(dir: &Path) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let user = nix::unistd::User::from_name(POSTGRES_OS_USER)?.with_context(|| {
+        format!("running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries")
+    })?;
+    nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
+        .with_context(|| format!("cannot give {} to {POSTGRES_OS_USER}", dir.display()))
+}
+
+/// Runs `initdb` into `datadir` (created here).
+pub fn run_initdb(pg_distrib_dir: &Path, datadir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(datadir)
+        .with_context(|| format!("cannot create {}", datadir.display()))?;
+    hand_over_dir(datadir)?;
+    let out = pg_command(pg_distrib_dir, "initdb")
+        .args(["-D"])
+        .arg(datadir)
+        .args([
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+            "--no-sync",
+        ])
+        .env_remove("PGDATA")
+        .output()
+        .with_context(|| format!("cannot run initdb from {}", pg_distrib_dir.display()))?;
+    if !out.status.success() {
+        bail!(
+            "initdb failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Where `pg_control` says the last checkpoint record starts: a data
+/// directory is consistent as of that LSN after a clean shutdown.
+pub fn checkpoint_lsn(datadir: &Path) -> anyhow::Result<Lsn> {
+    let path = datadir.join("global").join("pg_control");
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let control = postgres_ffi::controlfile::ControlFileData::decode(&bytes)
+        .with_context(|| format!("invalid {}", path.display()))?;
+    Ok(control.checkpoint)
+}
+
+/// Runs `pg_basebackup` from `source` into `datadir` (created here), WAL
+/// left out (the walreceiver streams it). Returns the backup's WAL range:
+/// the start (its checkpoint's redo point) and the end, from which on the
+/// copied files are consistent.
+pub fn run_basebackup(
+    pg_distrib_dir: &Path,
+    source: &ConnConfig,
+    datadir: &Path,
+) -> anyhow::Result<(Lsn, Lsn)> {
+    std::fs::create_dir_all(datadir)
+        .with_context(|| format!("cannot create {}", datadir.display()))?;
+    hand_over_dir(datadir)?;
+    let mut cmd = pg_command(pg_distrib_dir, "pg_basebackup");
+    cmd.arg("-D")
+        .arg(datadir)
+        .args([
+            "-h",
+            &source.host,
+            "-p",
+            &source.port.to_string(),
+            "-U",
+            &source.user,
+        ])
+        .args(["-X", "none", "-c", "fast", "--no-sync", "--no-password"])
+        .env_remove("PGPASSWORD");
+    if let Some(password) = &source.password {
+        // In the environment (runuser keeps it), not on the command line
+        // where ps would show it.
+        cmd.env("PGPASSWORD", password);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run pg_basebackup from {}", pg_distrib_dir.display()))?;
+    if !out.status.success() {
+        bail!(
+            "pg_basebackup from {} failed ({}): {}",
+            source.masked(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let manifest_path = datadir.join("backup_manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("invalid {}", manifest_path.display()))?;
+    let range = manifest["WAL-Ranges"]
+        .as_array()
+        .and_then(|r| r.last())
+        .with_context(|| format!("{} has no WAL-Ranges", manifest_path.display()))?;
+    let lsn = |field: &str| -> anyhow::Result<Lsn> {
+        range[field]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{} has no valid {field}", manifest_path.display()))
+    };
+    Ok((lsn("Start-LSN")?, lsn("End-LSN")?))
+}
+
+/// How a new root timeline gets its initial data.
+pub enum InitialData<'a> {
+    /// A fresh `initdb` cluster.
+    Initdb,
+    /// A base backup of a running primary, then WAL streamed from it.
+    BaseBackup(&'a ConnConfig),
+}
+
+/// Creates the timeline directory `path` holding `initdb`'s cluster or a
+/// base backup. Blocking.
+pub fn bootstrap_timeline(
+    pg_distrib_dir: &Path,
+    (tenant_id, timeline_id): (TenantId, TimelineId),
+    path: &Path,
+    tenant_conf: SharedTenantConf,
+    pg_version: u32,
+    initial: InitialData<'_>,
+) -> anyhow::Result<()> {
+    let tmp = crashsafe::path_with_suffix(path, crashsafe::TEMP_SUFFIX);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp)?;
+    let metadata = TimelineMetadata::new_root(pg_version);
+    crashsafe::overwrite(&tmp.join(METADATA_FILE), &metadata.to_bytes())?;
+    let datadir = tmp.join("pgdata.___temp");
+    let (lsn, readable_from) = match initial {
+        InitialData::Initdb => {
+            run_initdb(pg_distrib_dir, &datadir)?;
+            let lsn = checkpoint_lsn(&datadir)?;
+            (lsn, lsn)
+        }
+        InitialData::BaseBackup(source) => {
+            let range = run_basebackup(pg_distrib_dir, source, &datadir)?;
+            write_wal_source(&tmp, Some(source))?;
+            range
+        }
+    };
+    {
+        let tl = Arc::new(Timeline::new(
+            tenant_id,
+            timeline_id,
+            tmp.clone(),
+            metadata,
+            LayerManager::default(),
+            TenantState::Active,
+            tenant_conf,
+            &CancellationToken::new(),
+        ));
+        let stats = import_datadir(&tl, &datadir, lsn)?;
+        tl.checkpoint_blocking()?;
+        // Files copied from a running primary are consistent only once WAL
+        // up to the backup's end is applied: reads below it are refused.
+        tl.set_initial_lsns(lsn, readable_from)?;
+        tracing::info!(%tenant_id, %timeline_id, %lsn, %readable_from, ?stats, "imported initial data");
+    }
+    std::fs::remove_dir_all(&datadir)
+        .with_context(|| format!("cannot remove {}", datadir.display()))?;
+    fail::fail_point!("timeline-create-before-rename", |_| Err(anyhow::anyhow!(
+        "failpoint timeline-create-before-rename"
+    )));
+    crashsafe::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// File in a timeline directory holding its WAL source connection string
+/// (with the password: readable by the owner only).
+pub const WAL_SOURCE_FILE: &str = "wal_source";
+
+/// Stores (or with `None` removes) a timeline's WAL source, durably.
+pub fn write_wal_source(timeline_dir: &Path, source: Option<&ConnConfig>) -> std::io::Result<()> {
+    let path = timeline_dir.join(WAL_SOURCE_FILE);
+    match source {
+        Some(cfg) => {
+            crashsafe::overwrite(&path, cfg.to_connstr().as_bytes())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        }
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => crashsafe::fsync_dir(timeline_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// A timeline's stored WAL source, if any.
+pub fn read_wal_source(timeline_dir: &Path) -> anyhow::Result<Option<ConnConfig>> {
+    let path = timeline_dir.join(WAL_SOURCE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            ConnConfig::parse(text.trim())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}

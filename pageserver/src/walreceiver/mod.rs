@@ -1,0 +1,251 @@
+//! The walreceiver: streams WAL from a PostgreSQL 15 primary over physical
+//! replication into a timeline (DESIGN.md section 1).
+//!
+//! One task per timeline with a WAL source. It connects, makes sure a
+//! physical replication slot exists (named after the timeline, so the
+//! primary keeps WAL until we report it durable), starts streaming at the
+//! timeline's last record LSN, decodes and ingests records, and sends
+//! standby status updates: write = received, flush = apply =
+//! `disk_consistent_lsn`. Errors reconnect with backoff; an ingest error
+//! that retrying cannot fix (a record without a page image) makes the
+//! timeline Broken and stops the task.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use pageserver_api::models::TenantState;
+use postgres_ffi::waldecoder::WalStreamDecoder;
+use pq_proto::{ConnConfig, ReplicationConnection, ReplicationMessage, ReplicationStream};
+use tokio_util::sync::CancellationToken;
+use utils::lsn::Lsn;
+
+use crate::tenant::timeline::Timeline;
+use crate::walingest::{IngestError, WalIngest};
+
+/// How often status updates go out while WAL flows or not.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What `TimelineInfo` shows of the walreceiver.
+#[derive(Debug, Clone, Default)]
+pub struct WalReceiverStatus {
+    /// The source's connection string with the password masked.
+    pub connstr_masked: String,
+    /// Whether a replication stream is open.
+    pub streaming: bool,
+    /// End of the WAL in the last message received.
+    pub last_received_msg_lsn: Option<Lsn>,
+    /// When the last message arrived, microseconds since the Unix epoch.
+    pub last_received_msg_ts: Option<u64>,
+    /// The last connection or streaming error.
+    pub last_error: Option<String>,
+}
+
+/// A running walreceiver task.
+pub struct WalReceiver {
+    /// Stops the task.
+    pub cancel: CancellationToken,
+    /// Shared status.
+    pub status: Arc<Mutex<WalReceiverStatus>>,
+}
+
+/// Physical slot name for a timeline: `pageserver_` and the timeline id.
+pub fn slot_name(tl: &Timeline) -> String {
+    format!("pageserver_{}", tl.timeline_id)
+}
+
+impl WalReceiver {
+    /// Starts streaming `cfg` into `tl` until `cancel` (a child of the
+    /// timeline's token) fires. The task holds the timeline's gate.
+    pub fn spawn(
+        tl: Arc<Timeline>,
+        cfg: ConnConfig,
+        cancel: CancellationToken,
+    ) -> Option<WalReceiver> {
+        let guard = tl.gate.enter().ok()?;
+        let status = Arc::new(Mutex::new(WalReceiverStatus {
+            connstr_masked: cfg.masked(),
+            ..Default::default()
+        }));
+        let (task_status, task_cancel) = (status.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            run(tl, cfg, task_status, task_cancel).await;
+        });
+        Some(WalReceiver { cancel, status })
+    }
+}
+
+fn set_status(status: &Mutex<WalReceiverStatus>, f: impl FnOnce(&mut WalReceiverStatus)) {
+    f(&mut status.lock().expect("walreceiver status lock poisoned"));
+}
+
+async fn run(
+    tl: Arc<Timeline>,
+    cfg: ConnConfig,
+    status: Arc<Mutex<WalReceiverStatus>>,
+    cancel: CancellationToken,
+) {
+    let ingest = Arc::new(Mutex::new(WalIngest::new(&tl)));
+    let mut backoff = MIN_BACKOFF;
+    let source = cfg.masked();
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let result = stream_once(&tl, &cfg, &status, &ingest, &cancel).await;
+        set_status(&status, |s| s.streaming = false);
+        match result {
+            Ok(()) => backoff = MIN_BACKOFF,
+            Err(StreamError::Cancelled) => break,
+            Err(StreamError::Ingest(e)) if !e.is_transient() => {
+                let reason = format!("WAL ingest from {source} stopped: {e}");
+                tracing::error!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "{reason}");
+                tl.set_state(TenantState::Broken { reason });
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "WAL streaming from {source} failed, reconnecting in {backoff:?}: {e}");
+                set_status(&status, |s| s.last_error = Some(e.to_string()));
+                ingest.lock().expect("ingest lock poisoned").reset();
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("{0}")]
+    Repl(#[from] pq_proto::ReplError),
+    #[error("{0}")]
+    Ingest(#[from] IngestError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+async fn stream_once(
+    tl: &Arc<Timeline>,
+    cfg: &ConnConfig,
+    status: &Mutex<WalReceiverStatus>,
+    ingest: &Arc<Mutex<WalIngest>>,
+    cancel: &CancellationToken,
+) -> Result<(), StreamError> {
+    let mut conn = ReplicationConnection::connect(cfg, cancel).await?;
+    let system = conn.identify_system().await?;
+    let slot = slot_name(tl);
+    if conn.create_physical_slot_if_missing(&slot).await? {
+        tracing::info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "created replication slot {slot}");
+    }
+    let start = tl.last_record_lsn();
+    let mut stream = conn
+        .start_physical(Some(&slot), start, system.timeline)
+        .await?;
+    tracing::info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, %start, "streaming WAL from {}", cfg.masked());
+    set_status(status, |s| {
+        s.streaming = true;
+        s.last_error = None;
+    });
+    let mut decoder = WalStreamDecoder::new(start);
+    let mut received = start;
+    let mut next_status = tokio::time::Instant::now();
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return Err(StreamError::Cancelled),
+            m = stream.next_message() => m?,
+            _ = tokio::time::sleep_until(next_status) => {
+                send_status(&mut stream, tl, received, false).await?;
+                next_status = tokio::time::Instant::now() + STATUS_INTERVAL;
+                continue;
+            }
+        };
+        let Some(msg) = msg else {
+            tracing::info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "primary ended the replication stream");
+            return Ok(());
+        };
+        match msg {
+            ReplicationMessage::XLogData {
+                wal_start, data, ..
+            } => {
+                let end = wal_start + data.len() as u64;
+                ingest_data(tl, ingest, &mut decoder, data).await?;
+                received = received.max(end);
+                set_status(status, |s| {
+                    s.last_received_msg_lsn = Some(end);
+                    s.last_received_msg_ts = Some(now_micros());
+                });
+            }
+            ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                set_status(status, |s| {
+                    s.last_received_msg_lsn = Some(wal_end.max(received));
+                    s.last_received_msg_ts = Some(now_micros());
+                });
+                if reply_requested {
+                    send_status(&mut stream, tl, received, false).await?;
+                }
+            }
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn send_status(
+    stream: &mut ReplicationStream,
+    tl: &Timeline,
+    received: Lsn,
+    reply: bool,
+) -> Result<(), StreamError> {
+    let durable = tl.disk_consistent_lsn();
+    stream
+        .send_standby_status(received, durable, durable, reply)
+        .await?;
+    Ok(())
+}
+
+/// Decodes the records completed by `data` and ingests them off the
+/// async executor.
+async fn ingest_data(
+    tl: &Arc<Timeline>,
+    ingest: &Arc<Mutex<WalIngest>>,
+    decoder: &mut WalStreamDecoder,
+    data: Bytes,
+) -> Result<(), StreamError> {
+    decoder.feed_bytes(&data);
+    let mut records = Vec::new();
+    while let Some(rec) = decoder
+        .poll_decode_record()
+        .map_err(|e| IngestError::Wal(e.to_string()))?
+    {
+        records.push(rec);
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (tl, ingest) = (tl.clone(), ingest.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut ingest = ingest.lock().expect("ingest lock poisoned");
+        let mut writer = tl.writer();
+        for record in &records {
+            ingest.ingest_record(&tl, &mut writer, record)?;
+        }
+        Ok::<_, IngestError>(())
+    })
+    .await
+    .map_err(|e| IngestError::Wal(format!("ingest task failed: {e}")))??;
+    Ok(())
+}
