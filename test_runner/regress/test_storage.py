@@ -307,9 +307,10 @@ def test_corrupt_layer_files_are_errors_never_wrong_data(neon_simple_env: NeonEn
     ]
     client, tenant_id, timeline_id = setup(env, {**SMALL_LAYERS, "checkpoint_distance": 16 << 20})
     w = ModelWriter(client, tenant_id, timeline_id, seed=6)
+    before = set(layer_files(env, tenant_id, timeline_id))
     last = w.put_batches(40)
     client.timeline_checkpoint(tenant_id, timeline_id)
-    (name,) = layer_files(env, tenant_id, timeline_id)
+    (name,) = set(layer_files(env, tenant_id, timeline_id)) - before
     path = env.pageserver.timeline_dir(tenant_id, timeline_id) / name
 
     # A flipped byte inside a value: reads of that value fail naming the

@@ -459,6 +459,13 @@ impl ReplicationStream {
                     self.conn.broken = Some(e.to_string());
                     return Err(e);
                 }
+                // A walsender that stops with its server (all WAL sent and
+                // confirmed) ends with CommandComplete and no CopyDone.
+                BackendMessage::CommandComplete => {
+                    self.server_done = true;
+                    self.conn.broken = Some("the server ended the replication stream".into());
+                    return Ok(None);
+                }
                 BackendMessage::NoticeResponse(_) | BackendMessage::ParameterStatus { .. } => {}
                 other => {
                     let e = unexpected("replication streaming", &other);

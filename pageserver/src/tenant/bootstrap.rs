@@ -25,17 +25,37 @@ use crate::walingest::import::import_datadir;
 /// (they refuse to run as root).
 const POSTGRES_OS_USER: &str = "postgres";
 
-/// A command for PostgreSQL binary `name`, run as [`POSTGRES_OS_USER`]
-/// when this process is root.
-pub fn pg_command(pg_distrib_dir: &Path, name: &str) -> Command {
-    let bin = pg_distrib_dir.join("bin").join(name);
-    if nix::unistd::geteuid().is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", POSTGRES_OS_USER, "--"]).arg(bin);
-        cmd
+/// A command for PostgreSQL binary `name`. When this process is root it
+/// runs as [`POSTGRES_OS_USER`] (PostgreSQL binaries refuse root). Either
+/// way it dies with the page server (`PR_SET_PDEATHSIG`), so a crashed
+/// node leaves no `initdb` writing into a directory start-up removes.
+pub fn pg_command(pg_distrib_dir: &Path, name: &str) -> anyhow::Result<Command> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(pg_distrib_dir.join("bin").join(name));
+    let user = if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name(POSTGRES_OS_USER)?.with_context(|| {
+            format!("running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries")
+        })?;
+        cmd.env("HOME", &user.dir).env("USER", POSTGRES_OS_USER);
+        Some((user.uid, user.gid))
     } else {
-        Command::new(bin)
+        None
+    };
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (setgroups, setgid, setuid, prctl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid)) = user {
+                nix::unistd::setgroups(&[gid])?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+            }
+            // After the credential change, which clears the setting.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            Ok(())
+        });
     }
+    Ok(cmd)
 }
 
 /// Gives `dir` to [`POSTGRES_OS_USER`] when running as root, so that
@@ -56,7 +76,7 @@ pub fn run_initdb(pg_distrib_dir: &Path, datadir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(datadir)
         .with_context(|| format!("cannot create {}", datadir.display()))?;
     hand_over_dir(datadir)?;
-    let out = pg_command(pg_distrib_dir, "initdb")
+    let out = pg_command(pg_distrib_dir, "initdb")?
         .args(["-D"])
         .arg(datadir)
         .args([
@@ -102,7 +122,7 @@ pub fn run_basebackup(
     std::fs::create_dir_all(datadir)
         .with_context(|| format!("cannot create {}", datadir.display()))?;
     hand_over_dir(datadir)?;
-    let mut cmd = pg_command(pg_distrib_dir, "pg_basebackup");
+    let mut cmd = pg_command(pg_distrib_dir, "pg_basebackup")?;
     cmd.arg("-D")
         .arg(datadir)
         .args([
@@ -116,8 +136,7 @@ pub fn run_basebackup(
         .args(["-X", "none", "-c", "fast", "--no-sync", "--no-password"])
         .env_remove("PGPASSWORD");
     if let Some(password) = &source.password {
-        // In the environment (runuser keeps it), not on the command line
-        // where ps would show it.
+        // In the environment, not on the command line where ps shows it.
         cmd.env("PGPASSWORD", password);
     }
     let out = cmd

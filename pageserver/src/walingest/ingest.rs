@@ -59,7 +59,7 @@ impl WalIngest {
         tl: &Timeline,
         key: pageserver_api::key::Key,
     ) -> Result<Option<Bytes>, IngestError> {
-        match tl.get_blocking(key, tl.last_record_lsn()) {
+        match tl.get_latest_blocking(key) {
             Ok(v) => Ok(Some(v)),
             Err(crate::tenant::timeline::read::PageReconstructError::MissingKey { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -474,7 +474,6 @@ impl WalIngest {
         src: (u32, u32),
         dst: (u32, u32),
     ) -> Result<(), IngestError> {
-        let read_lsn = tl.last_record_lsn();
         self.state.ensure_db(tl, dst.0, dst.1)?;
         for rel in self.state.rels_of_db(tl, src.0, src.1)? {
             let nblocks = self.state.rel_size(tl, rel)?.unwrap_or(0);
@@ -485,7 +484,7 @@ impl WalIngest {
             };
             self.state.create_rel(tl, new)?;
             for blkno in 0..nblocks {
-                let img = tl.get_blocking(rel_block_key(rel, blkno), read_lsn)?;
+                let img = tl.get_latest_blocking(rel_block_key(rel, blkno))?;
                 let mut page = BytesMut::from(&img[..]);
                 if !page_is_new(&page) {
                     page_set_lsn(&mut page, lsn);

@@ -85,7 +85,7 @@ pub struct IngestState {
 
 /// A stored value as of the timeline's last record, or `None` if the key has none.
 fn read_latest(tl: &Timeline, key: Key) -> Result<Option<Bytes>, IngestError> {
-    match tl.get_blocking(key, tl.last_record_lsn()) {
+    match tl.get_latest_blocking(key) {
         Ok(v) => Ok(Some(v)),
         Err(PageReconstructError::MissingKey { .. }) => Ok(None),
         Err(e) => Err(e.into()),

@@ -25,6 +25,9 @@ use crate::walingest::{IngestError, WalIngest};
 
 /// How often status updates go out while WAL flows or not.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// After this long without new WAL, ingested data is flushed so that the
+/// reported flush position reaches the primary's end of WAL.
+const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -155,11 +158,22 @@ async fn stream_once(
     let mut decoder = WalStreamDecoder::new(start);
     let mut received = start;
     let mut next_status = tokio::time::Instant::now();
+    let mut last_data = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return Err(StreamError::Cancelled),
             m = stream.next_message() => m?,
             _ = tokio::time::sleep_until(next_status) => {
+                if last_data.elapsed() >= IDLE_FLUSH_AFTER && tl.disk_consistent_lsn() < tl.last_record_lsn() {
+                    // The primary went quiet: make what we have durable, so
+                    // the flush position we report catches up (a primary
+                    // shutting down waits for that).
+                    let flushing = tl.clone();
+                    tokio::task::spawn_blocking(move || flushing.checkpoint_blocking())
+                        .await
+                        .map_err(|e| IngestError::Wal(format!("flush task failed: {e}")))?
+                        .map_err(|e| IngestError::Corrupt(format!("flush failed: {e:#}")))?;
+                }
                 send_status(&mut stream, tl, received, false).await?;
                 next_status = tokio::time::Instant::now() + STATUS_INTERVAL;
                 continue;
@@ -174,6 +188,7 @@ async fn stream_once(
                 wal_start, data, ..
             } => {
                 let end = wal_start + data.len() as u64;
+                last_data = tokio::time::Instant::now();
                 ingest_data(tl, ingest, &mut decoder, data).await?;
                 received = received.max(end);
                 set_status(status, |s| {

@@ -79,7 +79,7 @@ impl LayerManager {
                 tracing::warn!(%tenant_id, %timeline_id, "ignoring file with a non-UTF-8 name in {}", dir.display());
                 continue;
             };
-            if name == METADATA_FILE {
+            if name == METADATA_FILE || name == crate::tenant::bootstrap::WAL_SOURCE_FILE {
                 continue;
             }
             let Ok(layer_name) = name.parse::<LayerName>() else {

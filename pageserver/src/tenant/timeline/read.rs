@@ -157,6 +157,17 @@ impl Timeline {
                 timeline: self.name_for_errors(),
             });
         }
+        self.reconstruct(key, lsn)
+    }
+
+    /// The newest value of `key` (as of the last record LSN), for the write
+    /// path: ingest reads what it wrote, even where reads by clients are
+    /// refused (below the point a base backup becomes consistent). Blocking.
+    pub fn get_latest_blocking(&self, key: Key) -> Result<Bytes, PageReconstructError> {
+        self.reconstruct(key, self.last_record_lsn())
+    }
+
+    fn reconstruct(&self, key: Key, lsn: Lsn) -> Result<Bytes, PageReconstructError> {
         let mut c = Collected {
             records: Vec::new(),
             base: None,
