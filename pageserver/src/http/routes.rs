@@ -141,6 +141,12 @@ pub fn routes() -> Vec<Route> {
             Node,
             timeline_ops::test_relation,
         ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/compare_relation",
+            Node,
+            timeline_ops::test_compare_relation,
+        ),
     ]);
     routes
 }

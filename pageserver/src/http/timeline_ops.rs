@@ -211,6 +211,86 @@ mod testing {
             .into_response())
     }
 
+    /// What `test/compare_relation` found.
+    #[derive(Debug, Serialize)]
+    pub struct CompareReport {
+        /// Blocks in the primary's files.
+        file_blocks: u32,
+        /// Blocks the timeline has at the LSN.
+        stored_blocks: u32,
+        /// Blocks whose masked contents differ (at most 20 listed).
+        mismatched: Vec<u32>,
+        /// Number of differing blocks.
+        mismatch_count: u32,
+    }
+
+    /// `GET .../test/compare_relation?path&spcnode&dbnode&relnode&lsn` (test
+    /// builds): compares the main fork stored at `lsn` with a relation's
+    /// files on this machine (`path`, `path.1`, ...), page by page after
+    /// the masking PostgreSQL's `wal_consistency_checking` applies.
+    pub async fn test_compare_relation(
+        State(state): State<AppState>,
+        params: PathParams,
+        query: QueryParams,
+    ) -> ApiResult<Json<CompareReport>> {
+        use pageserver_api::key::{rel_block_key, rel_size_key, RelTag};
+        use postgres_ffi::page::mask_page_for_comparison;
+        let (tenant_id, timeline_id) = ids(&params)?;
+        let path: String = query.parse("path")?;
+        let rel = RelTag {
+            spcnode: query.parse("spcnode")?,
+            dbnode: query.parse("dbnode")?,
+            relnode: query.parse("relnode")?,
+            forknum: 0,
+        };
+        let lsn: Lsn = query.parse("lsn")?;
+        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
+        let report = tokio::task::spawn_blocking(move || -> anyhow::Result<CompareReport> {
+            use crate::tenant::timeline::read::PageReconstructError as E;
+            let mut file = Vec::new();
+            for seg in 0.. {
+                let p = if seg == 0 {
+                    path.clone()
+                } else {
+                    format!("{path}.{seg}")
+                };
+                match std::fs::read(&p) {
+                    Ok(b) => file.extend_from_slice(&b),
+                    Err(_) if seg > 0 => break,
+                    Err(e) => anyhow::bail!("cannot read {p}: {e}"),
+                }
+            }
+            let stored_blocks = match tl.get_blocking(rel_size_key(rel), lsn) {
+                Ok(v) => u32::from_le_bytes(v[..4].try_into()?),
+                Err(E::MissingKey { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            let file_blocks = (file.len() / 8192) as u32;
+            let mut report = CompareReport {
+                file_blocks,
+                stored_blocks,
+                mismatched: Vec::new(),
+                mismatch_count: 0,
+            };
+            for blk in 0..file_blocks.min(stored_blocks) {
+                let ours = tl.get_blocking(rel_block_key(rel, blk), lsn)?;
+                let theirs = &file[blk as usize * 8192..(blk as usize + 1) * 8192];
+                if mask_page_for_comparison(&ours) != mask_page_for_comparison(theirs) {
+                    report.mismatch_count += 1;
+                    if report.mismatched.len() < 20 {
+                        report.mismatched.push(blk);
+                    }
+                }
+            }
+            Ok(report)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("compare task failed: {e}")))?
+        .map_err(ApiError::Internal)?;
+        Ok(Json(report))
+    }
+
     /// `GET .../test/value?key=K&lsn=L` (test builds): a value as of an LSN.
     pub async fn test_get(
         State(state): State<AppState>,

@@ -34,7 +34,9 @@ pub fn pg_command(pg_distrib_dir: &Path, name: &str) -> anyhow::Result<Command> 
     let mut cmd = Command::new(pg_distrib_dir.join("bin").join(name));
     let user = if nix::unistd::geteuid().is_root() {
         let user = nix::unistd::User::from_name(POSTGRES_OS_USER)?.with_context(|| {
-            format!("running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries")
+            format!(
+                "running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries"
+            )
         })?;
         cmd.env("HOME", &user.dir).env("USER", POSTGRES_OS_USER);
         Some((user.uid, user.gid))

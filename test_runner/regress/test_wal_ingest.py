@@ -1,0 +1,125 @@
+"""WAL ingest from a stock PostgreSQL 15 primary: a timeline created from a
+base backup streams the primary's WAL; after pgbench and DDL, every block
+of every relation's main fork at the primary's checkpoint LSN equals the
+primary's data files (after wal_consistency_checking's masking), and so
+do relation sizes and the CLOG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fixtures.neon_fixtures import NeonEnv, NeonEnvBuilder
+from fixtures.pageserver_http import PageserverHttpClient
+from fixtures.pg import VanillaPostgres, wait_for
+from fixtures.storage import lsn_int
+from fixtures.port_distributor import PortDistributor
+
+PGBENCH_SECONDS = int(os.environ.get("PGBENCH_SECONDS", "10"))
+
+
+def slru_key(kind: int, segno: int, blkno: int) -> str:
+    return f"01{kind:08x}{1:08x}{segno:08x}00{blkno:08x}"
+
+
+def workload(pg: VanillaPostgres) -> None:
+    pg.pgbench("-i", "-s", "1", "-q")
+    pg.pgbench("-T", str(PGBENCH_SECONDS), "-c", "2", "-j", "1")
+    pg.sql("CREATE TABLE t1 (id int PRIMARY KEY, v text)")
+    pg.sql("INSERT INTO t1 SELECT g, repeat('v', g % 300) FROM generate_series(1, 5000) g")
+    pg.sql("CREATE INDEX t1_v ON t1 (v)")
+    pg.sql("CREATE TABLE t2 AS SELECT * FROM t1")
+    pg.sql("DROP TABLE t2")
+    pg.sql("TRUNCATE pgbench_history")
+    pg.sql("DELETE FROM t1 WHERE id % 7 = 0")
+    pg.sql("VACUUM t1")
+    pg.sql(
+        "BEGIN; INSERT INTO t1 VALUES (100001, 'a'); SAVEPOINT s1; INSERT INTO t1 VALUES (100002, 'b');"
+        " ROLLBACK TO SAVEPOINT s1; SAVEPOINT s2; INSERT INTO t1 VALUES (100003, 'c'); RELEASE SAVEPOINT s2; COMMIT"
+    )
+    pg.sql("BEGIN; INSERT INTO t1 VALUES (100004, 'd'); PREPARE TRANSACTION 'p1'")
+    pg.sql("COMMIT PREPARED 'p1'")
+    pg.sql("BEGIN; INSERT INTO t1 VALUES (100005, 'e'); PREPARE TRANSACTION 'p2'")
+    pg.sql("ROLLBACK PREPARED 'p2'")
+    pg.sql("CREATE DATABASE db_wal STRATEGY wal_log")
+    pg.sql("CREATE DATABASE db_copy STRATEGY file_copy")
+    pg.sql("CREATE TABLE in_db (x int); INSERT INTO in_db SELECT generate_series(1, 1000)", dbname="db_wal")
+    pg.sql("DROP DATABASE db_copy")
+
+
+def relation_files(datadir: Path) -> list[tuple[Path, int, int, int]]:
+    """(path, spcnode, dbnode, relnode) of every logged main fork file."""
+    out = []
+    dirs = [(datadir / "global", 1664, 0)] + [
+        (d, 1663, int(d.name)) for d in sorted((datadir / "base").iterdir()) if d.name.isdigit()
+    ]
+    for d, spc, db in dirs:
+        names = {p.name for p in d.iterdir()}
+        for name in sorted(names):
+            if name.isdigit() and f"{name}_init" not in names:
+                out.append((d / name, spc, db, int(name)))
+    return out
+
+
+def compare_with_primary(client: PageserverHttpClient, tenant_id: str, timeline_id: str, pg: VanillaPostgres, lsn: str) -> int:
+    compared = 0
+    problems = []
+    for path, spc, db, rel in relation_files(pg.datadir):
+        r = client.test_compare_relation(tenant_id, timeline_id, str(path), spc, db, rel, lsn)
+        if r["file_blocks"] != r["stored_blocks"] or r["mismatch_count"]:
+            problems.append(f"{path}: {r}")
+        compared += r["file_blocks"]
+    assert not problems, "\n".join(problems[:20])
+    # Transaction status of every xid: the CLOG pages as the primary wrote them.
+    for seg_file in sorted((pg.datadir / "pg_xact").iterdir()):
+        segno = int(seg_file.name, 16)
+        data = seg_file.read_bytes()
+        for blkno in range(len(data) // 8192):
+            ours = client.test_get_value(tenant_id, timeline_id, slru_key(0, segno, blkno), lsn)
+            assert ours[:8192] == data[blkno * 8192 : (blkno + 1) * 8192], f"CLOG segment {segno} page {blkno} differs"
+    return compared
+
+
+def start_primary(test_output_dir: Path, port_distributor: PortDistributor, variant: str) -> VanillaPostgres:
+    initdb_args = ["--data-checksums"] if variant == "checksums" else []
+    conf = {"wal_compression": "lz4"} if variant == "lz4" else {}
+    return VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), initdb_args, conf).start()
+
+
+@pytest.mark.parametrize("variant", ["default", "checksums", "lz4"])
+def test_streaming_ingest_matches_primary(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor, variant: str):
+    env = neon_simple_env
+    # The primary stops at the end while the walreceiver is connected.
+    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
+    pg = start_primary(test_output_dir, port_distributor, variant)
+    try:
+        client = env.pageserver.http_client()
+        tenant_id = client.tenant_create()
+        tl = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())
+        timeline_id = tl["timeline_id"]
+        assert tl["wal_source_connstr"] == pg.connstr()
+        workload(pg)
+        pg.sql("CHECKPOINT")
+        lsn = pg.current_lsn()
+
+        def caught_up():
+            d = client.timeline_detail(tenant_id, timeline_id)
+            assert d["state"] == "Active", d
+            return lsn_int(d["last_record_lsn"]) >= lsn_int(lsn)
+
+        wait_for(caught_up, timeout=300, what=f"ingest to reach {lsn}")
+        detail = client.timeline_detail(tenant_id, timeline_id)
+        assert detail["last_received_msg_lsn"] is not None and detail["last_received_msg_ts"] is not None
+        blocks = compare_with_primary(client, tenant_id, timeline_id, pg, lsn)
+        assert blocks > 1000
+        # The slot holds WAL only up to what is durable here.
+        wait_for(
+            lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["disk_consistent_lsn"]) >= lsn_int(lsn),
+            what="an idle flush",
+        )
+        slot = pg.sql("SELECT restart_lsn FROM pg_replication_slots")
+        assert len(slot) == 1
+    finally:
+        pg.stop("immediate")
