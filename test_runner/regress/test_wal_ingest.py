@@ -123,3 +123,63 @@ def test_streaming_ingest_matches_primary(neon_simple_env: NeonEnv, test_output_
         assert len(slot) == 1
     finally:
         pg.stop("immediate")
+
+
+def test_streaming_survives_kill9_and_primary_restart(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
+    env = neon_simple_env
+    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
+    pg = start_primary(test_output_dir, port_distributor, "default")
+    try:
+        client = env.pageserver.http_client()
+        tenant_id = client.tenant_create()
+        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
+        pg.pgbench("-i", "-s", "1", "-q")
+        # kill -9 while WAL streams in; streaming resumes from disk_consistent_lsn.
+        env.pageserver.stop(immediate=True)
+        pg.pgbench("-T", "3", "-c", "2", "-j", "1")
+        env.pageserver.start()
+        pg.pgbench("-T", "3", "-c", "2", "-j", "1")
+        # The primary restarts under us: the walreceiver reconnects.
+        pg.stop("fast")
+        pg.start()
+        pg.sql("CREATE TABLE after_restart AS SELECT generate_series(1, 1000) AS x")
+        pg.sql("CHECKPOINT")
+        lsn = pg.current_lsn()
+        wait_for(
+            lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(lsn),
+            timeout=300,
+            what=f"ingest to reach {lsn}",
+        )
+        assert compare_with_primary(client, tenant_id, timeline_id, pg, lsn) > 1000
+    finally:
+        pg.stop("immediate")
+
+
+def test_missing_page_images_break_the_timeline(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
+    """Without wal_consistency_checking, records change blocks without images:
+    the timeline goes Broken saying what is needed, and stores no wrong page."""
+    env = neon_simple_env
+    env.pageserver.allowed_errors += [
+        ".*WAL ingest from .* stopped: .*without a full page image.*",
+        ".*WAL streaming from .* failed, reconnecting.*",
+    ]
+    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"wal_consistency_checking": "''"}).start()
+    try:
+        client = env.pageserver.http_client()
+        tenant_id = client.tenant_create()
+        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
+        before = client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]
+        pg.sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1); CHECKPOINT; INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)")
+
+        def broken():
+            d = client.timeline_detail(tenant_id, timeline_id)
+            return d if d["state"] == "Broken" else None
+
+        d = wait_for(broken, timeout=60, what="the timeline to go Broken")
+        assert "full_page_writes = on" in d["broken_reason"] and "wal_consistency_checking = 'all'" in d["broken_reason"], d
+        assert "Heap" in d["broken_reason"] or "Btree" in d["broken_reason"], d
+        # Nothing after the offending record was published.
+        assert lsn_int(d["last_record_lsn"]) >= lsn_int(before)
+        assert lsn_int(d["last_record_lsn"]) < lsn_int(pg.current_lsn())
+    finally:
+        pg.stop("immediate")

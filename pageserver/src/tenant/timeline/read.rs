@@ -31,7 +31,7 @@ pub enum PageReconstructError {
         timeline: String,
     },
     /// The LSN is below the GC cutoff: its history was removed.
-    #[error("LSN {lsn} is below the GC cutoff {cutoff} of timeline {timeline}: that history has been garbage collected")]
+    #[error("LSN {lsn} is below the GC cutoff {cutoff} of timeline {timeline}, its oldest readable LSN: older history was garbage collected or precedes the point where the timeline's initial data is consistent")]
     BelowGcCutoff {
         /// The requested LSN.
         lsn: Lsn,
