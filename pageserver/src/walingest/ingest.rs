@@ -415,6 +415,26 @@ impl WalIngest {
         })
     }
 
+    /// Records new WAL-relevant settings of the primary in the stored
+    /// `pg_control` (a generated control file must carry them).
+    pub(super) fn set_wal_parameters(
+        &mut self,
+        tl: &Timeline,
+        params: postgres_ffi::controlfile::WalParameters,
+    ) -> Result<(), IngestError> {
+        let Some(bytes) = Self::read_latest(tl, CONTROLFILE_KEY)? else {
+            return Ok(());
+        };
+        let mut control = ControlFileData::decode(&bytes)
+            .map_err(|e| IngestError::Corrupt(format!("stored pg_control: {e}")))?;
+        control.params = params;
+        self.state.pending.put(
+            CONTROLFILE_KEY,
+            Value::Image(Bytes::copy_from_slice(&control.encode())),
+        );
+        Ok(())
+    }
+
     /// Sets the next OID.
     pub(super) fn set_next_oid(&mut self, tl: &Timeline, oid: u32) -> Result<(), IngestError> {
         self.update_checkpoint(tl, |cp| cp.next_oid = oid)

@@ -136,7 +136,15 @@ pub fn apply(
                 ing.set_checkpoint(tl, cp)
             }
             XlogRecord::NextOid(oid) => ing.set_next_oid(tl, oid),
-            _ => Ok(()),
+            XlogRecord::ParameterChange(params) => ing.set_wal_parameters(tl, params),
+            XlogRecord::EndOfRecovery(e) => ing.update_checkpoint(tl, |cp| {
+                cp.this_timeline_id = e.this_timeline_id;
+                cp.prev_timeline_id = e.prev_timeline_id;
+            }),
+            XlogRecord::Switch
+            | XlogRecord::Fpi
+            | XlogRecord::FpiForHint
+            | XlogRecord::OverwriteContrecord(_) => Ok(()),
         },
         // Heap records' visibility map changes need nothing: the map is not kept.
         RmgrRecord::Heap(_) | RmgrRecord::Standby(_) | RmgrRecord::Other { .. } => Ok(()),
