@@ -5,10 +5,10 @@
 //!
 //! Run with `cargo bench -p pageserver --bench ingest_bench`. The temporary
 //! directory is created under `$TMPDIR` (default `/tmp`), so point `TMPDIR`
-//! at the disk to measure. `BENCH_REPEAT` (default `15`) is the number of
+//! at the disk to measure. `BENCH_REPEAT` (default `30`) is the number of
 //! runs of each measurement whose median is reported; `BENCH_WAL` (default
 //! `default`) picks the fixture variant (`checksums`, `pglz`, `lz4`,
-//! `zstd`). At the defaults a run takes a few seconds on two cores.
+//! `zstd`). At the defaults a run takes about two seconds on two cores.
 //!
 //! The input is the golden WAL of `libs/postgres_ffi/testdata/wal_<variant>`
 //! (see its README.md): consecutive 16 MiB segments written by a real
@@ -482,7 +482,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
-    let repeat: usize = env_or("BENCH_REPEAT", 15usize).max(1);
+    let repeat: usize = env_or("BENCH_REPEAT", 30usize).max(1);
     let variant: String = env_or("BENCH_WAL", "default".to_string());
     let run_started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");

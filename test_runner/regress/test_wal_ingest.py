@@ -213,9 +213,13 @@ def test_wal_source_route_and_password_masking(neon_simple_env: NeonEnv, test_ou
         pg.sql("CREATE TABLE t AS SELECT generate_series(1, 100) AS x")
         wait_for(reaches(pg.current_lsn()), what="streaming with SCRAM")
 
-        # Clearing the source stops streaming; WAL written meanwhile waits in the slot.
+        slots = lambda: [r[0] for r in pg.sql("SELECT slot_name FROM pg_replication_slots")]  # noqa: E731
+        assert slots() == [f"pageserver_{timeline_id}"]
+        # Clearing the source stops streaming and drops the slot, so the
+        # primary no longer keeps WAL for us.
         info = client.timeline_set_wal_source(tenant_id, timeline_id, None)
         assert info["wal_source_connstr"] is None
+        assert slots() == []
         stopped_at = client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]
         pg.sql("INSERT INTO t SELECT generate_series(1, 100)")
         target = pg.current_lsn()
@@ -234,5 +238,9 @@ def test_wal_source_route_and_password_masking(neon_simple_env: NeonEnv, test_ou
         res = client.put(f"/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source", json={"wal_source_connstr": "postgresql://u@h?bogus=1"})
         assert res.status_code == 400 and "bogus" in res.json()["msg"]
         assert secret not in env.pageserver.log_path.read_text()
+        # Deleting the timeline drops its slot.
+        assert slots() == [f"pageserver_{timeline_id}"]
+        client.timeline_delete(tenant_id, timeline_id)
+        assert slots() == []
     finally:
         pg.stop("immediate")

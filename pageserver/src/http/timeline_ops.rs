@@ -80,17 +80,29 @@ pub async fn set_wal_source(
     let tenant = state.tenants.get(tenant_id)?;
     tenant.check_active()?;
     let tl = tenant.get_timeline(timeline_id)?;
-    let info = tokio::task::spawn_blocking(move || {
-        tl.set_wal_source(source)?;
-        Ok::<_, std::io::Error>(tl.info_blocking(false))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
-    .map_err(|e| {
-        ApiError::Internal(anyhow::anyhow!(
-            "cannot store the WAL source of timeline {timeline_id}: {e}"
-        ))
-    })?;
+    let clearing = source.is_none();
+    let old = crate::tenant::bootstrap::read_wal_source(tl.path()).map_err(ApiError::Internal)?;
+    let writer = tl.clone();
+    tokio::task::spawn_blocking(move || writer.set_wal_source(source))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
+        .map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!(
+                "cannot store the WAL source of timeline {timeline_id}: {e}"
+            ))
+        })?;
+    if let (true, Some(old)) = (clearing, old) {
+        crate::walreceiver::drop_slot(&tl, &old).await;
+    }
+    let info =
+        tokio::task::spawn_blocking(move || Ok::<_, std::io::Error>(tl.info_blocking(false)))
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "cannot store the WAL source of timeline {timeline_id}: {e}"
+                ))
+            })?;
     Ok(Json(info))
 }
 

@@ -505,6 +505,9 @@ impl Tenant {
                 .expect("checked above")
         };
         timeline.shutdown(false).await;
+        if let Ok(Some(source)) = bootstrap::read_wal_source(timeline.path()) {
+            crate::walreceiver::drop_slot(&timeline, &source).await;
+        }
         crate::metrics::remove_timeline_metrics(
             &self.tenant_id.to_string(),
             &timeline_id.to_string(),

@@ -81,6 +81,31 @@ impl WalReceiver {
     }
 }
 
+/// Drops the timeline's replication slot on `cfg`'s primary, so that it
+/// stops keeping WAL for us: when the timeline is deleted or its source
+/// cleared. Best effort, bounded in time; failures are logged.
+pub async fn drop_slot(tl: &Timeline, cfg: &ConnConfig) {
+    const LIMIT: Duration = Duration::from_secs(10);
+    let slot = slot_name(tl);
+    let cancel = CancellationToken::new();
+    let work = async {
+        let mut conn = ReplicationConnection::connect(cfg, &cancel).await?;
+        conn.drop_slot_if_exists(&slot).await
+    };
+    match tokio::time::timeout(LIMIT, work).await {
+        Ok(Ok(true)) => {
+            tracing::info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "dropped replication slot {slot} on {}", cfg.masked())
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "cannot drop replication slot {slot} on {}: {e}; drop it by hand", cfg.masked())
+        }
+        Err(_) => {
+            tracing::warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "dropping replication slot {slot} on {} took over {LIMIT:?}; drop it by hand", cfg.masked())
+        }
+    }
+}
+
 fn set_status(status: &Mutex<WalReceiverStatus>, f: impl FnOnce(&mut WalReceiverStatus)) {
     f(&mut status.lock().expect("walreceiver status lock poisoned"));
 }
