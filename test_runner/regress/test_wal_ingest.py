@@ -17,7 +17,8 @@ from fixtures.pg import VanillaPostgres, wait_for
 from fixtures.storage import lsn_int
 from fixtures.port_distributor import PortDistributor
 
-PGBENCH_SECONDS = int(os.environ.get("PGBENCH_SECONDS", "10"))
+PGBENCH_SCALE = int(os.environ.get("PGBENCH_SCALE", "5"))
+PGBENCH_SECONDS = int(os.environ.get("PGBENCH_SECONDS", "30"))
 
 
 def slru_key(kind: int, segno: int, blkno: int) -> str:
@@ -25,7 +26,7 @@ def slru_key(kind: int, segno: int, blkno: int) -> str:
 
 
 def workload(pg: VanillaPostgres) -> None:
-    pg.pgbench("-i", "-s", "1", "-q")
+    pg.pgbench("-i", "-s", str(PGBENCH_SCALE), "-q")
     pg.pgbench("-T", str(PGBENCH_SECONDS), "-c", "2", "-j", "1")
     pg.sql("CREATE TABLE t1 (id int PRIMARY KEY, v text)")
     pg.sql("INSERT INTO t1 SELECT g, repeat('v', g % 300) FROM generate_series(1, 5000) g")
