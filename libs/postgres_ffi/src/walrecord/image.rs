@@ -55,7 +55,18 @@ pub(super) fn restore(
             &decompressed
         }
         BKPIMAGE_COMPRESS_ZSTD => {
-            let out = zstd::bulk::decompress(stored, raw_len)
+            // One context per thread, reused: creating one per image costs
+            // more than decompressing the page.
+            let out = ZSTD
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut()
+                        .expect("created above")
+                        .decompress(stored, raw_len)
+                })
                 .map_err(|e| bad(format!("invalid zstd data: {e}")))?;
             if out.len() != raw_len {
                 return Err(bad(format!(
@@ -85,4 +96,9 @@ pub(super) fn restore(
     page.extend_from_slice(&raw[hole_offset..]);
     debug_assert_eq!(page.len(), BLCKSZ);
     Ok(Bytes::from(page))
+}
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
