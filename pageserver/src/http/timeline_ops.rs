@@ -230,6 +230,10 @@ mod testing {
         file_blocks: u32,
         /// Blocks the timeline has at the LSN.
         stored_blocks: u32,
+        /// Blocks past `stored_blocks` in the files that are all zeros:
+        /// PostgreSQL extends relations by empty pages without WAL, so a
+        /// physical standby lacks them too until they are used.
+        extra_zero_blocks: u32,
         /// Blocks whose masked contents differ (at most 20 listed).
         mismatched: Vec<u32>,
         /// Number of differing blocks.
