@@ -283,9 +283,16 @@ mod testing {
                 Err(e) => return Err(e.into()),
             };
             let file_blocks = (file.len() / 8192) as u32;
+            let is_zero = |b: &u32| {
+                file[*b as usize * 8192..(*b as usize + 1) * 8192]
+                    .iter()
+                    .all(|x| *x == 0)
+            };
+            let extra_zero_blocks = (stored_blocks..file_blocks).take_while(is_zero).count() as u32;
             let mut report = CompareReport {
                 file_blocks,
                 stored_blocks,
+                extra_zero_blocks,
                 mismatched: Vec::new(),
                 mismatch_count: 0,
             };
