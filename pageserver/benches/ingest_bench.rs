@@ -56,18 +56,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use pageserver::tenant::metadata::TimelineMetadata;
-use pageserver::tenant::timeline::layers::LayerManager;
 use pageserver::tenant::timeline::{dir_size, SharedTenantConf, Timeline};
 use pageserver::walingest::records::rmgr_name;
 use pageserver::walingest::WalIngest;
-use pageserver_api::models::TenantState;
 use pageserver_api::tenant_config::TenantConfig;
 use postgres_ffi::waldecoder::WalStreamDecoder;
 use postgres_ffi::walrecord::{decode_wal_record, DecodedWALRecord, WalDecodeError};
 use postgres_ffi::xlog_utils::{parse_xlog_file_name, WAL_SEGMENT_SIZE, XLOG_BLCKSZ};
-use tokio_util::sync::CancellationToken;
-use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 const MIB: f64 = (1 << 20) as f64;
@@ -292,29 +287,7 @@ fn conf() -> SharedTenantConf {
 
 /// A fresh, empty timeline whose history starts at `start`.
 fn create_timeline(dir: &Path, start: Lsn) -> Arc<Timeline> {
-    let m = TimelineMetadata {
-        disk_consistent_lsn: start,
-        prev_record_lsn: None,
-        ancestor_timeline: None,
-        ancestor_lsn: Lsn(0),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: start,
-        pg_version: 15,
-        lsn_history: Vec::new(),
-    };
-    let timeline_id = TimelineId::generate();
-    let path = dir.join(timeline_id.to_string());
-    Timeline::create_on_disk(&path, &m).expect("create timeline directory");
-    Arc::new(Timeline::new(
-        TenantId::generate(),
-        timeline_id,
-        path,
-        m,
-        LayerManager::default(),
-        TenantState::Active,
-        conf(),
-        &CancellationToken::new(),
-    ))
+    Timeline::create_standalone(dir, start, conf()).expect("create timeline directory")
 }
 
 /// A record that failed to ingest.

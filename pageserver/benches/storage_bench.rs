@@ -56,19 +56,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pageserver::metrics::INGEST_THROTTLE_SECONDS;
-use pageserver::tenant::metadata::TimelineMetadata;
 use pageserver::tenant::storage_layer::LayerName;
 use pageserver::tenant::timeline::compaction::CompactionStats;
-use pageserver::tenant::timeline::layers::LayerManager;
 use pageserver::tenant::timeline::{dir_size, SharedTenantConf, Timeline};
 use pageserver_api::key::{rel_block_key, Key, RelTag};
-use pageserver_api::models::TenantState;
 use pageserver_api::tenant_config::TenantConfig;
 use pageserver_api::value::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use tokio_util::sync::CancellationToken;
-use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 /// Page size.
@@ -177,29 +172,7 @@ fn conf(compaction: bool) -> SharedTenantConf {
 }
 
 fn create_timeline(dir: &Path, conf: SharedTenantConf) -> Arc<Timeline> {
-    let m = TimelineMetadata {
-        disk_consistent_lsn: Lsn(START_LSN),
-        prev_record_lsn: None,
-        ancestor_timeline: None,
-        ancestor_lsn: Lsn(0),
-        latest_gc_cutoff_lsn: Lsn(0),
-        initdb_lsn: Lsn(START_LSN),
-        pg_version: 15,
-        lsn_history: Vec::new(),
-    };
-    let timeline_id = TimelineId::generate();
-    let path = dir.join(timeline_id.to_string());
-    Timeline::create_on_disk(&path, &m).expect("create timeline directory");
-    Arc::new(Timeline::new(
-        TenantId::generate(),
-        timeline_id,
-        path,
-        m,
-        LayerManager::default(),
-        TenantState::Active,
-        conf,
-        &CancellationToken::new(),
-    ))
+    Timeline::create_standalone(dir, Lsn(START_LSN), conf).expect("create timeline directory")
 }
 
 fn rate(bytes: u64, d: Duration) -> f64 {

@@ -18,38 +18,10 @@ use utils::lsn::Lsn;
 const SEG: u64 = WAL_SEGMENT_SIZE as u64;
 const VARIANTS: [&str; 5] = ["default", "checksums", "pglz", "lz4", "zstd"];
 
-/// Resource manager names as pg_waldump prints them, in id order
-/// (`rmgrlist.h`).
-const RMGR_NAMES: [&str; 22] = [
-    "XLOG",
-    "Transaction",
-    "Storage",
-    "CLOG",
-    "Database",
-    "Tablespace",
-    "MultiXact",
-    "RelMap",
-    "Standby",
-    "Heap2",
-    "Heap",
-    "Btree",
-    "Hash",
-    "Gin",
-    "Gist",
-    "Sequence",
-    "SPGist",
-    "BRIN",
-    "CommitTs",
-    "ReplicationOrigin",
-    "Generic",
-    "LogicalMessage",
-];
-
 fn rmgr_id(name: &str) -> u8 {
-    RMGR_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or_else(|| panic!("unknown rmgr name {name}")) as u8
+    (0..=u8::MAX)
+        .find(|id| postgres_ffi::pg_constants::rmgr_name(*id) == Some(name))
+        .unwrap_or_else(|| panic!("unknown rmgr name {name}"))
 }
 
 fn fork_number(name: &str) -> u8 {

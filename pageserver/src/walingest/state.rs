@@ -205,19 +205,7 @@ impl IngestState {
         spcnode: u32,
         dbnode: u32,
     ) -> Result<Vec<RelTag>, IngestError> {
-        let rels: Vec<RelTag> = self
-            .dir(tl, rel_dir_key(spcnode, dbnode), DirKind::Rel)?
-            .iter()
-            .filter_map(|e| match e {
-                DirEntry::Rel { relnode, forknum } => Some(RelTag {
-                    spcnode,
-                    dbnode,
-                    relnode: *relnode,
-                    forknum: *forknum,
-                }),
-                _ => None,
-            })
-            .collect();
+        let rels = self.rels_of_db(tl, spcnode, dbnode)?;
         for rel in &rels {
             self.drop_rel(tl, *rel)?;
         }

@@ -212,6 +212,32 @@ impl Timeline {
         }
     }
 
+    /// A root timeline that belongs to no tenant, in a new directory
+    /// `dir/TIMELINE_ID`, durable from `start` on: for tools, benchmarks and
+    /// tests of the storage engine.
+    pub fn create_standalone(
+        dir: &Path,
+        start: Lsn,
+        tenant_conf: SharedTenantConf,
+    ) -> io::Result<Arc<Timeline>> {
+        let mut m = TimelineMetadata::new_root(pageserver_api::models::DEFAULT_PG_VERSION);
+        m.disk_consistent_lsn = start;
+        m.initdb_lsn = start;
+        let timeline_id = TimelineId::generate();
+        let path = dir.join(timeline_id.to_string());
+        Self::create_on_disk(&path, &m)?;
+        Ok(Arc::new(Timeline::new(
+            TenantId::generate(),
+            timeline_id,
+            path,
+            m,
+            LayerManager::default(),
+            TenantState::Active,
+            tenant_conf,
+            &CancellationToken::new(),
+        )))
+    }
+
     /// Links a branch to its parent (once, after both are loaded).
     pub fn set_ancestor(&self, ancestor: Arc<Timeline>) {
         debug_assert_eq!(Some(ancestor.timeline_id), self.ancestor_timeline_id());
