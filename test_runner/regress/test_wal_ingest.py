@@ -129,7 +129,7 @@ def test_streaming_ingest_matches_primary(neon_simple_env: NeonEnv, test_output_
         slot = pg.sql("SELECT restart_lsn FROM pg_replication_slots")
         assert len(slot) == 1
     finally:
-        pg.stop("immediate")
+        pg.destroy()
 
 
 def test_streaming_survives_kill9_and_primary_restart(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
@@ -159,7 +159,7 @@ def test_streaming_survives_kill9_and_primary_restart(neon_simple_env: NeonEnv, 
         )
         assert compare_with_primary(client, tenant_id, timeline_id, pg, lsn) > 1000
     finally:
-        pg.stop("immediate")
+        pg.destroy()
 
 
 def test_missing_page_images_break_the_timeline(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
@@ -189,7 +189,7 @@ def test_missing_page_images_break_the_timeline(neon_simple_env: NeonEnv, test_o
         assert lsn_int(d["last_record_lsn"]) >= lsn_int(before)
         assert lsn_int(d["last_record_lsn"]) < lsn_int(pg.current_lsn())
     finally:
-        pg.stop("immediate")
+        pg.destroy()
 
 
 def test_wal_source_route_and_password_masking(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
@@ -250,4 +250,4 @@ def test_wal_source_route_and_password_masking(neon_simple_env: NeonEnv, test_ou
         client.timeline_delete(tenant_id, timeline_id)
         assert slots() == []
     finally:
-        pg.stop("immediate")
+        pg.destroy()

@@ -196,7 +196,11 @@ pub fn bootstrap_timeline(
     std::fs::create_dir(&tmp)?;
     let metadata = TimelineMetadata::new_root(pg_version);
     crashsafe::overwrite(&tmp.join(METADATA_FILE), &metadata.to_bytes())?;
-    let datadir = tmp.join("pgdata.___temp");
+    // PostgreSQL binaries write the cluster in the system's temporary
+    // directory: under root they run as another user, who may not be able
+    // to reach into the work directory.
+    let scratch = ScratchDir::new(&format!("pageserver-pgdata-{tenant_id}-{timeline_id}"))?;
+    let datadir = scratch.0.clone();
     let (lsn, readable_from) = match initial {
         InitialData::Initdb => {
             run_initdb(pg_distrib_dir, &datadir)?;
@@ -227,13 +231,37 @@ pub fn bootstrap_timeline(
         tl.set_initial_lsns(lsn, readable_from)?;
         tracing::info!(%tenant_id, %timeline_id, %lsn, %readable_from, ?stats, "imported initial data");
     }
-    std::fs::remove_dir_all(&datadir)
-        .with_context(|| format!("cannot remove {}", datadir.display()))?;
+    drop(scratch);
     fail::fail_point!("timeline-create-before-rename", |_| Err(anyhow::anyhow!(
         "failpoint timeline-create-before-rename"
     )));
     crashsafe::rename(&tmp, path)?;
     Ok(())
+}
+
+/// A scratch directory in the system's temporary directory, removed when
+/// dropped (on success and on every error path).
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> anyhow::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove {}: {e}", self.0.display());
+            }
+        }
+    }
 }
 
 /// File in a timeline directory holding its WAL source connection string
