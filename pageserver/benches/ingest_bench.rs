@@ -50,6 +50,10 @@
 //! Figures are printed, never checked: they depend on the machine (STYLE.md
 //! point 12). Rates are MiB/s (2^20 bytes per second).
 
+mod common;
+
+use common::{env_or, Spread};
+
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -414,44 +418,6 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Median, min and max of a few runs.
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
-        v.sort_by(f64::total_cmp);
-        Spread {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
-    }
-
-    /// "median (min a, max b) unit" with `decimals` digits.
-    fn show(&self, decimals: usize, unit: &str) -> String {
-        format!(
-            "{:9.d$} {unit} (min {:.d$}, max {:.d$})",
-            self.median,
-            self.min,
-            self.max,
-            d = decimals
-        )
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 fn main() {

@@ -45,6 +45,10 @@
 //! Figures are printed, never checked: they depend on the machine (STYLE.md
 //! point 12). Rates are MiB/s (2^20 bytes per second).
 
+mod common;
+
+use common::{env_or, Spread};
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -473,24 +477,6 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
 }
 
-/// Median, min and max of a few runs.
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Spread {
-        v.sort_by(f64::total_cmp);
-        Spread {
-            median: v[v.len() / 2],
-            min: v[0],
-            max: v[v.len() - 1],
-        }
-    }
-}
-
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -498,15 +484,6 @@ impl std::fmt::Display for Spread {
             "{:7.1} MiB/s (min {:.1}, max {:.1})",
             self.median, self.min, self.max
         )
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={s:?} is not a valid value")),
-        Err(_) => default,
     }
 }
 
