@@ -245,9 +245,13 @@ def test_wal_source_route_and_password_masking(neon_simple_env: NeonEnv, test_ou
         res = client.put(f"/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source", json={"wal_source_connstr": "postgresql://u@h?bogus=1"})
         assert res.status_code == 400 and "bogus" in res.json()["msg"]
         assert secret not in env.pageserver.log_path.read_text()
-        # Deleting the timeline drops its slot.
+        # Deleting the timeline, or its whole tenant, drops its slot.
         assert slots() == [f"pageserver_{timeline_id}"]
         client.timeline_delete(tenant_id, timeline_id)
+        assert slots() == []
+        other = client.timeline_create(tenant_id, wal_source_connstr=connstr)["timeline_id"]
+        wait_for(lambda: slots() == [f"pageserver_{other}"], what="the new timeline's slot")
+        client.tenant_delete(tenant_id)
         assert slots() == []
     finally:
         pg.destroy()

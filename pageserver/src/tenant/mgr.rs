@@ -192,6 +192,11 @@ impl TenantManager {
             tenant
         };
         tenant.shutdown().await;
+        for timeline in tenant.list_timelines() {
+            if let Ok(Some(source)) = super::bootstrap::read_wal_source(timeline.path()) {
+                crate::walreceiver::drop_slot(&timeline, &source).await;
+            }
+        }
         let path = self.conf.tenant_path(&tenant_id);
         let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
