@@ -33,6 +33,12 @@ ensure_rust() {
     fi
 }
 
+# PostgreSQL 15 server binaries: the page server runs initdb and
+# pg_basebackup from them, and the tests run real primaries.
+ensure_postgres() {
+    apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql-15
+}
+
 # A virtualenv with the pytest suite's packages, at .venv.
 ensure_python() {
     apt_ensure python3 python3 python3-venv python3-pip

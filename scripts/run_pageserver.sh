@@ -5,6 +5,7 @@
 # (e.g. -c listen_http_addr=127.0.0.1:9899). Ctrl-C stops it cleanly.
 . "$(dirname "$0")/common.sh"
 ensure_rust
+ensure_postgres
 log "building the page server (release)"
 cargo build --release --bin pageserver --bin cplane --bin pagectl
 WORKDIR=${PAGESERVER_WORKDIR:-$REPO_ROOT/.local/pageserver}

@@ -4,6 +4,7 @@
 # is missing first. Extra arguments go to pytest (e.g. -k auth).
 . "$(dirname "$0")/common.sh"
 ensure_rust
+ensure_postgres
 ensure_python
 
 log "cargo fmt --check"
