@@ -84,7 +84,7 @@ const CHECKPOINT_DISTANCE: u64 = 64 << 20;
 /// which 512 MiB at 64 MiB per layer would never reach).
 const COMPACTION_THRESHOLD: u64 = 4;
 /// Tick of the tenant maintenance loop.
-const MAINTENANCE_TICK: Duration = Duration::from_secs(1);
+const MAINTENANCE_TICK: Duration = Duration::from_millis(200);
 /// LSN advance per page: an 8 KiB full-page image plus a record header.
 const LSN_STEP: u64 = 8224;
 const START_LSN: u64 = 0x0100_0000;

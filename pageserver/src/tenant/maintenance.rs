@@ -15,7 +15,7 @@ use super::{blocking, Tenant};
 use crate::metrics;
 
 /// How often the loop looks for work when compaction and GC periods are long.
-const LOOP_TICK: Duration = Duration::from_secs(1);
+const LOOP_TICK: Duration = Duration::from_millis(200);
 
 impl Tenant {
     /// Starts the tenant's background work: each timeline's flush loop and
