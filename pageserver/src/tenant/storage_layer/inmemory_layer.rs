@@ -142,14 +142,22 @@ impl InMemoryLayer {
     }
 
     fn read_entry(&self, inner: &Inner, e: &Entry) -> io::Result<Bytes> {
-        let mut buf = vec![0u8; e.len as usize];
+        let mut buf = Vec::new();
+        self.read_entry_into(inner, e, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Reads the value of `e` into `buf` (resized to fit).
+    fn read_entry_into(&self, inner: &Inner, e: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
+        let len = e.len as usize;
+        buf.resize(len, 0);
         if e.offset >= inner.file_len {
             let start = (e.offset - inner.file_len) as usize;
-            buf.copy_from_slice(&inner.buffer[start..start + e.len as usize]);
+            buf.copy_from_slice(&inner.buffer[start..start + len]);
+            Ok(())
         } else {
-            self.file.read_exact_at(&mut buf, e.offset)?;
+            self.file.read_exact_at(buf, e.offset)
         }
-        Ok(Bytes::from(buf))
     }
 
     /// Serialized values of `key` with LSN in `lsn_range`, newest first.
@@ -196,10 +204,12 @@ impl InMemoryLayer {
         mut f: impl FnMut(Key, Lsn, &[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let inner = self.read_inner();
+        // One buffer for every value: a flush reads millions of them.
+        let mut buf = Vec::new();
         for (key, versions) in &inner.index {
             for e in versions {
-                let value = self.read_entry(&inner, e)?;
-                f(*key, e.lsn, &value)?;
+                self.read_entry_into(&inner, e, &mut buf)?;
+                f(*key, e.lsn, &buf)?;
             }
         }
         Ok(())
