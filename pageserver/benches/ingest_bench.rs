@@ -52,7 +52,7 @@
 
 mod common;
 
-use common::{env_or, Spread};
+use common::{env_or, write_floor, Spread};
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -235,23 +235,7 @@ fn read_file(path: &Path) -> Duration {
 /// time taken.
 fn floor(dir: &Path, bytes: u64) -> Duration {
     let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + i / 8192) as u8).collect();
-    let path = dir.join("floor.tmp");
-    let started = Instant::now();
-    let mut f = File::create(&path).expect("create floor file");
-    let mut written = 0;
-    while written < bytes {
-        let n = chunk.len().min((bytes - written) as usize);
-        f.write_all(&chunk[..n]).expect("write floor file");
-        written += n as u64;
-    }
-    f.sync_all().expect("fsync floor file");
-    let elapsed = started.elapsed();
-    drop(f);
-    std::fs::remove_file(&path).expect("remove floor file");
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .expect("fsync dir");
-    elapsed
+    write_floor(dir, bytes, None, &chunk)
 }
 
 /// Reads and decodes every record, storing nothing; returns the time
@@ -352,7 +336,7 @@ fn ingest_run(dir: &Path, input: &WalInput) -> IngestRun {
         let _enter = rt.enter();
         tl.spawn_background();
     }
-    let mut ingest = WalIngest::new(&tl);
+    let mut ingest = WalIngest::default();
     let mut failures = Vec::new();
     let mut in_ingest_record = Duration::ZERO;
     let mut records = 0;

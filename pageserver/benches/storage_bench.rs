@@ -47,11 +47,9 @@
 
 mod common;
 
-use common::{env_or, Spread};
+use common::{env_or, write_floor, Spread};
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -187,26 +185,7 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 /// at the end; returns MiB/s.
 fn floor(dir: &Path, bytes: u64, sync_every: Option<u64>, pool: &[Vec<u8>]) -> f64 {
     let chunk: Vec<u8> = pool.iter().flatten().copied().take(1 << 20).collect();
-    let path = dir.join("floor.tmp");
-    let started = Instant::now();
-    let mut f = File::create(&path).expect("create floor file");
-    let mut written = 0;
-    while written < bytes {
-        let n = chunk.len().min((bytes - written) as usize);
-        f.write_all(&chunk[..n]).expect("write floor file");
-        written += n as u64;
-        if sync_every.is_some_and(|s| written % s == 0) {
-            f.sync_all().expect("fsync floor file");
-        }
-    }
-    f.sync_all().expect("fsync floor file");
-    let elapsed = started.elapsed();
-    drop(f);
-    std::fs::remove_file(&path).expect("remove floor file");
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .expect("fsync dir");
-    rate(bytes, elapsed)
+    rate(bytes, write_floor(dir, bytes, sync_every, &chunk))
 }
 
 /// `write_bytes - cancelled_write_bytes` of this process, if the kernel

@@ -2,6 +2,37 @@
 //! from the environment. Each benchmark uses a part of them.
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The machine's sequential write rate, the benchmarks' floor: writes
+/// `bytes` of `chunk` repeated into a file in `dir`, with an fsync every
+/// `sync_every` bytes if given and one at the end. Returns the time taken.
+pub fn write_floor(dir: &Path, bytes: u64, sync_every: Option<u64>, chunk: &[u8]) -> Duration {
+    let path = dir.join("floor.tmp");
+    let started = Instant::now();
+    let mut f = File::create(&path).expect("create floor file");
+    let mut written = 0;
+    while written < bytes {
+        let n = chunk.len().min((bytes - written) as usize);
+        f.write_all(&chunk[..n]).expect("write floor file");
+        written += n as u64;
+        if sync_every.is_some_and(|s| written % s == 0) {
+            f.sync_all().expect("fsync floor file");
+        }
+    }
+    f.sync_all().expect("fsync floor file");
+    let elapsed = started.elapsed();
+    drop(f);
+    std::fs::remove_file(&path).expect("remove floor file");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync dir");
+    elapsed
+}
+
 /// Median, min and max of a few runs.
 pub struct Spread {
     /// Median value.

@@ -181,6 +181,20 @@ mod testing {
         Ok(Json(serde_json::json!({})))
     }
 
+    /// Blocks of `rel` stored at `lsn`; 0 when the relation does not exist.
+    fn stored_rel_size(
+        tl: &crate::tenant::timeline::Timeline,
+        rel: pageserver_api::key::RelTag,
+        lsn: Lsn,
+    ) -> Result<u32, crate::tenant::timeline::read::PageReconstructError> {
+        use crate::tenant::timeline::read::PageReconstructError as E;
+        match tl.get_blocking(pageserver_api::key::rel_size_key(rel), lsn) {
+            Ok(v) => Ok(u32::from_le_bytes(v[..4].try_into().unwrap_or_default())),
+            Err(E::MissingKey { .. }) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET .../test/relation?spcnode&dbnode&relnode&forknum&lsn` (test
     /// builds): every page of a relation fork as of an LSN, concatenated
     /// (`application/octet-stream`; empty when the fork does not exist).
@@ -190,7 +204,7 @@ mod testing {
         query: QueryParams,
     ) -> ApiResult<axum::response::Response> {
         use axum::response::IntoResponse;
-        use pageserver_api::key::{rel_block_key, rel_size_key, RelTag};
+        use pageserver_api::key::{rel_block_key, RelTag};
         let (tenant_id, timeline_id) = ids(&params)?;
         let rel = RelTag {
             spcnode: query.parse("spcnode")?,
@@ -202,17 +216,12 @@ mod testing {
         let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
         tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
         let body = tokio::task::spawn_blocking(move || {
-            use crate::tenant::timeline::read::PageReconstructError as E;
-            let size = match tl.get_blocking(rel_size_key(rel), lsn) {
-                Ok(v) => u32::from_le_bytes(v[..4].try_into().unwrap_or_default()),
-                Err(E::MissingKey { .. }) => 0,
-                Err(e) => return Err(e),
-            };
+            let size = stored_rel_size(&tl, rel, lsn)?;
             let mut out = Vec::with_capacity(size as usize * 8192);
             for blk in 0..size {
                 out.extend_from_slice(&tl.get_blocking(rel_block_key(rel, blk), lsn)?);
             }
-            Ok(out)
+            Ok::<_, crate::tenant::timeline::read::PageReconstructError>(out)
         })
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("read task failed: {e}")))??;
@@ -249,7 +258,7 @@ mod testing {
         params: PathParams,
         query: QueryParams,
     ) -> ApiResult<Json<CompareReport>> {
-        use pageserver_api::key::{rel_block_key, rel_size_key, RelTag};
+        use pageserver_api::key::{rel_block_key, RelTag};
         use postgres_ffi::page::mask_page_for_comparison;
         let (tenant_id, timeline_id) = ids(&params)?;
         let path: String = query.parse("path")?;
@@ -263,7 +272,6 @@ mod testing {
         let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
         tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<CompareReport> {
-            use crate::tenant::timeline::read::PageReconstructError as E;
             let mut file = Vec::new();
             for seg in 0.. {
                 let p = if seg == 0 {
@@ -277,11 +285,7 @@ mod testing {
                     Err(e) => anyhow::bail!("cannot read {p}: {e}"),
                 }
             }
-            let stored_blocks = match tl.get_blocking(rel_size_key(rel), lsn) {
-                Ok(v) => u32::from_le_bytes(v[..4].try_into()?),
-                Err(E::MissingKey { .. }) => 0,
-                Err(e) => return Err(e.into()),
-            };
+            let stored_blocks = stored_rel_size(&tl, rel, lsn)?;
             let file_blocks = (file.len() / 8192) as u32;
             let is_zero = |b: &u32| {
                 file[*b as usize * 8192..(*b as usize + 1) * 8192]

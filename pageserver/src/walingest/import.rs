@@ -9,22 +9,18 @@ use std::path::Path;
 
 use bytes::Bytes;
 use pageserver_api::key::{
-    rel_block_key, relmap_file_key, slru_block_key, twophase_file_key, RelTag, SlruKind,
+    rel_block_key, relmap_file_key, slru_block_key, twophase_file_key, Key, RelTag, SlruKind,
     CONTROLFILE_KEY, FSM_FORKNUM, INIT_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM,
 };
 use pageserver_api::value::{Value, BLCKSZ};
 use utils::lsn::Lsn;
 
+use postgres_ffi::pg_constants::{DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, RELSEG_SIZE};
+
 use super::state::IngestState;
 use super::IngestError;
 use crate::tenant::timeline::write::TimelineWriter;
 use crate::tenant::timeline::Timeline;
-
-/// Blocks per relation segment file (1 GiB of 8 KiB blocks).
-const RELSEG_SIZE: u32 = 131072;
-/// Tablespace OIDs of `base/` and `global/`.
-const DEFAULTTABLESPACE_OID: u32 = 1663;
-const GLOBALTABLESPACE_OID: u32 = 1664;
 
 /// What an import stored.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -107,6 +103,20 @@ impl Importer<'_, '_> {
         }
     }
 
+    /// Stores every whole page of the file at `path` under `key_of(page
+    /// number)`; returns the number of pages.
+    fn put_pages(&mut self, path: &Path, key_of: impl Fn(u32) -> Key) -> Result<u32, IngestError> {
+        let (lsn, writer) = (self.lsn, &mut *self.writer);
+        Self::for_each_page(path, |blk, page| {
+            writer.put(
+                key_of(blk),
+                lsn,
+                &Value::Image(Bytes::copy_from_slice(page)),
+            )?;
+            Ok(())
+        })
+    }
+
     fn import_relfile(
         &mut self,
         path: &Path,
@@ -128,18 +138,8 @@ impl Importer<'_, '_> {
         let first = segno.checked_mul(RELSEG_SIZE).ok_or_else(|| {
             IngestError::Import(format!("segment number of {} is too large", path.display()))
         })?;
-        let (lsn, writer) = (self.lsn, &mut *self.writer);
-        let mut pages = 0u64;
-        let nblocks = Self::for_each_page(path, |blk, page| {
-            writer.put(
-                rel_block_key(rel, first + blk),
-                lsn,
-                &Value::Image(Bytes::copy_from_slice(page)),
-            )?;
-            pages += 1;
-            Ok(())
-        })?;
-        self.stats.pages += pages;
+        let nblocks = self.put_pages(path, |blk| rel_block_key(rel, first + blk))?;
+        self.stats.pages += u64::from(nblocks);
         if nblocks > 0 {
             let size = self.state.rel_size(self.tl, rel)?.unwrap_or(0);
             self.state.set_rel_size(rel, size.max(first + nblocks));
@@ -194,22 +194,11 @@ impl Importer<'_, '_> {
             else {
                 continue;
             };
-            let path = entry.path();
-            let (lsn, writer) = (self.lsn, &mut *self.writer);
-            let mut pages = 0;
-            Self::for_each_page(&path, |blk, page| {
-                writer.put(
-                    slru_block_key(kind, segno, blk),
-                    lsn,
-                    &Value::Image(Bytes::copy_from_slice(page)),
-                )?;
-                pages += 1;
-                Ok(())
-            })?;
-            self.stats.slru_pages += pages;
+            let pages = self.put_pages(&entry.path(), |blk| slru_block_key(kind, segno, blk))?;
+            self.stats.slru_pages += u64::from(pages);
             if pages > 0 {
                 self.state
-                    .extend_slru_segment(self.tl, kind, segno, pages as u32 - 1)?;
+                    .extend_slru_segment(self.tl, kind, segno, pages - 1)?;
             }
         }
         Ok(())

@@ -11,20 +11,15 @@ use postgres_ffi::page::{page_is_new, page_set_checksum, page_set_lsn};
 use postgres_ffi::walrecord::DecodedWALRecord;
 use utils::lsn::Lsn;
 
-use super::state::IngestState;
+use super::state::{read_latest, IngestState};
 use super::IngestError;
 use crate::tenant::timeline::write::TimelineWriter;
 use crate::tenant::timeline::Timeline;
-
-/// Pages per SLRU segment file.
-pub const SLRU_PAGES_PER_SEGMENT: u32 = 32;
-/// Multixact offsets per offsets page (4 bytes each).
-const MULTIXACT_OFFSETS_PER_PAGE: u32 = 8192 / 4;
-/// Members per member group; a group is 4 flag bytes and 4 xids.
-const MEMBERS_PER_GROUP: u32 = 4;
-const MEMBER_GROUP_SIZE: u32 = 4 + MEMBERS_PER_GROUP * 4;
-const MEMBER_GROUPS_PER_PAGE: u32 = 8192 / MEMBER_GROUP_SIZE;
-const MEMBERS_PER_PAGE: u32 = MEMBER_GROUPS_PER_PAGE * MEMBERS_PER_GROUP;
+use postgres_ffi::pg_constants::{
+    MULTIXACT_FLAGBYTES_PER_GROUP, MULTIXACT_MEMBERGROUPS_PER_PAGE, MULTIXACT_MEMBERGROUP_SIZE,
+    MULTIXACT_MEMBERS_PER_MEMBERGROUP, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
+    SLRU_PAGES_PER_SEGMENT,
+};
 
 /// Ingest state of one timeline: caches plus the checkpoint data that
 /// `pg_control` will be generated from.
@@ -36,8 +31,9 @@ pub struct WalIngest {
     data_checksums: Option<bool>,
 }
 
-/// SLRU key of page `pageno` (counting from the SLRU's start).
-pub fn slru_page_key(_kind: SlruKind, pageno: u32) -> (u32, u32) {
+/// Segment and page within it of SLRU page `pageno` (counting from the
+/// SLRU's start).
+pub fn slru_page_key(pageno: u32) -> (u32, u32) {
     (
         pageno / SLRU_PAGES_PER_SEGMENT,
         pageno % SLRU_PAGES_PER_SEGMENT,
@@ -45,32 +41,16 @@ pub fn slru_page_key(_kind: SlruKind, pageno: u32) -> (u32, u32) {
 }
 
 impl WalIngest {
-    /// Fresh state; caches fill from storage on first use.
-    pub fn new(_tl: &Timeline) -> Self {
-        WalIngest::default()
-    }
-
     /// Forgets cached state (after an error; it is read again from storage).
     pub fn reset(&mut self) {
         *self = WalIngest::default();
-    }
-
-    fn read_latest(
-        tl: &Timeline,
-        key: pageserver_api::key::Key,
-    ) -> Result<Option<Bytes>, IngestError> {
-        match tl.get_latest_blocking(key) {
-            Ok(v) => Ok(Some(v)),
-            Err(crate::tenant::timeline::read::PageReconstructError::MissingKey { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     fn data_checksums(&mut self, tl: &Timeline) -> Result<bool, IngestError> {
         if let Some(v) = self.data_checksums {
             return Ok(v);
         }
-        let v = match Self::read_latest(tl, CONTROLFILE_KEY)? {
+        let v = match read_latest(tl, CONTROLFILE_KEY)? {
             Some(bytes) => {
                 ControlFileData::decode(&bytes)
                     .map_err(|e| IngestError::Corrupt(format!("stored pg_control: {e}")))?
@@ -88,10 +68,10 @@ impl WalIngest {
     /// checkpoint, else from `pg_control`).
     fn checkpoint(&mut self, tl: &Timeline) -> Result<&mut CheckPoint, IngestError> {
         if self.checkpoint.is_none() {
-            let cp = match Self::read_latest(tl, CHECKPOINT_KEY)? {
+            let cp = match read_latest(tl, CHECKPOINT_KEY)? {
                 Some(b) => CheckPoint::decode(&b)
                     .map_err(|e| IngestError::Corrupt(format!("stored checkpoint: {e}")))?,
-                None => match Self::read_latest(tl, CONTROLFILE_KEY)? {
+                None => match read_latest(tl, CONTROLFILE_KEY)? {
                     Some(b) => {
                         ControlFileData::decode(&b)
                             .map_err(|e| IngestError::Corrupt(format!("stored pg_control: {e}")))?
@@ -206,7 +186,7 @@ impl WalIngest {
                 .push(*xid);
         }
         for (pageno, xids) in by_page {
-            let (segno, blkno) = slru_page_key(SlruKind::Clog, pageno);
+            let (segno, blkno) = slru_page_key(pageno);
             // A page PostgreSQL never zeroed here (e.g. before our history) starts zeroed.
             let key = slru_block_key(SlruKind::Clog, segno, blkno);
             if self
@@ -216,7 +196,7 @@ impl WalIngest {
             {
                 self.state
                     .extend_slru_segment(tl, SlruKind::Clog, segno, blkno)?;
-                if Self::read_latest(tl, key)?.is_none() {
+                if read_latest(tl, key)?.is_none() {
                     self.state
                         .pending
                         .push_record(tl, key, NativeRecord::SlruZeroPage)?;
@@ -239,7 +219,7 @@ impl WalIngest {
         kind: SlruKind,
         pageno: u32,
     ) -> Result<(), IngestError> {
-        let (segno, blkno) = slru_page_key(kind, pageno);
+        let (segno, blkno) = slru_page_key(pageno);
         self.state.extend_slru_segment(tl, kind, segno, blkno)?;
         self.state.pending.put(
             slru_block_key(kind, segno, blkno),
@@ -273,7 +253,7 @@ impl WalIngest {
         members: &[(u32, u8)],
     ) -> Result<(), IngestError> {
         let pageno = mid / MULTIXACT_OFFSETS_PER_PAGE;
-        let (segno, blkno) = slru_page_key(SlruKind::MultiXactOffsets, pageno);
+        let (segno, blkno) = slru_page_key(pageno);
         let entry = (mid % MULTIXACT_OFFSETS_PER_PAGE) * 4;
         self.slru_write(
             tl,
@@ -284,11 +264,11 @@ impl WalIngest {
         )?;
         for (i, (xid, status)) in members.iter().enumerate() {
             let off = moff.wrapping_add(i as u32);
-            let pageno = off / MEMBERS_PER_PAGE;
-            let (segno, blkno) = slru_page_key(SlruKind::MultiXactMembers, pageno);
-            let group = (off / MEMBERS_PER_GROUP) % MEMBER_GROUPS_PER_PAGE;
-            let in_group = off % MEMBERS_PER_GROUP;
-            let base = group * MEMBER_GROUP_SIZE;
+            let pageno = off / MULTIXACT_MEMBERS_PER_PAGE;
+            let (segno, blkno) = slru_page_key(pageno);
+            let group = (off / MULTIXACT_MEMBERS_PER_MEMBERGROUP) % MULTIXACT_MEMBERGROUPS_PER_PAGE;
+            let in_group = off % MULTIXACT_MEMBERS_PER_MEMBERGROUP;
+            let base = group * MULTIXACT_MEMBERGROUP_SIZE;
             let page = (segno, blkno);
             self.slru_write(
                 tl,
@@ -297,7 +277,7 @@ impl WalIngest {
                 base + in_group,
                 vec![*status],
             )?;
-            let at = base + MEMBERS_PER_GROUP + in_group * 4;
+            let at = base + MULTIXACT_FLAGBYTES_PER_GROUP + in_group * 4;
             self.slru_write(
                 tl,
                 SlruKind::MultiXactMembers,
@@ -422,7 +402,7 @@ impl WalIngest {
         tl: &Timeline,
         params: postgres_ffi::controlfile::WalParameters,
     ) -> Result<(), IngestError> {
-        let Some(bytes) = Self::read_latest(tl, CONTROLFILE_KEY)? else {
+        let Some(bytes) = read_latest(tl, CONTROLFILE_KEY)? else {
             return Ok(());
         };
         let mut control = ControlFileData::decode(&bytes)
@@ -517,7 +497,7 @@ impl WalIngest {
             }
             self.state.set_rel_size(new, nblocks);
         }
-        if let Some(map) = Self::read_latest(tl, relmap_file_key(src.0, src.1))? {
+        if let Some(map) = read_latest(tl, relmap_file_key(src.0, src.1))? {
             self.state
                 .pending
                 .put(relmap_file_key(dst.0, dst.1), Value::Image(map));

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use pageserver_api::key::{RelTag, SlruKind, MAIN_FORKNUM};
 use pageserver_api::value::ClogStatus;
-use postgres_ffi::pg_constants::SMGR_TRUNCATE_HEAP;
+use postgres_ffi::pg_constants::{
+    MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE, SMGR_TRUNCATE_HEAP,
+};
 use postgres_ffi::records::{
     decode_rmgr_record, ClogRecord, DbaseRecord, MultiXactRecord, RmgrRecord, SmgrRecord,
     TblspcRecord, XactCompletion, XactRecord, XlogRecord,
@@ -15,10 +17,6 @@ use super::ingest::WalIngest;
 use super::IngestError;
 use crate::tenant::timeline::write::TimelineWriter;
 use crate::tenant::timeline::Timeline;
-
-/// Multixact offsets per page, and members per page (for truncation).
-const MULTIXACT_OFFSETS_PER_PAGE: u32 = 2048;
-const MULTIXACT_MEMBERS_PER_PAGE: u32 = 1636;
 
 /// `pg_waldump`'s name of a resource manager.
 pub fn rmgr_name(rmid: u8) -> &'static str {

@@ -64,11 +64,6 @@ impl Pending {
         }
         Ok(())
     }
-
-    /// Whether nothing is pending.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
 }
 
 /// Cached relation sizes and directories of one timeline.
@@ -84,7 +79,7 @@ pub struct IngestState {
 }
 
 /// A stored value as of the timeline's last record, or `None` if the key has none.
-fn read_latest(tl: &Timeline, key: Key) -> Result<Option<Bytes>, IngestError> {
+pub(super) fn read_latest(tl: &Timeline, key: Key) -> Result<Option<Bytes>, IngestError> {
     match tl.get_latest_blocking(key) {
         Ok(v) => Ok(Some(v)),
         Err(PageReconstructError::MissingKey { .. }) => Ok(None),
@@ -386,10 +381,5 @@ impl IngestState {
             self.pending
                 .put(key, Value::Image(Bytes::from(dir.encode())));
         }
-    }
-
-    /// Forgets everything cached (after an error, state is re-read).
-    pub fn reset(&mut self) {
-        *self = IngestState::default();
     }
 }

@@ -116,7 +116,7 @@ async fn run(
     status: Arc<Mutex<WalReceiverStatus>>,
     cancel: CancellationToken,
 ) {
-    let ingest = Arc::new(Mutex::new(WalIngest::new(&tl)));
+    let ingest = Arc::new(Mutex::new(WalIngest::default()));
     let mut backoff = MIN_BACKOFF;
     let source = cfg.masked();
     loop {

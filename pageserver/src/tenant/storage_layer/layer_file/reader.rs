@@ -204,11 +204,6 @@ impl LayerReader {
         Ok(values)
     }
 
-    /// Cheap: whether any value of `key` has lsn in `lsn_range` (index only).
-    pub fn has_values(&self, key: Key, lsn_range: Range<Lsn>) -> bool {
-        !self.entry_range(key, &lsn_range).is_empty()
-    }
-
     /// Every (key, lsn) with a value, in order (index only).
     pub fn index_entries(&self) -> impl Iterator<Item = (Key, Lsn)> + '_ {
         self.index.iter().map(|e| (e.key, e.lsn))
