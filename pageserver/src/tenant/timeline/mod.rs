@@ -9,6 +9,7 @@
 pub mod compaction;
 pub mod gc;
 pub mod layers;
+pub mod pg_read;
 pub mod read;
 pub mod write;
 
