@@ -3,6 +3,7 @@
 //! process (DESIGN.md sections 2 and 6).
 
 pub mod background;
+pub mod basebackup;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -120,3 +120,17 @@ impl From<crate::tenant::timeline::read::PageReconstructError> for ApiError {
         }
     }
 }
+
+impl From<crate::basebackup::BasebackupError> for ApiError {
+    fn from(e: crate::basebackup::BasebackupError) -> Self {
+        use crate::basebackup::{control::ControlError, BasebackupError as E};
+        use crate::tenant::timeline::pg_read::PgReadError;
+        match e {
+            E::Read(PgReadError::Reconstruct(e)) => e.into(),
+            E::Control(ControlError::Unaligned(_)) => ApiError::BadRequest(e.to_string()),
+            E::NoControlFile { .. } => ApiError::PreconditionFailed(e.to_string()),
+            E::Cancelled => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! caps (`extract.rs`) and the handlers.
 
 pub mod access;
+pub mod basebackup;
 pub mod error;
 pub mod extract;
 pub mod handlers;

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::access::Access;
-use super::{handlers, node, timeline_ops, AppState};
+use super::{basebackup, handlers, node, timeline_ops, AppState};
 
 /// One route of the HTTP API.
 pub struct Route {
@@ -112,6 +112,12 @@ pub fn routes() -> Vec<Route> {
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}/do_gc",
             Node,
             timeline_ops::do_gc,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/basebackup",
+            Tenant,
+            basebackup::basebackup,
         ),
         route(
             Method::PUT,

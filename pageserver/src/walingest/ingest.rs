@@ -8,7 +8,9 @@ use pageserver_api::key::{
 use pageserver_api::value::{ClogStatus, NativeRecord, Value, CLOG_XACTS_PER_PAGE};
 use postgres_ffi::controlfile::{CheckPoint, ControlFileData};
 use postgres_ffi::page::{page_is_new, page_set_checksum, page_set_lsn};
+use postgres_ffi::pg_constants::WAL_SEGMENT_SIZE;
 use postgres_ffi::walrecord::DecodedWALRecord;
+use postgres_ffi::xlog_utils::{is_valid_wal_segment_size, page_header_size_at};
 use utils::lsn::Lsn;
 
 use super::state::{read_latest, IngestState};
@@ -28,7 +30,8 @@ pub struct WalIngest {
     pub(super) state: IngestState,
     checkpoint: Option<CheckPoint>,
     checkpoint_dirty: bool,
-    data_checksums: Option<bool>,
+    /// From the stored `pg_control`: data checksums on, WAL segment size.
+    control: Option<(bool, usize)>,
 }
 
 /// Segment and page within it of SLRU page `pageno` (counting from the
@@ -46,22 +49,27 @@ impl WalIngest {
         *self = WalIngest::default();
     }
 
-    fn data_checksums(&mut self, tl: &Timeline) -> Result<bool, IngestError> {
-        if let Some(v) = self.data_checksums {
+    /// Data checksums on, and the WAL segment size, from the stored
+    /// `pg_control` (off and the default size when there is none).
+    fn control(&mut self, tl: &Timeline) -> Result<(bool, usize), IngestError> {
+        if let Some(v) = self.control {
             return Ok(v);
         }
         let v = match read_latest(tl, CONTROLFILE_KEY)? {
             Some(bytes) => {
-                ControlFileData::decode(&bytes)
+                let c = ControlFileData::decode(&bytes)
                     .map_err(|e| IngestError::Corrupt(format!("stored pg_control: {e}")))?
-                    .compat
-                    .data_checksum_version
-                    != 0
+                    .compat;
+                (c.data_checksum_version != 0, c.xlog_seg_size as usize)
             }
-            None => false,
+            None => (false, WAL_SEGMENT_SIZE),
         };
-        self.data_checksums = Some(v);
+        self.control = Some(v);
         Ok(v)
+    }
+
+    fn data_checksums(&mut self, tl: &Timeline) -> Result<bool, IngestError> {
+        Ok(self.control(tl)?.0)
     }
 
     /// The checkpoint data as of the last record (from the stored
@@ -374,7 +382,17 @@ impl WalIngest {
                 .put(CHECKPOINT_KEY, Value::Image(Bytes::copy_from_slice(&cp)));
         }
         self.state.pending.write(writer, rec.end_lsn)?;
-        writer.finish_write(rec.end_lsn)?;
+        // A record that ends at a page boundary is followed by a page header
+        // that holds no record: PostgreSQL reports the position after it as
+        // its insert LSN (`pg_current_wal_lsn()`), so we publish that too, or
+        // a read at that LSN would wait for the next record.
+        let (_, seg_size) = self.control(tl)?;
+        let visible = if is_valid_wal_segment_size(seg_size) {
+            rec.end_lsn + page_header_size_at(rec.end_lsn, seg_size) as u64
+        } else {
+            rec.end_lsn
+        };
+        writer.finish_write(visible)?;
         Ok(())
     }
 

@@ -166,8 +166,9 @@ impl Timeline {
         self.stored_rel_size(rel, lsn)
     }
 
-    /// The stored size of a relation known to exist (0 when never set).
-    fn stored_rel_size(&self, rel: RelTag, lsn: Lsn) -> Result<u32, PgReadError> {
+    /// The stored size of a relation known to exist, such as one from
+    /// [`Timeline::list_rels`] (0 when never set).
+    pub fn stored_rel_size(&self, rel: RelTag, lsn: Lsn) -> Result<u32, PgReadError> {
         let key = rel_size_key(rel);
         optional(self.get_blocking(key, lsn))?
             .map(|v| decode_u32(key, &v))
