@@ -29,6 +29,10 @@ pub struct PageServerSettings {
     pub listen_pg_addr: String,
 }
 
+fn default_pg_distrib_dir() -> PathBuf {
+    PathBuf::from("/usr/lib/postgresql/15")
+}
+
 /// Settings of the whole environment, stored in `cplane.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +43,9 @@ pub struct LocalEnv {
     pub bin_dir: PathBuf,
     /// The page servers.
     pub pageservers: Vec<PageServerSettings>,
+    /// PostgreSQL 15 installation that computes run from.
+    #[serde(default = "default_pg_distrib_dir")]
+    pub pg_distrib_dir: PathBuf,
     /// Directory of this environment (not stored; filled on load).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -65,6 +72,7 @@ impl LocalEnv {
             auth,
             bin_dir,
             pageservers,
+            pg_distrib_dir: default_pg_distrib_dir(),
             base_dir,
         }
     }

@@ -1,6 +1,7 @@
 //! `cplane`: runs a local cluster (page servers with embedded defaults) and
 //! drives it: tenants, timelines and tokens. See DESIGN.md section 5.
 
+mod endpoint;
 mod local_env;
 mod pageserver;
 
@@ -14,6 +15,7 @@ use utils::auth::Scope;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+use endpoint::Endpoint;
 use local_env::LocalEnv;
 use pageserver::PageServerNode;
 
@@ -66,6 +68,9 @@ enum Cmd {
     /// Timeline operations.
     #[command(subcommand)]
     Timeline(TimelineCmd),
+    /// Compute endpoints: stock PostgreSQL on a base backup of a timeline.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
     /// Print a JWT signed with the environment's key.
     Token {
         /// `pageserverapi`, `tenant` or `generations_api`.
@@ -89,6 +94,42 @@ enum TenantCmd {
         config: Vec<String>,
     },
     /// List tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Register an endpoint (read-write at the timeline's head, or
+    /// read-only at `--lsn`).
+    Create {
+        /// Endpoint name.
+        name: String,
+        #[arg(long = "tenant", alias = "tenant-id")]
+        tenant_id: TenantId,
+        #[arg(long = "timeline", alias = "timeline-id")]
+        timeline_id: TimelineId,
+        /// A past LSN: the endpoint is a read-only hot standby there.
+        #[arg(long)]
+        lsn: Option<Lsn>,
+        /// Port on 127.0.0.1 (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Database user to connect as.
+        #[arg(long, default_value = "postgres")]
+        pg_user: String,
+    },
+    /// Start an endpoint from a fresh base backup.
+    Start { name: String },
+    /// Stop an endpoint; a read-write one first hands all its WAL over.
+    Stop {
+        name: String,
+        /// Immediate shutdown (writes not yet streamed may be lost).
+        #[arg(long)]
+        immediate: bool,
+    },
+    /// Stop and remove an endpoint.
+    Remove { name: String },
+    /// List endpoints.
     List,
 }
 
@@ -275,12 +316,75 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Cmd::Endpoint(cmd) => endpoint_command(&env, &node, cmd)?,
         Cmd::Token { scope, tenant_id } => {
             let scope = parse_scope(&scope)?;
             if (scope == Scope::Tenant) != tenant_id.is_some() {
                 anyhow::bail!("--tenant-id is required with --scope tenant and only with it");
             }
             println!("{}", env.token(scope, tenant_id)?);
+        }
+    }
+    Ok(())
+}
+
+fn endpoint_command(
+    env: &LocalEnv,
+    node: &PageServerNode<'_>,
+    cmd: EndpointCmd,
+) -> anyhow::Result<()> {
+    let node_of = |ep: &Endpoint| -> anyhow::Result<PageServerNode<'_>> {
+        Ok(PageServerNode::new(env, env.pageserver(ep.pageserver_id)?))
+    };
+    match cmd {
+        EndpointCmd::Create {
+            name,
+            tenant_id,
+            timeline_id,
+            lsn,
+            port,
+            pg_user,
+        } => {
+            let ep = Endpoint::create(
+                env,
+                node,
+                &name,
+                (tenant_id, timeline_id),
+                lsn,
+                port,
+                &pg_user,
+            )?;
+            println!("created endpoint {} on port {}", ep.name, ep.port);
+        }
+        EndpointCmd::Start { name } => {
+            let ep = Endpoint::load(env, &name)?;
+            ep.start(env, &node_of(&ep)?)?;
+        }
+        EndpointCmd::Stop { name, immediate } => {
+            let ep = Endpoint::load(env, &name)?;
+            ep.stop(env, &node_of(&ep)?, immediate)?;
+        }
+        EndpointCmd::Remove { name } => {
+            let ep = Endpoint::load(env, &name)?;
+            ep.remove(env, &node_of(&ep)?)?;
+            println!("removed endpoint {name}");
+        }
+        EndpointCmd::List => {
+            for ep in Endpoint::list(env)? {
+                let mode = match ep.lsn {
+                    Some(lsn) => format!("read-only at {lsn}"),
+                    None => "read-write".to_string(),
+                };
+                let state = if ep.is_running(env) {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                println!(
+                    "{} {} tenant {} timeline {} {mode} port {}",
+                    ep.name, state, ep.tenant_id, ep.timeline_id, ep.port
+                );
+            }
         }
     }
     Ok(())

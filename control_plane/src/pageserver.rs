@@ -17,6 +17,7 @@ const LOG_FILE: &str = "pageserver.log";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+const STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// One page server of a [`LocalEnv`].
 pub struct PageServerNode<'a> {
@@ -218,6 +219,36 @@ impl<'a> PageServerNode<'a> {
     /// GET `path`, parsed.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.client.get(self.url(path)))
+    }
+
+    /// This page server's node id.
+    pub fn id(&self) -> u64 {
+        self.settings.id
+    }
+
+    /// PUT `body` to `path`, parsed.
+    pub fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        self.send(self.client.put(self.url(path)).json(body))
+    }
+
+    /// GET `path` as a byte stream (a base backup), with a timeout long
+    /// enough for a large database. A non-2xx answer is an error.
+    pub fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
+        let client = Client::builder().timeout(STREAM_TIMEOUT).build()?;
+        let resp = self.authorized(client.get(self.url(path)))?.send()?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text()?;
+            let msg = serde_json::from_str::<pageserver_api::models::HttpErrorBody>(&text)
+                .map(|b| b.msg)
+                .unwrap_or(text);
+            bail!("page server answered {status}: {msg}");
+        }
+        Ok(resp)
     }
 
     /// POST `body` to `path`, parsed.

@@ -176,6 +176,11 @@ pub struct TimelineCreateRequest {
 pub struct WalSourceRequest {
     /// The new WAL source, or `null` to stop streaming.
     pub wal_source_connstr: Option<String>,
+    /// When stopping or changing the source, leave the replication slot on
+    /// the old source instead of dropping it (for a source that is gone,
+    /// such as a stopped compute whose data directory is discarded).
+    #[serde(default)]
+    pub keep_slot: bool,
 }
 
 /// Fields duplicated from [`TimelineInfo`] for older clients.

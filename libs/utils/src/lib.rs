@@ -4,7 +4,8 @@
 //! identifiers ([`id::TenantId`], [`id::TimelineId`]), log sequence numbers
 //! ([`lsn::Lsn`]), JWT validation ([`auth`]), the one crash-safe file helper
 //! ([`crashsafe`]), task lifetimes ([`gate`]), the work directory lock
-//! ([`lock_file`]) and log set-up ([`logging`]). It knows nothing about tenants'
+//! ([`lock_file`]), log set-up ([`logging`]) and running PostgreSQL
+//! binaries as their own OS user ([`pg_user`]). It knows nothing about tenants'
 //! data or PostgreSQL formats.
 #![deny(missing_docs)]
 
@@ -15,3 +16,4 @@ pub mod id;
 pub mod lock_file;
 pub mod logging;
 pub mod lsn;
+pub mod pg_user;

@@ -91,7 +91,7 @@ pub async fn set_wal_source(
                 "cannot store the WAL source of timeline {timeline_id}: {e}"
             ))
         })?;
-    if let (true, Some(old)) = (clearing, old) {
+    if let (true, false, Some(old)) = (clearing, req.keep_slot, old) {
         crate::walreceiver::drop_slot(&tl, &old).await;
     }
     let info =

@@ -21,56 +21,16 @@ use super::timeline::{SharedTenantConf, Timeline};
 use crate::config::METADATA_FILE;
 use crate::walingest::import::import_datadir;
 
-/// OS user that runs PostgreSQL binaries when the page server runs as root
-/// (they refuse to run as root).
-const POSTGRES_OS_USER: &str = "postgres";
-
-/// A command for PostgreSQL binary `name`. When this process is root it
-/// runs as [`POSTGRES_OS_USER`] (PostgreSQL binaries refuse root). Either
-/// way it dies with the page server (`PR_SET_PDEATHSIG`), so a crashed
-/// node leaves no `initdb` writing into a directory start-up removes.
+/// A command for PostgreSQL binary `name` of the distribution, run as the
+/// `postgres` OS user when we are root, and dying with the page server, so
+/// a crashed node leaves no `initdb` writing into a directory start-up removes.
 pub fn pg_command(pg_distrib_dir: &Path, name: &str) -> anyhow::Result<Command> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(pg_distrib_dir.join("bin").join(name));
-    let user = if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name(POSTGRES_OS_USER)?.with_context(|| {
-            format!(
-                "running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries"
-            )
-        })?;
-        cmd.env("HOME", &user.dir).env("USER", POSTGRES_OS_USER);
-        Some((user.uid, user.gid))
-    } else {
-        None
-    };
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (setgroups, setgid, setuid, prctl).
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some((uid, gid)) = user {
-                nix::unistd::setgroups(&[gid])?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(uid)?;
-            }
-            // After the credential change, which clears the setting.
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-            Ok(())
-        });
-    }
-    Ok(cmd)
+    utils::pg_user::pg_command(&pg_distrib_dir.join("bin").join(name), true)
 }
 
-/// Gives `dir` to [`POSTGRES_OS_USER`] when running as root, so that
-/// PostgreSQL binaries can write there.
+/// Gives `dir` to the `postgres` OS user when running as root.
 pub fn hand_over_dir(dir: &Path) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let user = nix::unistd::User::from_name(POSTGRES_OS_USER)?.with_context(|| {
-        format!("running as root needs an OS user {POSTGRES_OS_USER:?} to run PostgreSQL binaries")
-    })?;
-    nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
-        .with_context(|| format!("cannot give {} to {POSTGRES_OS_USER}", dir.display()))
+    utils::pg_user::hand_over(dir, false)
 }
 
 /// Runs `initdb` into `datadir` (created here).
