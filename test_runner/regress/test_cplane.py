@@ -4,35 +4,14 @@ tenant and timeline commands, tokens, stop."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import jwt
 import pytest
 
-from fixtures.neon_fixtures import BIN_DIR, raw_request
+from fixtures.cplane import consecutive_ports, cplane
+from fixtures.neon_fixtures import raw_request
 from fixtures.port_distributor import PortDistributor
-
-
-def cplane(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(
-        [str(BIN_DIR / "cplane"), "--workdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check:
-        assert res.returncode == 0, f"cplane {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-def consecutive_ports(pd: PortDistributor, n: int) -> int:
-    """The first of ``n`` consecutive free ports."""
-    while True:
-        first = pd.get_port()
-        if all(PortDistributor._is_free(first + i) for i in range(1, n)):
-            pd.next = max(pd.next, first + n)
-            return first
 
 
 @pytest.mark.parametrize("auth", [False, True])
