@@ -137,6 +137,16 @@ pub enum InitialData<'a> {
     Initdb,
     /// A base backup of a running primary, then WAL streamed from it.
     BaseBackup(&'a ConnConfig),
+    /// A data directory already on disk (an imported tar), consistent
+    /// from `start` once WAL up to `end` is applied.
+    Datadir {
+        /// The data directory.
+        path: &'a Path,
+        /// Where its WAL starts (the backup's start).
+        start: Lsn,
+        /// Below this LSN reads are refused.
+        end: Lsn,
+    },
 }
 
 /// Creates the timeline directory `path` holding `initdb`'s cluster or a
@@ -160,8 +170,12 @@ pub fn bootstrap_timeline(
     // directory: under root they run as another user, who may not be able
     // to reach into the work directory.
     let scratch = ScratchDir::new(&format!("pageserver-pgdata-{tenant_id}-{timeline_id}"))?;
-    let datadir = scratch.0.clone();
+    let mut datadir = scratch.0.clone();
     let (lsn, readable_from) = match initial {
+        InitialData::Datadir { path, start, end } => {
+            datadir = path.to_path_buf();
+            (start, end)
+        }
         InitialData::Initdb => {
             run_initdb(pg_distrib_dir, &datadir)?;
             let lsn = checkpoint_lsn(&datadir)?;
@@ -201,10 +215,11 @@ pub fn bootstrap_timeline(
 
 /// A scratch directory in the system's temporary directory, removed when
 /// dropped (on success and on every error path).
-struct ScratchDir(std::path::PathBuf);
+pub struct ScratchDir(pub std::path::PathBuf);
 
 impl ScratchDir {
-    fn new(name: &str) -> anyhow::Result<ScratchDir> {
+    /// A fresh (absent) directory named after `name` and this process.
+    pub fn new(name: &str) -> anyhow::Result<ScratchDir> {
         let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path)

@@ -403,16 +403,62 @@ impl Tenant {
             }
         };
 
+        let root = match (req.ancestor_timeline_id, source) {
+            (Some(_), _) => None,
+            (None, Some(cfg)) => Some(RootSource::WalSource(cfg)),
+            (None, None) => Some(RootSource::Initdb),
+        };
+        self.create_registered(timeline_id, metadata, req.ancestor_timeline_id, root)
+            .await
+    }
+
+    /// Creates a root timeline from a data directory unpacked from a base
+    /// backup tar (see `walingest::import_stream`): its data is imported
+    /// at `start`, and reads below `end` are refused until WAL up to `end`
+    /// has been imported.
+    pub async fn import_basebackup(
+        &self,
+        timeline_id: TimelineId,
+        datadir: std::path::PathBuf,
+        start: Lsn,
+        end: Lsn,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        self.check_active()?;
+        let _guard = self.gate.enter().map_err(|_| TenantError::ShuttingDown)?;
+        self.register_creation(timeline_id, None)?;
+        let metadata = TimelineMetadata::new_root(DEFAULT_PG_VERSION);
+        let root = RootSource::Datadir {
+            path: datadir,
+            start,
+            end,
+        };
+        self.create_registered(timeline_id, metadata, None, Some(root))
+            .await
+    }
+
+    /// Creates the timeline registered in `creating`: a branch (`root` is
+    /// `None`) or a root from `root`; then loads and activates it.
+    async fn create_registered(
+        &self,
+        timeline_id: TimelineId,
+        metadata: TimelineMetadata,
+        ancestor_timeline_id: Option<TimelineId>,
+        root: Option<RootSource>,
+    ) -> Result<Arc<Timeline>, TenantError> {
         let path = self.conf.timeline_path(&self.tenant_id, &timeline_id);
         let write_path = path.clone();
         let (conf, tenant_conf, tenant_id) =
             (self.conf.clone(), self.effective.clone(), self.tenant_id);
-        let bootstrap = req.ancestor_timeline_id.is_none();
-        let result = blocking(move || {
-            if bootstrap {
-                let initial = match &source {
-                    Some(cfg) => bootstrap::InitialData::BaseBackup(cfg),
-                    None => bootstrap::InitialData::Initdb,
+        let result = blocking(move || match &root {
+            Some(root) => {
+                let initial = match root {
+                    RootSource::WalSource(cfg) => bootstrap::InitialData::BaseBackup(cfg),
+                    RootSource::Initdb => bootstrap::InitialData::Initdb,
+                    RootSource::Datadir { path, start, end } => bootstrap::InitialData::Datadir {
+                        path,
+                        start: *start,
+                        end: *end,
+                    },
                 };
                 bootstrap::bootstrap_timeline(
                     &conf.pg_distrib_dir,
@@ -422,9 +468,8 @@ impl Tenant {
                     metadata.pg_version,
                     initial,
                 )
-            } else {
-                Timeline::create_on_disk(&write_path, &metadata).map_err(anyhow::Error::from)
             }
+            None => Timeline::create_on_disk(&write_path, &metadata).map_err(anyhow::Error::from),
         })
         .await;
         let result = match result {
@@ -445,15 +490,12 @@ impl Tenant {
         let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
         timelines.creating.remove(&timeline_id);
         let timeline = Arc::new(result?);
-        if let Some(ancestor) = req
-            .ancestor_timeline_id
-            .and_then(|a| timelines.active.get(&a))
-        {
+        if let Some(ancestor) = ancestor_timeline_id.and_then(|a| timelines.active.get(&a)) {
             timeline.set_ancestor(ancestor.clone());
         }
         timelines.active.insert(timeline_id, timeline.clone());
         timeline.spawn_background();
-        tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?req.ancestor_timeline_id, "timeline created");
+        tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?ancestor_timeline_id, "timeline created");
         Ok(timeline)
     }
 
@@ -579,6 +621,20 @@ impl Tenant {
 
 /// Metadata of a branch of `ancestor` at `start_lsn` (default: its last
 /// record LSN), after checking the LSN is inside the readable range.
+/// Where a new root timeline's data comes from.
+enum RootSource {
+    /// A fresh `initdb` cluster.
+    Initdb,
+    /// A base backup of a running primary, which then streams WAL.
+    WalSource(pq_proto::ConnConfig),
+    /// An unpacked base backup tar.
+    Datadir {
+        path: std::path::PathBuf,
+        start: Lsn,
+        end: Lsn,
+    },
+}
+
 fn branch_metadata(
     ancestor: &Timeline,
     start_lsn: Option<Lsn>,

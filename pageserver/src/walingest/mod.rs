@@ -19,11 +19,16 @@
 //! `state.rs` caches relation sizes and directories between records.
 
 pub mod import;
+pub mod import_stream;
 pub mod ingest;
 pub mod records;
 pub mod state;
 
 pub use ingest::WalIngest;
+
+use std::sync::{Arc, Mutex};
+
+use postgres_ffi::waldecoder::WalStreamDecoder;
 
 use crate::tenant::timeline::read::PageReconstructError;
 use crate::tenant::timeline::write::WriteError;
@@ -73,4 +78,36 @@ impl IngestError {
                 | IngestError::Read(PageReconstructError::Io(_) | PageReconstructError::Cancelled)
         )
     }
+}
+
+/// Feeds `data` to `decoder` and ingests the records it completes, off the
+/// async executor.
+pub async fn ingest_bytes(
+    tl: &Arc<crate::tenant::timeline::Timeline>,
+    ingest: &Arc<Mutex<WalIngest>>,
+    decoder: &mut WalStreamDecoder,
+    data: &[u8],
+) -> Result<(), IngestError> {
+    decoder.feed_bytes(data);
+    let mut records = Vec::new();
+    while let Some(rec) = decoder
+        .poll_decode_record()
+        .map_err(|e| IngestError::Wal(e.to_string()))?
+    {
+        records.push(rec);
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (tl, ingest) = (tl.clone(), ingest.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut ingest = ingest.lock().expect("ingest lock poisoned");
+        let mut writer = tl.writer();
+        for record in &records {
+            ingest.ingest_record(&tl, &mut writer, record)?;
+        }
+        Ok::<_, IngestError>(())
+    })
+    .await
+    .map_err(|e| IngestError::Wal(format!("ingest task failed: {e}")))?
 }

@@ -13,7 +13,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use pageserver_api::models::TenantState;
 use postgres_ffi::waldecoder::WalStreamDecoder;
 use pq_proto::{ConnConfig, ReplicationConnection, ReplicationMessage, ReplicationStream};
@@ -214,7 +213,7 @@ async fn stream_once(
             } => {
                 let end = wal_start + data.len() as u64;
                 last_data = tokio::time::Instant::now();
-                ingest_data(tl, ingest, &mut decoder, data).await?;
+                crate::walingest::ingest_bytes(tl, ingest, &mut decoder, &data).await?;
                 received = received.max(end);
                 set_status(status, |s| {
                     s.last_received_msg_lsn = Some(end);
@@ -254,38 +253,5 @@ async fn send_status(
     stream
         .send_standby_status(received, durable, durable, reply)
         .await?;
-    Ok(())
-}
-
-/// Decodes the records completed by `data` and ingests them off the
-/// async executor.
-async fn ingest_data(
-    tl: &Arc<Timeline>,
-    ingest: &Arc<Mutex<WalIngest>>,
-    decoder: &mut WalStreamDecoder,
-    data: Bytes,
-) -> Result<(), StreamError> {
-    decoder.feed_bytes(&data);
-    let mut records = Vec::new();
-    while let Some(rec) = decoder
-        .poll_decode_record()
-        .map_err(|e| IngestError::Wal(e.to_string()))?
-    {
-        records.push(rec);
-    }
-    if records.is_empty() {
-        return Ok(());
-    }
-    let (tl, ingest) = (tl.clone(), ingest.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut ingest = ingest.lock().expect("ingest lock poisoned");
-        let mut writer = tl.writer();
-        for record in &records {
-            ingest.ingest_record(&tl, &mut writer, record)?;
-        }
-        Ok::<_, IngestError>(())
-    })
-    .await
-    .map_err(|e| IngestError::Wal(format!("ingest task failed: {e}")))??;
     Ok(())
 }
