@@ -40,7 +40,10 @@ pub(crate) fn build(config: &RemoteStorageConfig) -> Result<Backend, RemoteStora
             })?;
             let store = LocalFileSystem::new_with_prefix(local_path)
                 .map_err(|e| {
-                    ConfigError(format!("cannot use local_path {}: {e}", local_path.display()))
+                    ConfigError(format!(
+                        "cannot use local_path {}: {e}",
+                        local_path.display()
+                    ))
                 })?
                 .with_automatic_cleanup(true)
                 .with_fsync(true);
@@ -130,7 +133,10 @@ mod tests {
         let err = build(&RemoteStorageConfig::local_fs(file.join("sub")).unwrap())
             .err()
             .expect("a path under a file cannot be a directory");
-        assert!(err.to_string().contains("cannot create local_path"), "{err}");
+        assert!(
+            err.to_string().contains("cannot create local_path"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -423,7 +423,11 @@ mod tests {
     #[test]
     fn rejects_contradictions() {
         let cases: &[(&str, &str, &str)] = &[
-            ("allow_http = true", "allow_http = false", "allow_http is false"),
+            (
+                "allow_http = true",
+                "allow_http = false",
+                "allow_http is false",
+            ),
             (
                 "endpoint = \"http://127.0.0.1:5000\"",
                 "endpoint = \"https://s3.example\"",
@@ -440,14 +444,38 @@ mod tests {
                 "secret_access_key is not",
             ),
             ("access_key_id = \"AK\"", "", "access_key_id is not"),
-            ("bucket_name = \"layers\"", "bucket_name = \"Layers\"", "bucket_name"),
-            ("bucket_name = \"layers\"", "bucket_name = \"ab\"", "bucket_name"),
-            ("bucket_region = \"us-east-1\"", "bucket_region = \" \"", "bucket_region"),
-            ("prefix_in_bucket = \"ps/1\"", "prefix_in_bucket = \"/ps\"", "prefix_in_bucket"),
+            (
+                "bucket_name = \"layers\"",
+                "bucket_name = \"Layers\"",
+                "bucket_name",
+            ),
+            (
+                "bucket_name = \"layers\"",
+                "bucket_name = \"ab\"",
+                "bucket_name",
+            ),
+            (
+                "bucket_region = \"us-east-1\"",
+                "bucket_region = \" \"",
+                "bucket_region",
+            ),
+            (
+                "prefix_in_bucket = \"ps/1\"",
+                "prefix_in_bucket = \"/ps\"",
+                "prefix_in_bucket",
+            ),
             ("timeout = \"5s\"", "timeout = \"0s\"", "timeout"),
             ("max_retries = 3", "max_retries = 1000", "max_retries"),
-            ("retry_base_delay = \"10ms\"", "retry_base_delay = \"2s\"", "larger than"),
-            ("concurrency_limit = 8", "concurrency_limit = 0", "concurrency_limit"),
+            (
+                "retry_base_delay = \"10ms\"",
+                "retry_base_delay = \"2s\"",
+                "larger than",
+            ),
+            (
+                "concurrency_limit = 8",
+                "concurrency_limit = 0",
+                "concurrency_limit",
+            ),
         ];
         for (from, to, needle) in cases {
             assert!(S3.contains(from), "{from}");
@@ -466,7 +494,11 @@ mod tests {
     fn validate_catches_hand_edits() {
         let mut c = RemoteStorageConfig::local_fs("/x").unwrap();
         c.retry_max_delay = Duration::from_millis(1);
-        assert!(c.validate().unwrap_err().to_string().contains("retry_max_delay"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("retry_max_delay"));
         assert!(RemoteStorageConfig::local_fs("").is_err());
     }
 }

@@ -267,7 +267,8 @@ pub(crate) enum AttemptClass {
 /// retry, so every transient failure reaches us and is retried (and counted)
 /// here, uniformly across backends.
 ///
-/// * `NotFound` is not found; permission, authentication, precondition,
+/// * `NotFound` is not found, except S3's `NoSuchBucket`, which is permanent
+///   (the configuration names a bucket that does not exist); permission, authentication, precondition,
 ///   conflict, "not supported" and path errors are permanent.
 /// * `Generic` errors are transient when their cause chain holds a transport
 ///   error (`object_store::client::HttpError`: connect, request, timeout,
@@ -278,6 +279,10 @@ pub(crate) enum AttemptClass {
 pub(crate) fn classify(err: &object_store::Error) -> AttemptClass {
     use object_store::Error as E;
     match err {
+        // A missing bucket is a configuration problem, not a missing object.
+        E::NotFound { source, .. } if source.to_string().contains("NoSuchBucket") => {
+            AttemptClass::Permanent
+        }
         E::NotFound { .. } => AttemptClass::NotFound,
         E::Generic { source, .. } => classify_chain(source.as_ref()),
         E::JoinError { .. } => AttemptClass::Transient,
@@ -338,7 +343,10 @@ mod tests {
     struct Msg(String);
 
     fn generic(source: BoxError) -> object_store::Error {
-        object_store::Error::Generic { store: "S3", source }
+        object_store::Error::Generic {
+            store: "S3",
+            source,
+        }
     }
 
     #[test]
@@ -348,6 +356,11 @@ mod tests {
             source: Box::new(Msg("gone".into())),
         };
         assert_eq!(classify(&nf), AttemptClass::NotFound);
+        let no_bucket = object_store::Error::NotFound {
+            path: "a".into(),
+            source: Box::new(Msg("404 Not Found: <Code>NoSuchBucket</Code>".into())),
+        };
+        assert_eq!(classify(&no_bucket), AttemptClass::Permanent);
         let denied = object_store::Error::PermissionDenied {
             path: "a".into(),
             source: Box::new(Msg("no".into())),
@@ -376,7 +389,10 @@ mod tests {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(classify(&generic(Box::new(reset))), AttemptClass::Transient);
         let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
-        assert_eq!(classify(&generic(Box::new(denied))), AttemptClass::Permanent);
+        assert_eq!(
+            classify(&generic(Box::new(denied))),
+            AttemptClass::Permanent
+        );
     }
 
     #[test]
@@ -396,6 +412,9 @@ mod tests {
             source_of_expected: ChecksumSource::Stored,
         };
         assert_eq!(e.kind(), ErrorKind::Corrupt);
-        assert!(e.to_string().contains("00000001 stored with the object"), "{e}");
+        assert!(
+            e.to_string().contains("00000001 stored with the object"),
+            "{e}"
+        );
     }
 }

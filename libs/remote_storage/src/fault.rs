@@ -344,9 +344,10 @@ mod tests {
 
     #[test]
     fn config_is_json_with_defaults_and_validated() {
-        let c: FaultConfig =
-            serde_json::from_str(r#"{"fail_percent": 30, "delay_ms": 500, "unreachable_for_ms": 20000}"#)
-                .unwrap();
+        let c: FaultConfig = serde_json::from_str(
+            r#"{"fail_percent": 30, "delay_ms": 500, "unreachable_for_ms": 20000}"#,
+        )
+        .unwrap();
         assert_eq!(
             c,
             FaultConfig {
@@ -356,15 +357,26 @@ mod tests {
                 seed: None
             }
         );
-        assert_eq!(serde_json::from_str::<FaultConfig>("{}").unwrap(), FaultConfig::default());
+        assert_eq!(
+            serde_json::from_str::<FaultConfig>("{}").unwrap(),
+            FaultConfig::default()
+        );
         assert!(serde_json::from_str::<FaultConfig>(r#"{"fail_pct": 3}"#).is_err());
         let handle = FaultHandle::new();
         let too_much = FaultConfig {
             fail_percent: 101,
             ..FaultConfig::default()
         };
-        assert!(handle.set(too_much).unwrap_err().to_string().contains("fail_percent"));
-        assert_eq!(handle.config(), FaultConfig::default(), "rejected config changed nothing");
+        assert!(handle
+            .set(too_much)
+            .unwrap_err()
+            .to_string()
+            .contains("fail_percent"));
+        assert_eq!(
+            handle.config(),
+            FaultConfig::default(),
+            "rejected config changed nothing"
+        );
     }
 
     async fn outcomes(handle: &FaultHandle, n: usize) -> Vec<bool> {
@@ -389,7 +401,10 @@ mod tests {
         let second = outcomes(&handle, 1000).await;
         assert_eq!(first, second);
         let failed = first.iter().filter(|f| **f).count();
-        assert!((220..=380).contains(&failed), "{failed} of 1000 failed at 30%");
+        assert!(
+            (220..=380).contains(&failed),
+            "{failed} of 1000 failed at 30%"
+        );
         assert_eq!(handle.injected_failures(), 2 * failed as u64);
         assert_eq!(handle.calls(), 2000);
         handle.clear();

@@ -58,6 +58,6 @@ pub use error::{BoxError, ChecksumSource, ErrorKind, Op, RemoteStorageError};
 pub use metrics::StorageMetrics;
 pub use path::{InvalidPathError, RemotePath, MAX_PATH_LEN, RESERVED_PREFIX};
 pub use storage::{
-    Download, GenericRemoteStorage, ListMode, Listing, ObjectInfo, RangeDownload,
-    StorageBuilder, UploadReceipt, MAX_DELETE_BATCH,
+    Download, GenericRemoteStorage, ListMode, Listing, ObjectInfo, RangeDownload, StorageBuilder,
+    UploadReceipt, MAX_DELETE_BATCH,
 };

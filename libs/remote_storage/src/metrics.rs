@@ -133,7 +133,10 @@ impl StorageMetrics {
             .with_label_values(&[op.as_str()])
             .observe(elapsed.as_secs_f64());
         match outcome {
-            Ok(()) => self.operations.with_label_values(&[op.as_str(), "ok"]).inc(),
+            Ok(()) => self
+                .operations
+                .with_label_values(&[op.as_str(), "ok"])
+                .inc(),
             Err(kind) => {
                 self.operations
                     .with_label_values(&[op.as_str(), "err"])
@@ -217,7 +220,11 @@ mod tests {
     fn records_and_registers() {
         let m = StorageMetrics::new();
         m.observe(Op::Upload, Duration::from_millis(3), Ok(()));
-        m.observe(Op::Upload, Duration::from_millis(3), Err(ErrorKind::Timeout));
+        m.observe(
+            Op::Upload,
+            Duration::from_millis(3),
+            Err(ErrorKind::Timeout),
+        );
         m.retried(Op::Upload);
         m.uploaded(10);
         m.downloaded(7);
@@ -244,7 +251,10 @@ mod tests {
             "remote_storage_bytes_uploaded_total",
             "remote_storage_bytes_downloaded_total",
         ] {
-            assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
+            assert!(
+                names.iter().any(|n| n == name),
+                "{name} missing from {names:?}"
+            );
         }
         // A second registration into the same registry is refused, not duplicated.
         assert!(m.register(&registry).is_err());

@@ -147,7 +147,10 @@ fn validate(path: &str) -> Result<(), InvalidPathError> {
     if path.len() > MAX_PATH_LEN {
         return Err(InvalidPathError::new(
             path,
-            format!("it is {} bytes long, the limit is {MAX_PATH_LEN}", path.len()),
+            format!(
+                "it is {} bytes long, the limit is {MAX_PATH_LEN}",
+                path.len()
+            ),
         ));
     }
     if path.starts_with('/') {
@@ -173,7 +176,12 @@ fn validate(path: &str) -> Result<(), InvalidPathError> {
     }
     for (i, segment) in path.split('/').enumerate() {
         match segment {
-            "" => return Err(InvalidPathError::new(path, "it has an empty segment ('//')")),
+            "" => {
+                return Err(InvalidPathError::new(
+                    path,
+                    "it has an empty segment ('//')",
+                ))
+            }
             "." | ".." => {
                 return Err(InvalidPathError::new(
                     path,
@@ -277,7 +285,10 @@ mod tests {
             assert_eq!(err.path, key);
             let msg = err.to_string();
             assert!(msg.contains(needle), "{key:?}: {msg}");
-            assert!(msg.contains(&format!("{key:?}")), "message names the key: {msg}");
+            assert!(
+                msg.contains(&format!("{key:?}")),
+                "message names the key: {msg}"
+            );
         }
         let long = "a".repeat(MAX_PATH_LEN + 1);
         assert!(RemotePath::new(&long).unwrap_err().reason.contains("limit"));

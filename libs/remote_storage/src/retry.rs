@@ -181,7 +181,14 @@ mod tests {
             max_delay: Duration::from_secs(1),
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for (retry, full_ms) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
+        for (retry, full_ms) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
             let mut seen = std::collections::HashSet::new();
             for _ in 0..50 {
                 let d = p.backoff(retry, &mut rng);
@@ -236,7 +243,11 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient);
-        assert!(err.to_string().contains("head of a/b failed after 3 attempts"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("head of a/b failed after 3 attempts"),
+            "{err}"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         let calls = AtomicU32::new(0);

@@ -288,8 +288,8 @@ impl GenericRemoteStorage {
         let download = self
             .instrumented(Op::Download, async {
                 let location = path.to_object_path();
-                let (bytes, meta, attributes) =
-                    self.retry(Op::Download, path.as_str(), cancel, || async {
+                let (bytes, meta, attributes) = self
+                    .retry(Op::Download, path.as_str(), cancel, || async {
                         let result = self
                             .inner
                             .store
@@ -300,12 +300,13 @@ impl GenericRemoteStorage {
                     })
                     .await?;
                 let stored = match self.inner.placement {
-                    ChecksumPlacement::ObjectMetadata => match checksum::from_attributes(&attributes)
-                    {
-                        None => None,
-                        Some(Ok(crc)) => Some(crc),
-                        Some(Err(raw)) => return Err(bad_stored_checksum(path, &raw)),
-                    },
+                    ChecksumPlacement::ObjectMetadata => {
+                        match checksum::from_attributes(&attributes) {
+                            None => None,
+                            Some(Ok(crc)) => Some(crc),
+                            Some(Err(raw)) => return Err(bad_stored_checksum(path, &raw)),
+                        }
+                    }
                     ChecksumPlacement::SideFile => self.read_side_file(path, cancel).await?,
                 };
                 let crc = checksum::crc32c(&bytes);
@@ -318,9 +319,7 @@ impl GenericRemoteStorage {
                 })
             })
             .await?;
-        self.inner
-            .metrics
-            .downloaded(download.bytes.len() as u64);
+        self.inner.metrics.downloaded(download.bytes.len() as u64);
         Ok(download)
     }
 
@@ -379,9 +378,7 @@ impl GenericRemoteStorage {
                 }
             })
             .await?;
-        self.inner
-            .metrics
-            .downloaded(download.bytes.len() as u64);
+        self.inner.metrics.downloaded(download.bytes.len() as u64);
         Ok(download)
     }
 
@@ -419,7 +416,9 @@ impl GenericRemoteStorage {
     ) -> Result<ObjectInfo, RemoteStorageError> {
         let location = path.to_object_path();
         let meta = self
-            .retry(op, path.as_str(), cancel, || self.inner.store.head(&location))
+            .retry(op, path.as_str(), cancel, || {
+                self.inner.store.head(&location)
+            })
             .await?;
         Ok(object_info(path.clone(), &meta))
     }
@@ -525,7 +524,9 @@ impl GenericRemoteStorage {
         self.instrumented(Op::Copy, async {
             let (src, dst) = (from.to_object_path(), to.to_object_path());
             let copy_object = self.retry(Op::Copy, &target, cancel, || {
-                self.inner.store.copy_opts(&src, &dst, CopyOptions::default())
+                self.inner
+                    .store
+                    .copy_opts(&src, &dst, CopyOptions::default())
             });
             match self.inner.placement {
                 ChecksumPlacement::ObjectMetadata => copy_object.await,
@@ -695,6 +696,9 @@ fn bad_stored_checksum(path: &RemotePath, raw: &str) -> RemoteStorageError {
     RemoteStorageError::Permanent {
         op: Op::Download,
         path: path.to_string(),
-        source: format!("the stored checksum {raw:?} is not 8 hex digits; the object's metadata is corrupt").into(),
+        source: format!(
+            "the stored checksum {raw:?} is not 8 hex digits; the object's metadata is corrupt"
+        )
+        .into(),
     }
 }

@@ -10,8 +10,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use remote_storage::fault::FaultHandle;
 use remote_storage::{
-    BackendConfig, GenericRemoteStorage, RemotePath, RemoteStorageConfig, S3Config,
-    StorageMetrics,
+    BackendConfig, GenericRemoteStorage, RemotePath, RemoteStorageConfig, S3Config, StorageMetrics,
 };
 use tempfile::TempDir;
 
@@ -143,7 +142,8 @@ impl TestBackend {
                     attributes,
                     ..PutOptions::default()
                 };
-                raw.put_opts(&location, PutPayload::from(bytes), opts).await?;
+                raw.put_opts(&location, PutPayload::from(bytes), opts)
+                    .await?;
             }
         }
         Ok(())

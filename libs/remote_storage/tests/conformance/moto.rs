@@ -85,7 +85,10 @@ impl MotoServer {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("moto_server did not answer on port {} within {START_TIMEOUT:?}", self.port);
+                bail!(
+                    "moto_server did not answer on port {} within {START_TIMEOUT:?}",
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -68,7 +68,11 @@ pub async fn round_trip(backend: &TestBackend) {
         let read = storage.download(&path, &cancel).await.unwrap();
         assert_eq!(read.bytes, *body, "body {i}");
         assert_eq!(read.crc32c, receipt.crc32c);
-        assert_eq!(read.stored_crc32c, Some(receipt.crc32c), "stored checksum verified");
+        assert_eq!(
+            read.stored_crc32c,
+            Some(receipt.crc32c),
+            "stored checksum verified"
+        );
         assert_eq!(read.info.size, body.len() as u64);
         assert_eq!(read.info.path, path);
 
@@ -117,7 +121,10 @@ pub async fn round_trip(backend: &TestBackend) {
         .upload(&odd, Bytes::from_static(b"odd"), &cancel)
         .await
         .unwrap();
-    assert_eq!(&storage.download(&odd, &cancel).await.unwrap().bytes[..], b"odd");
+    assert_eq!(
+        &storage.download(&odd, &cancel).await.unwrap().bytes[..],
+        b"odd"
+    );
     let listed = storage
         .list(Some(&key("odd keys")), ListMode::Recursive, &cancel)
         .await
@@ -127,8 +134,14 @@ pub async fn round_trip(backend: &TestBackend) {
     let m = storage.metrics();
     assert_eq!(m.operations(Op::Upload, "ok"), bodies.len() as u64 + 3);
     assert_eq!(m.bytes_uploaded(), uploaded + 5 + 14 + 3);
-    assert_eq!(m.errors(Op::Download, ErrorKind::Corrupt), bodies.len() as u64);
-    assert_eq!(m.latency_samples(Op::Upload), m.operations(Op::Upload, "ok"));
+    assert_eq!(
+        m.errors(Op::Download, ErrorKind::Corrupt),
+        bodies.len() as u64
+    );
+    assert_eq!(
+        m.latency_samples(Op::Upload),
+        m.operations(Op::Upload, "ok")
+    );
     assert!(m.bytes_downloaded() >= 2 * uploaded);
 }
 
@@ -145,7 +158,10 @@ pub async fn range_reads(backend: &TestBackend) {
             .download_range(&path, range.clone(), &cancel)
             .await
             .unwrap();
-        assert_eq!(read.bytes, body.slice(range.start as usize..range.end as usize));
+        assert_eq!(
+            read.bytes,
+            body.slice(range.start as usize..range.end as usize)
+        );
         assert_eq!(read.range, range);
         assert_eq!(read.info.size, 1000);
     }
@@ -168,7 +184,10 @@ pub async fn range_reads(backend: &TestBackend) {
             .download_range(&path, range, &cancel)
             .await
             .unwrap_err();
-        assert!(matches!(err, RemoteStorageError::InvalidRange { .. }), "{err}");
+        assert!(
+            matches!(err, RemoteStorageError::InvalidRange { .. }),
+            "{err}"
+        );
     }
     let err = storage
         .download_range(&key("ranges/missing"), 0..1, &cancel)
@@ -192,12 +211,17 @@ pub async fn list_prefix_and_delimiter(backend: &TestBackend) {
             .await
             .unwrap();
     }
-    let names = |paths: Vec<RemotePath>| -> Vec<String> {
-        paths.into_iter().map(String::from).collect()
-    };
+    let names =
+        |paths: Vec<RemotePath>| -> Vec<String> { paths.into_iter().map(String::from).collect() };
 
-    let all = storage.list(None, ListMode::Recursive, &cancel).await.unwrap();
-    assert_eq!(names(all.keys()), ["a/1", "a/2", "a/b/3", "a/b/c/4", "ab/5", "top"]);
+    let all = storage
+        .list(None, ListMode::Recursive, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(all.keys()),
+        ["a/1", "a/2", "a/b/3", "a/b/c/4", "ab/5", "top"]
+    );
     assert!(all.prefixes.is_empty());
     assert_eq!(
         all.objects.iter().map(|o| o.size).collect::<Vec<_>>(),
@@ -217,7 +241,10 @@ pub async fn list_prefix_and_delimiter(backend: &TestBackend) {
     assert_eq!(names(folder_a.keys()), ["a/1", "a/2"]);
     assert_eq!(names(folder_a.prefixes), ["a/b"]);
 
-    let root = storage.list(None, ListMode::Delimited, &cancel).await.unwrap();
+    let root = storage
+        .list(None, ListMode::Delimited, &cancel)
+        .await
+        .unwrap();
     assert_eq!(names(root.keys()), ["top"]);
     assert_eq!(names(root.prefixes), ["a", "ab"]);
 
@@ -237,7 +264,12 @@ pub async fn pagination(backend: &TestBackend) {
     let storage = backend.storage();
     let cancel = never();
     let keys: Vec<RemotePath> = (0..N)
-        .map(|i| key(&format!("many/{}/k{i:05}", if i % 2 == 0 { "even" } else { "odd" })))
+        .map(|i| {
+            key(&format!(
+                "many/{}/k{i:05}",
+                if i % 2 == 0 { "even" } else { "odd" }
+            ))
+        })
         .collect();
     upload_all(&storage, &keys, Bytes::from_static(b"v")).await;
 
@@ -281,7 +313,12 @@ pub async fn delete_batch_with_missing_keys(backend: &TestBackend) {
             .await
             .unwrap();
     }
-    let batch = [k1.clone(), key("del/missing"), k3.clone(), key("nowhere/at/all")];
+    let batch = [
+        k1.clone(),
+        key("del/missing"),
+        k3.clone(),
+        key("nowhere/at/all"),
+    ];
     storage.delete_objects(&batch, &cancel).await.unwrap();
     assert!(!storage.exists(&k1, &cancel).await.unwrap());
     assert!(storage.exists(&k2, &cancel).await.unwrap());
@@ -289,7 +326,10 @@ pub async fn delete_batch_with_missing_keys(backend: &TestBackend) {
     // Again, all missing now; and an empty batch.
     storage.delete_objects(&batch, &cancel).await.unwrap();
     storage.delete_objects(&[], &cancel).await.unwrap();
-    let left = storage.list(None, ListMode::Recursive, &cancel).await.unwrap();
+    let left = storage
+        .list(None, ListMode::Recursive, &cancel)
+        .await
+        .unwrap();
     assert_eq!(left.keys(), vec![k2.clone()]);
     // A deleted key can be written again and reads back with its new checksum.
     let again = storage
@@ -315,7 +355,11 @@ pub async fn copy(backend: &TestBackend) {
     storage.copy(&src, &dst, &cancel).await.unwrap();
     let read = storage.download(&dst, &cancel).await.unwrap();
     assert_eq!(read.bytes, body);
-    assert_eq!(read.stored_crc32c, Some(receipt.crc32c), "checksum follows the copy");
+    assert_eq!(
+        read.stored_crc32c,
+        Some(receipt.crc32c),
+        "checksum follows the copy"
+    );
     assert_eq!(storage.download(&src, &cancel).await.unwrap().bytes, body);
 
     let err = storage
@@ -334,9 +378,15 @@ pub async fn not_found(backend: &TestBackend) {
     let missing = key("nothing/here");
     let errors = [
         storage.download(&missing, &cancel).await.unwrap_err(),
-        storage.download_verified(&missing, 0, &cancel).await.unwrap_err(),
+        storage
+            .download_verified(&missing, 0, &cancel)
+            .await
+            .unwrap_err(),
         storage.head(&missing, &cancel).await.unwrap_err(),
-        storage.download_range(&missing, 0..1, &cancel).await.unwrap_err(),
+        storage
+            .download_range(&missing, 0..1, &cancel)
+            .await
+            .unwrap_err(),
     ];
     for err in errors {
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
@@ -347,13 +397,27 @@ pub async fn not_found(backend: &TestBackend) {
     let m = storage.metrics();
     assert_eq!(m.errors(Op::Download, ErrorKind::NotFound), 2);
     assert_eq!(m.errors(Op::Head, ErrorKind::NotFound), 1);
-    assert_eq!(m.operations(Op::Head, "ok"), 1, "exists() of a missing key is a success");
+    assert_eq!(
+        m.operations(Op::Head, "ok"),
+        1,
+        "exists() of a missing key is a success"
+    );
     assert_eq!(m.retries(Op::Download), 0, "not found is never retried");
 }
 
 /// Invalid keys are refused before any request; reserved keys stay hidden.
 pub async fn path_validation(backend: &TestBackend) {
-    for bad in ["", "/abs", "a/../b", "a//b", "dir/", "a/./b", ".crc32c/x", "a#1", "bad\u{7}"] {
+    for bad in [
+        "",
+        "/abs",
+        "a/../b",
+        "a//b",
+        "dir/",
+        "a/./b",
+        ".crc32c/x",
+        "a#1",
+        "bad\u{7}",
+    ] {
         let err: RemoteStorageError = RemotePath::new(bad).unwrap_err().into();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
@@ -365,9 +429,19 @@ pub async fn path_validation(backend: &TestBackend) {
         .upload(&k, Bytes::from_static(b"x"), &cancel)
         .await
         .unwrap();
-    let root = storage.list(None, ListMode::Delimited, &cancel).await.unwrap();
-    assert_eq!(root.prefixes, [key("valid")], "no bookkeeping prefixes visible");
-    let all = storage.list(None, ListMode::Recursive, &cancel).await.unwrap();
+    let root = storage
+        .list(None, ListMode::Delimited, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        root.prefixes,
+        [key("valid")],
+        "no bookkeeping prefixes visible"
+    );
+    let all = storage
+        .list(None, ListMode::Recursive, &cancel)
+        .await
+        .unwrap();
     assert_eq!(all.keys(), [k]);
 }
 
@@ -379,7 +453,11 @@ pub async fn checksum_detects_corruption(backend: &TestBackend) {
     let body = random_bytes(64 * 1024, 5);
     let receipt = storage.upload(&path, body.clone(), &cancel).await.unwrap();
     if let Some(stored) = backend.raw_checksum_metadata(&path).await.unwrap() {
-        assert_eq!(stored, format!("{:08x}", receipt.crc32c), "S3 metadata holds the CRC32C");
+        assert_eq!(
+            stored,
+            format!("{:08x}", receipt.crc32c),
+            "S3 metadata holds the CRC32C"
+        );
     }
     backend.corrupt(&path, 1234).await.unwrap();
 
@@ -411,7 +489,10 @@ pub async fn checksum_detects_corruption(backend: &TestBackend) {
         .await
         .unwrap();
     assert_eq!(range.bytes[0], body[1234] ^ 0xff);
-    assert_eq!(storage.metrics().errors(Op::Download, ErrorKind::Corrupt), 2);
+    assert_eq!(
+        storage.metrics().errors(Op::Download, ErrorKind::Corrupt),
+        2
+    );
 }
 
 /// A call slower than the timeout times out on every attempt.
@@ -440,16 +521,26 @@ pub async fn timeout(backend: &TestBackend) {
             path: p,
             attempts,
             ..
-        } => assert_eq!((*op, p.as_str(), *attempts), (Op::Download, "slow/object", 2)),
+        } => assert_eq!(
+            (*op, p.as_str(), *attempts),
+            (Op::Download, "slow/object", 2)
+        ),
         other => panic!("expected a timeout, got {other}"),
     }
-    assert_eq!(faults.calls() - calls_before, 2, "first attempt and one retry");
+    assert_eq!(
+        faults.calls() - calls_before,
+        2,
+        "first attempt and one retry"
+    );
     let m = storage.metrics();
     assert_eq!(m.errors(Op::Download, ErrorKind::Timeout), 1);
     assert_eq!(m.retries(Op::Download), 1);
     // Back to normal once the delay is gone.
     faults.clear();
-    assert_eq!(&storage.download(&path, &cancel).await.unwrap().bytes[..], b"x");
+    assert_eq!(
+        &storage.download(&path, &cancel).await.unwrap().bytes[..],
+        b"x"
+    );
 }
 
 /// Under 30% injected failures every operation still succeeds, each failure
@@ -474,7 +565,11 @@ pub async fn retries_under_failures(backend: &TestBackend) {
             .unwrap();
         assert_eq!(read.bytes, body);
         assert_eq!(
-            storage.download_range(k, 0..10, &cancel).await.unwrap().bytes,
+            storage
+                .download_range(k, 0..10, &cancel)
+                .await
+                .unwrap()
+                .bytes,
             body.slice(0..10)
         );
         assert!(storage.exists(k, &cancel).await.unwrap());
@@ -484,13 +579,20 @@ pub async fn retries_under_failures(backend: &TestBackend) {
         .await
         .unwrap();
     assert_eq!(listed.objects.len(), keys.len());
-    storage.copy(&keys[0], &key("flaky-copy/0"), &cancel).await.unwrap();
+    storage
+        .copy(&keys[0], &key("flaky-copy/0"), &cancel)
+        .await
+        .unwrap();
     storage.delete_objects(&keys, &cancel).await.unwrap();
 
     let m = storage.metrics();
     let retries: u64 = Op::ALL.iter().map(|op| m.retries(*op)).sum();
     let injected = faults.injected_failures();
-    assert!(injected > 10, "only {injected} failures injected in {} calls", faults.calls());
+    assert!(
+        injected > 10,
+        "only {injected} failures injected in {} calls",
+        faults.calls()
+    );
     assert_eq!(retries, injected, "each injected failure is retried once");
     for op in Op::ALL {
         assert_eq!(m.operations(op, "err"), 0, "{op} failed");
@@ -536,7 +638,10 @@ pub async fn unreachable_then_recovers(backend: &TestBackend) {
         .await
         .unwrap();
     assert!(patient.metrics().retries(Op::Upload) > 0);
-    assert_eq!(&patient.download(&path, &cancel).await.unwrap().bytes[..], b"x");
+    assert_eq!(
+        &patient.download(&path, &cancel).await.unwrap().bytes[..],
+        b"x"
+    );
 }
 
 /// Cancellation ends a call promptly: before it starts, during a slow
@@ -587,7 +692,13 @@ pub async fn cancellation(backend: &TestBackend) {
             other => panic!("{config:?}: expected cancelled, got {other}"),
         }
         // Far below the minute the call would otherwise take.
-        assert!(started.elapsed() < Duration::from_secs(30), "{config:?}: not prompt");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{config:?}: not prompt"
+        );
     }
-    assert_eq!(storage.metrics().errors(Op::Download, ErrorKind::Cancelled), 3);
+    assert_eq!(
+        storage.metrics().errors(Op::Download, ErrorKind::Cancelled),
+        3
+    );
 }
