@@ -114,6 +114,20 @@ struct FaultState {
     unreachable_until: Option<Instant>,
     injected: u64,
     calls: u64,
+    in_flight: u64,
+    max_in_flight: u64,
+}
+
+/// Marks one call in flight (for [`FaultHandle::max_concurrent_calls`]) until dropped.
+#[derive(Debug)]
+struct CallGuard {
+    handle: FaultHandle,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.handle.lock().in_flight -= 1;
+    }
 }
 
 /// Shared, runtime-settable fault settings. Clones share the settings.
@@ -138,6 +152,8 @@ impl FaultHandle {
                 unreachable_until: None,
                 injected: 0,
                 calls: 0,
+                in_flight: 0,
+                max_in_flight: 0,
             })),
         }
     }
@@ -173,6 +189,12 @@ impl FaultHandle {
         self.lock().calls
     }
 
+    /// Most calls that were in flight at once so far (from the fault decision
+    /// to the end of the backend's answer), to check concurrency limits.
+    pub fn max_concurrent_calls(&self) -> u64 {
+        self.lock().max_in_flight
+    }
+
     /// Failures injected so far.
     pub fn injected_failures(&self) -> u64 {
         self.lock().injected
@@ -183,11 +205,17 @@ impl FaultHandle {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides the fate of one call: sleeps the delay, then fails or not.
-    async fn before_call(&self, op: &'static str) -> object_store::Result<()> {
+    /// Decides the fate of one call: sleeps the delay, then fails or not. The
+    /// call counts as in flight until the returned guard is dropped.
+    async fn before_call(&self, op: &'static str) -> object_store::Result<CallGuard> {
+        let guard = CallGuard {
+            handle: self.clone(),
+        };
         let (delay, fault) = {
             let mut state = self.lock();
             state.calls += 1;
+            state.in_flight += 1;
+            state.max_in_flight = state.max_in_flight.max(state.in_flight);
             let delay = Duration::from_millis(state.config.delay_ms);
             let now = Instant::now();
             let fault = match state.unreachable_until {
@@ -214,7 +242,7 @@ impl FaultHandle {
                 store: "FaultInjection",
                 source: Box::new(fault),
             }),
-            None => Ok(()),
+            None => Ok(guard),
         }
     }
 }
@@ -256,7 +284,13 @@ fn faulty_stream<T: Send + 'static>(
 ) -> BoxStream<'static, object_store::Result<T>> {
     futures::stream::once(async move {
         match handle.before_call(op).await {
-            Ok(()) => make(),
+            // The guard lives as long as the stream.
+            Ok(guard) => make()
+                .map(move |item| {
+                    let _in_flight = &guard;
+                    item
+                })
+                .boxed(),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     })
@@ -272,7 +306,7 @@ impl ObjectStore for FaultInjectingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.handle.before_call("put").await?;
+        let _call = self.handle.before_call("put").await?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -281,7 +315,7 @@ impl ObjectStore for FaultInjectingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.handle.before_call("put_multipart").await?;
+        let _call = self.handle.before_call("put_multipart").await?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
@@ -291,7 +325,7 @@ impl ObjectStore for FaultInjectingStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         let op = if options.head { "head" } else { "get" };
-        self.handle.before_call(op).await?;
+        let _call = self.handle.before_call(op).await?;
         self.inner.get_opts(location, options).await
     }
 
@@ -300,7 +334,7 @@ impl ObjectStore for FaultInjectingStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.handle.before_call("get_ranges").await?;
+        let _call = self.handle.before_call("get_ranges").await?;
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -323,7 +357,7 @@ impl ObjectStore for FaultInjectingStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.handle.before_call("list_with_delimiter").await?;
+        let _call = self.handle.before_call("list_with_delimiter").await?;
         self.inner.list_with_delimiter(prefix).await
     }
 
@@ -333,7 +367,7 @@ impl ObjectStore for FaultInjectingStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.handle.before_call("copy").await?;
+        let _call = self.handle.before_call("copy").await?;
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -383,6 +417,7 @@ mod tests {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             out.push(handle.before_call("get").await.is_err());
+            assert_eq!(handle.lock().in_flight, 0, "guards are dropped");
         }
         out
     }
@@ -424,5 +459,19 @@ mod tests {
         assert!(err.to_string().contains("unreachable"), "{err}");
         tokio::time::sleep(Duration::from_millis(150)).await;
         handle.before_call("put").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn counts_concurrent_calls() {
+        let handle = FaultHandle::new();
+        let a = handle.before_call("get").await.unwrap();
+        let b = handle.before_call("get").await.unwrap();
+        drop(a);
+        let c = handle.before_call("get").await.unwrap();
+        assert_eq!(handle.max_concurrent_calls(), 2);
+        drop((b, c));
+        let _d = handle.before_call("get").await.unwrap();
+        assert_eq!(handle.max_concurrent_calls(), 2);
+        assert_eq!(handle.calls(), 4);
     }
 }

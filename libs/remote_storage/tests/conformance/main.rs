@@ -38,6 +38,7 @@ macro_rules! all_conformance_tests {
             retries_under_failures,
             unreachable_then_recovers,
             cancellation,
+            concurrency_limit,
         );
     };
 }

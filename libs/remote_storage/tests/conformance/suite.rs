@@ -702,3 +702,26 @@ pub async fn cancellation(backend: &TestBackend) {
         3
     );
 }
+
+/// No more requests are in flight than `concurrency_limit`, and calls
+/// waiting for a turn still complete.
+pub async fn concurrency_limit(backend: &TestBackend) {
+    let (storage, faults) = backend.faulty_storage(|c| {
+        c.concurrency_limit = std::num::NonZeroUsize::new(2).expect("non-zero");
+    });
+    let cancel = never();
+    let keys: Vec<RemotePath> = (0..6).map(|i| key(&format!("limited/{i}"))).collect();
+    upload_all(&storage, &keys, Bytes::from_static(b"v")).await;
+    assert!(faults.max_concurrent_calls() <= 2);
+    faults
+        .set(FaultConfig {
+            delay_ms: 300,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let infos = futures::future::try_join_all(keys.iter().map(|k| storage.head(k, &cancel)))
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), keys.len());
+    assert_eq!(faults.max_concurrent_calls(), 2, "six heads, two at a time");
+}
