@@ -13,9 +13,11 @@
 //!   (`x-amz-meta-crc32c`, 8 hex digits) in the same PUT, so it is atomic with
 //!   the body and follows the object through `copy`. A plain `download` reads
 //!   it from the GET response and checks the bytes. In transit, the PUT
-//!   carries `x-amz-checksum-sha256` (object_store's checksum option), which S3
-//!   verifies before storing the object; object_store does not verify response
-//!   checksums on GET, which is why our CRC32C check exists.
+//!   carries `x-amz-checksum-sha256` (object_store's checksum option) and a
+//!   SigV4 signature over the payload's SHA-256, which AWS S3 verifies before
+//!   storing the object. Test servers may not: moto (used by our tests)
+//!   accepts both without checking them. object_store does not verify
+//!   checksums of GET responses, which is why our CRC32C check exists.
 //! * **Local filesystem**: `object_store`'s local backend has no object
 //!   metadata, so the CRC32C goes to a side file `.crc32c/<key>` under the
 //!   same root (keys may not start with `.crc32c`, and listings hide it). On

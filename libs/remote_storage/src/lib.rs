@@ -18,7 +18,7 @@
 //! * errors are one enum with coarse [`ErrorKind`]s, naming the object;
 //! * Prometheus metrics per operation ([`metrics`]);
 //! * with the `testing` feature, a fault-injecting wrapper settable at run
-//!   time ([`fault`]).
+//!   time (the `fault` module).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), remote_storage::RemoteStorageError> {

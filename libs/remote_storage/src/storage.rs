@@ -212,6 +212,9 @@ impl GenericRemoteStorage {
     }
 
     /// Writes `body` to `path` (replacing any object there) with its CRC32C.
+    ///
+    /// The body goes in one request (S3 accepts up to 5 GiB in one PUT; our
+    /// layer files are far smaller), so a retry resends it whole.
     pub async fn upload(
         &self,
         path: &RemotePath,
