@@ -66,6 +66,19 @@ impl QueryParams {
         })
     }
 
+    /// Parses optional query parameter `name`: `None` when absent.
+    pub fn optional<T>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        if self.0.contains_key(name) {
+            self.parse(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// A boolean flag: absent is false; `true`/`false` (or empty, meaning
     /// true) otherwise; anything else is a 400 naming the parameter.
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {

@@ -374,6 +374,9 @@ impl WalIngest {
                 .put(CHECKPOINT_KEY, Value::Image(Bytes::copy_from_slice(&cp)));
         }
         self.state.pending.write(writer, rec.end_lsn)?;
+        // Under the write lock, with the record's LSN: see `LogicalSize`.
+        tl.logical_size_tracker()
+            .add_delta(self.state.take_size_delta());
         writer.finish_write(rec.end_lsn)?;
         Ok(())
     }
