@@ -18,6 +18,7 @@ use pageserver_api::models::TenantState;
 use postgres_ffi::waldecoder::WalStreamDecoder;
 use pq_proto::{ConnConfig, ReplicationConnection, ReplicationMessage, ReplicationStream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utils::lsn::Lsn;
 
 use crate::tenant::timeline::Timeline;
@@ -73,10 +74,14 @@ impl WalReceiver {
             ..Default::default()
         }));
         let (task_status, task_cancel) = (status.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            run(tl, cfg, task_status, task_cancel).await;
-        });
+        let span = tracing::info_span!("walreceiver", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                run(tl, cfg, task_status, task_cancel).await;
+            }
+            .instrument(span),
+        );
         Some(WalReceiver { cancel, status })
     }
 }
@@ -137,6 +142,9 @@ async fn run(
             Err(e) => {
                 tracing::warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "WAL streaming from {source} failed, reconnecting in {backoff:?}: {e}");
                 set_status(&status, |s| s.last_error = Some(e.to_string()));
+                crate::metrics::WALRECEIVER_RECONNECTS
+                    .with_label_values(&[&tl.tenant_id.to_string(), &tl.timeline_id.to_string()])
+                    .inc();
                 ingest.lock().expect("ingest lock poisoned").reset();
             }
         }
@@ -265,6 +273,10 @@ async fn ingest_data(
     decoder: &mut WalStreamDecoder,
     data: Bytes,
 ) -> Result<(), StreamError> {
+    let labels = [tl.tenant_id.to_string(), tl.timeline_id.to_string()];
+    crate::metrics::WAL_INGEST_BYTES
+        .with_label_values(&[&labels[0], &labels[1]])
+        .inc_by(data.len() as u64);
     decoder.feed_bytes(&data);
     let mut records = Vec::new();
     while let Some(rec) = decoder
@@ -276,6 +288,9 @@ async fn ingest_data(
     if records.is_empty() {
         return Ok(());
     }
+    crate::metrics::WAL_INGEST_RECORDS
+        .with_label_values(&[&labels[0], &labels[1]])
+        .inc_by(records.len() as u64);
     let (tl, ingest) = (tl.clone(), ingest.clone());
     tokio::task::spawn_blocking(move || {
         let mut ingest = ingest.lock().expect("ingest lock poisoned");

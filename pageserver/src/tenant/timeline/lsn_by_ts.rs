@@ -149,10 +149,10 @@ mod tests {
         out
     }
 
-    fn probe_of(
-        h: &BTreeMap<Lsn, LastCommitTs>,
-        reads: &mut u32,
-    ) -> impl FnMut(Lsn) -> Result<Option<LastCommitTs>, ()> + '_ {
+    fn probe_of<'a>(
+        h: &'a BTreeMap<Lsn, LastCommitTs>,
+        reads: &'a mut u32,
+    ) -> impl FnMut(Lsn) -> Result<Option<LastCommitTs>, ()> + 'a {
         move |lsn| {
             *reads += 1;
             Ok(h.range(..=lsn).next_back().map(|(_, v)| *v))

@@ -346,7 +346,7 @@ fn lsn_by_timestamp_matches_a_scan() {
     );
     let mut commits: BTreeMap<Lsn, LastCommitTs> = BTreeMap::new();
     let mut model = Model::default();
-    let mut put_commit =
+    let put_commit =
         |tl: &Timeline, commits: &mut BTreeMap<Lsn, LastCommitTs>, lsn: Lsn, ts: i64| {
             let prev = commits.range(..lsn).next_back().map(|(_, v)| *v);
             let v = LastCommitTs::next(prev, lsn, ts);
@@ -470,7 +470,7 @@ fn incremental_logical_size_matches_a_recount() {
     );
     let mut state = IngestState::default();
     let mut lsn = Lsn(0x100);
-    let mut step = |state: &mut IngestState, lsn: &mut Lsn, rng: &mut StdRng| {
+    let step = |state: &mut IngestState, lsn: &mut Lsn, rng: &mut StdRng| {
         *lsn += 8;
         let rel = RelTag {
             dbnode: rng.gen_range(1..3),
