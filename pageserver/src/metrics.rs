@@ -53,10 +53,7 @@ pub static HTTP_REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static TENANT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
-            Opts::new(
-                "pageserver_tenant_states_count",
-                "Tenants on this node by state",
-            ),
+            Opts::new("pageserver_tenant_states", "Tenants on this node by state"),
             &["state"],
         )
         .expect("valid metric"),
@@ -68,7 +65,7 @@ pub static TIMELINE_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
             Opts::new(
-                "pageserver_timeline_states_count",
+                "pageserver_timeline_states",
                 "Timelines on this node by state",
             ),
             &["state"],
@@ -107,7 +104,7 @@ pub static LAYER_COUNT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
             Opts::new(
-                "pageserver_layer_count",
+                "pageserver_layers",
                 "Layer files of a timeline by level (l0 is the compaction backlog)",
             ),
             &["tenant_id", "timeline_id", "level"],

@@ -51,7 +51,9 @@ def test_lsn_by_timestamp(neon_simple_env: NeonEnv, test_output_dir: Path, port_
             recorded.append((at, lsn))
             time.sleep(ROUND_PAUSE)
         assert time.monotonic() - started < 120
-        wait_caught_up(client, tenant_id, timeline_id, recorded[-1][1])
+        # A commit after the last recording, so that it falls between commits too.
+        pg.sql("INSERT INTO marks VALUES (-1, clock_timestamp())")
+        wait_caught_up(client, tenant_id, timeline_id, pg.current_lsn())
 
         def answers() -> list[dict]:
             return [client.get_lsn_by_timestamp(tenant_id, timeline_id, at.isoformat(), version=2) for at, _ in recorded]

@@ -23,14 +23,14 @@ PER_TIMELINE = [
     "pageserver_current_logical_size_bytes",
     "pageserver_walreceiver_connected",
     "pageserver_walreceiver_lag_bytes",
-    "pageserver_layer_count",
+    "pageserver_layers",
     "pageserver_layer_bytes",
 ]
 GLOBAL = [
     "pageserver_flush_duration_seconds_bucket",
     "pageserver_compaction_duration_seconds_count",
     "pageserver_gc_duration_seconds_sum",
-    "pageserver_tenant_states_count",
+    "pageserver_tenant_states",
 ]
 
 
