@@ -389,13 +389,10 @@ impl Timeline {
     ) -> TimelineInfo {
         let m = self.metadata();
         let state = self.state();
-        let physical = match dir_size(&self.path) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot size timeline directory: {e}");
-                None
-            }
-        };
+        // Layer file bytes as the layer map records them; the
+        // non-incremental form measures the same files on disk.
+        let stats = self.layer_stats();
+        let physical = Some(stats.l0_bytes + stats.l1_bytes + stats.image_bytes);
         let ancestor_lsn = m.ancestor_timeline.map(|_| m.ancestor_lsn);
         let record = self.record_lsn();
         let receiver = self.wal_receiver_status();
