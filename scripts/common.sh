@@ -39,6 +39,11 @@ ensure_postgres() {
     apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql-15
 }
 
+# promtool (Debian package prometheus): test_metrics.py checks /metrics with it.
+ensure_promtool() {
+    apt_ensure promtool --no-install-recommends prometheus
+}
+
 # A virtualenv with the pytest suite's packages, at .venv.
 ensure_python() {
     apt_ensure python3 python3 python3-venv python3-pip

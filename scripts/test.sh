@@ -6,6 +6,7 @@
 ensure_rust
 ensure_postgres
 ensure_python
+ensure_promtool
 
 log "cargo fmt --check"
 cargo fmt --all --check

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The registry every page server metric lives in.
@@ -53,10 +53,7 @@ pub static HTTP_REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static TENANT_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
-            Opts::new(
-                "pageserver_tenant_states_count",
-                "Tenants on this node by state",
-            ),
+            Opts::new("pageserver_tenant_states", "Tenants on this node by state"),
             &["state"],
         )
         .expect("valid metric"),
@@ -68,7 +65,7 @@ pub static TIMELINE_STATES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
             Opts::new(
-                "pageserver_timeline_states_count",
+                "pageserver_timeline_states",
                 "Timelines on this node by state",
             ),
             &["state"],
@@ -107,7 +104,7 @@ pub static LAYER_COUNT: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
             Opts::new(
-                "pageserver_layer_count",
+                "pageserver_layers",
                 "Layer files of a timeline by level (l0 is the compaction backlog)",
             ),
             &["tenant_id", "timeline_id", "level"],
@@ -141,6 +138,158 @@ pub static INGEST_THROTTLE_SECONDS: LazyLock<prometheus::Counter> = LazyLock::ne
     )
 });
 
+fn timeline_gauge(name: &str, help: &str) -> IntGaugeVec {
+    register(
+        IntGaugeVec::new(Opts::new(name, help), &["tenant_id", "timeline_id"])
+            .expect("valid metric"),
+    )
+}
+
+fn timeline_counter(name: &str, help: &str) -> IntCounterVec {
+    register(
+        IntCounterVec::new(Opts::new(name, help), &["tenant_id", "timeline_id"])
+            .expect("valid metric"),
+    )
+}
+
+fn duration_histogram(name: &str, help: &str) -> Histogram {
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ]))
+        .expect("valid metric"),
+    )
+}
+
+/// Bytes of WAL received from a timeline's WAL source and ingested.
+pub static WAL_INGEST_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    timeline_counter(
+        "pageserver_wal_ingest_bytes_total",
+        "Bytes of WAL streamed into a timeline",
+    )
+});
+
+/// WAL records ingested into a timeline.
+pub static WAL_INGEST_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    timeline_counter(
+        "pageserver_wal_ingest_records_total",
+        "WAL records ingested into a timeline",
+    )
+});
+
+/// End of the last record ingested (an LSN as a number).
+pub static LAST_RECORD_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_last_record_lsn",
+        "End of the last WAL record ingested into a timeline (LSN as a number)",
+    )
+});
+
+/// LSN up to which a timeline is durable on local disk.
+pub static DISK_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_disk_consistent_lsn",
+        "LSN up to which a timeline is durable on local disk (LSN as a number)",
+    )
+});
+
+/// Bytes of ingested WAL not yet durable on local disk.
+pub static DISK_CONSISTENT_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_disk_consistent_lag_bytes",
+        "Last record LSN minus disk consistent LSN of a timeline",
+    )
+});
+
+/// The incremental logical size, when known.
+pub static LOGICAL_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_current_logical_size_bytes",
+        "Logical size (bytes of all relations) of a timeline at its last record LSN",
+    )
+});
+
+/// Whether a timeline's walreceiver has a replication stream open.
+pub static WALRECEIVER_CONNECTED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_walreceiver_connected",
+        "1 while a timeline's walreceiver streams from its WAL source, else 0",
+    )
+});
+
+/// WAL the source has announced that is not ingested yet.
+pub static WALRECEIVER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_walreceiver_lag_bytes",
+        "WAL end last announced by the source minus the last record LSN ingested",
+    )
+});
+
+/// Reconnects of a timeline's walreceiver after errors.
+pub static WALRECEIVER_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    timeline_counter(
+        "pageserver_walreceiver_reconnects_total",
+        "Times a timeline's walreceiver reconnected after an error",
+    )
+});
+
+/// Time to flush frozen in-memory layers to L0 files.
+pub static FLUSH_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    duration_histogram(
+        "pageserver_flush_duration_seconds",
+        "Time to write frozen in-memory layers to L0 layer files",
+    )
+});
+
+/// Time of compaction runs.
+pub static COMPACTION_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    duration_histogram(
+        "pageserver_compaction_duration_seconds",
+        "Time of compaction runs (L0 to L1 and image layers)",
+    )
+});
+
+/// Time of GC runs.
+pub static GC_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
+    duration_histogram(
+        "pageserver_gc_duration_seconds",
+        "Time of garbage collection runs",
+    )
+});
+
+/// Publishes a timeline's LSN gauges, logical size and walreceiver state.
+pub fn record_timeline_stats(timeline: &crate::tenant::timeline::Timeline) {
+    let (t, tl) = (
+        timeline.tenant_id.to_string(),
+        timeline.timeline_id.to_string(),
+    );
+    let labels = [t.as_str(), tl.as_str()];
+    let last = timeline.last_record_lsn();
+    let durable = timeline.disk_consistent_lsn();
+    let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    LAST_RECORD_LSN
+        .with_label_values(&labels)
+        .set(as_gauge(last.0));
+    DISK_CONSISTENT_LSN
+        .with_label_values(&labels)
+        .set(as_gauge(durable.0));
+    DISK_CONSISTENT_LAG
+        .with_label_values(&labels)
+        .set(as_gauge(last.0.saturating_sub(durable.0)));
+    if let Some(size) = timeline.current_logical_size() {
+        LOGICAL_SIZE.with_label_values(&labels).set(as_gauge(size));
+    }
+    if let Some(status) = timeline.wal_receiver_status() {
+        WALRECEIVER_CONNECTED
+            .with_label_values(&labels)
+            .set(i64::from(status.streaming));
+        let announced = status.last_received_msg_lsn.unwrap_or(last);
+        WALRECEIVER_LAG
+            .with_label_values(&labels)
+            .set(as_gauge(announced.0.saturating_sub(last.0)));
+    }
+}
+
 /// Publishes a timeline's layer counts and bytes.
 pub fn record_layer_stats(timeline: &crate::tenant::timeline::Timeline) {
     let s = timeline.layer_stats();
@@ -168,6 +317,23 @@ pub fn remove_timeline_metrics(tenant_id: &str, timeline_id: &str) {
         let _ = LAYER_COUNT.remove_label_values(&[tenant_id, timeline_id, level]);
         let _ = LAYER_BYTES.remove_label_values(&[tenant_id, timeline_id, level]);
     }
+    for gauge in [
+        &LAST_RECORD_LSN,
+        &DISK_CONSISTENT_LSN,
+        &DISK_CONSISTENT_LAG,
+        &LOGICAL_SIZE,
+        &WALRECEIVER_CONNECTED,
+        &WALRECEIVER_LAG,
+    ] {
+        let _ = gauge.remove_label_values(&[tenant_id, timeline_id]);
+    }
+    for counter in [
+        &WAL_INGEST_BYTES,
+        &WAL_INGEST_RECORDS,
+        &WALRECEIVER_RECONNECTS,
+    ] {
+        let _ = counter.remove_label_values(&[tenant_id, timeline_id]);
+    }
 }
 
 /// Registers every metric so that `/metrics` lists them before first use.
@@ -181,6 +347,18 @@ pub fn init() {
     LazyLock::force(&LAYER_COUNT);
     LazyLock::force(&LAYER_BYTES);
     LazyLock::force(&INGEST_THROTTLE_SECONDS);
+    LazyLock::force(&WAL_INGEST_BYTES);
+    LazyLock::force(&WAL_INGEST_RECORDS);
+    LazyLock::force(&LAST_RECORD_LSN);
+    LazyLock::force(&DISK_CONSISTENT_LSN);
+    LazyLock::force(&DISK_CONSISTENT_LAG);
+    LazyLock::force(&LOGICAL_SIZE);
+    LazyLock::force(&WALRECEIVER_CONNECTED);
+    LazyLock::force(&WALRECEIVER_LAG);
+    LazyLock::force(&WALRECEIVER_RECONNECTS);
+    LazyLock::force(&FLUSH_DURATION);
+    LazyLock::force(&COMPACTION_DURATION);
+    LazyLock::force(&GC_DURATION);
 }
 
 /// The Prometheus text exposition of every metric.

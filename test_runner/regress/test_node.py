@@ -69,8 +69,8 @@ def test_metrics(neon_simple_env: NeonEnv):
 
     def counted() -> str:
         text = client.metrics()
-        assert 'pageserver_tenant_states_count{state="Active"} 1' in text
-        assert 'pageserver_timeline_states_count{state="Active"} 2' in text
+        assert 'pageserver_tenant_states{state="Active"} 1' in text
+        assert 'pageserver_timeline_states{state="Active"} 2' in text
         return text
 
     text = wait_until(counted, timeout=15)
@@ -81,7 +81,7 @@ def test_metrics(neon_simple_env: NeonEnv):
         r'pageserver_http_requests_total\{method="GET",route="/v1/tenant/\{tenant_id\}",status="404"\} 1', text
     )
     assert 'pageserver_http_request_duration_seconds_bucket{method="POST",route="/v1/tenant/{tenant_id}/timeline"' in text
-    assert 'pageserver_tenant_states_count{state="Broken"} 0' in text
+    assert 'pageserver_tenant_states{state="Broken"} 0' in text
     assert "pageserver_background_loop_heartbeat_age_seconds" in text
 
 

@@ -122,7 +122,7 @@ def test_compaction_images_and_gc(neon_simple_env: NeonEnv):
     def image_layers_in_metrics() -> None:
         lines = [
             l for l in client.metrics().splitlines()
-            if l.startswith("pageserver_layer_count") and 'level="image"' in l and timeline_id in l
+            if l.startswith("pageserver_layers") and 'level="image"' in l and timeline_id in l
         ]
         assert lines and int(lines[0].rsplit(" ", 1)[1]) >= 1, lines
 
@@ -291,7 +291,7 @@ def test_background_flush_and_compaction(neon_simple_env: NeonEnv):
     def layer_count(level: str) -> int:
         line = next(
             l for l in client.metrics().splitlines()
-            if l.startswith("pageserver_layer_count") and f'level="{level}"' in l and timeline_id in l
+            if l.startswith("pageserver_layers") and f'level="{level}"' in l and timeline_id in l
         )
         return int(line.rsplit(" ", 1)[1])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import re
 import secrets
 
@@ -195,6 +197,17 @@ def test_tenant_config(neon_env_builder: NeonEnvBuilder):
     }
 
 
+def detail_with_logical_size(client, tenant_id: str, timeline_id: str) -> dict:
+    """Timeline detail once the logical size, computed in the background
+    after load, is known."""
+    deadline = time.monotonic() + 30
+    while True:
+        d = client.timeline_detail(tenant_id, timeline_id)
+        if d["current_logical_size"] is not None or time.monotonic() > deadline:
+            return d
+        time.sleep(0.1)
+
+
 def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
     env = neon_simple_env
     client = env.pageserver.http_client()
@@ -204,8 +217,8 @@ def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
         root = client.timeline_create(tenant_id)
         branch = client.timeline_create(tenant_id, ancestor_timeline_id=root["timeline_id"])
         expected[tenant_id] = {
-            root["timeline_id"]: client.timeline_detail(tenant_id, root["timeline_id"]),
-            branch["timeline_id"]: client.timeline_detail(tenant_id, branch["timeline_id"]),
+            root["timeline_id"]: detail_with_logical_size(client, tenant_id, root["timeline_id"]),
+            branch["timeline_id"]: detail_with_logical_size(client, tenant_id, branch["timeline_id"]),
         }
     doomed = client.tenant_create()
     client.tenant_delete(doomed)
@@ -219,6 +232,6 @@ def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
         listed = {t["timeline_id"]: t for t in client.timeline_list(tenant_id)}
         assert set(listed) == set(timelines)
         for timeline_id, before in timelines.items():
-            after = client.timeline_detail(tenant_id, timeline_id)
+            after = detail_with_logical_size(client, tenant_id, timeline_id)
             assert after == before
         assert client.tenant_config(tenant_id)["tenant_specific_overrides"]["gc_horizon"] >= 1000

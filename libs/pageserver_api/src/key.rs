@@ -33,6 +33,7 @@
 //! | two-phase file              | 0x02   | 0       | 0      | 0       | 0       | xid (≠ 0)    |
 //! | control file (`pg_control`) | 0x03   | 0       | 0      | 0       | 0       | 0            |
 //! | checkpoint                  | 0x03   | 0       | 0      | 0       | 0       | 1            |
+//! | last commit timestamp       | 0x03   | 0       | 0      | 0       | 0       | 2            |
 //!
 //! Relation keys have spcnode ≠ 0 and relnode ≠ 0 (both are invalid OIDs in
 //! PostgreSQL) and forknum ≤ [`MAX_FORKNUM`]. The database directory uses
@@ -365,6 +366,10 @@ pub enum KeyKind {
     ControlFile,
     /// The latest checkpoint record contents.
     Checkpoint,
+    /// The last commit seen by ingest: its LSN, its timestamp and the
+    /// running maximum of commit timestamps (for LSN-by-timestamp, see
+    /// [`crate::commit_ts::LastCommitTs`]).
+    LastCommitTs,
 }
 
 impl KeyKind {
@@ -387,6 +392,7 @@ impl KeyKind {
             KeyKind::TwoPhaseFile { xid } => twophase_file_key(xid),
             KeyKind::ControlFile => CONTROLFILE_KEY,
             KeyKind::Checkpoint => CHECKPOINT_KEY,
+            KeyKind::LastCommitTs => LAST_COMMIT_TS_KEY,
         }
     }
 }
@@ -417,6 +423,7 @@ impl fmt::Display for KeyKind {
             KeyKind::TwoPhaseFile { xid } => write!(f, "two-phase file of xid {xid}"),
             KeyKind::ControlFile => f.write_str("control file"),
             KeyKind::Checkpoint => f.write_str("checkpoint"),
+            KeyKind::LastCommitTs => f.write_str("last commit timestamp"),
         }
     }
 }
@@ -504,6 +511,10 @@ pub const CONTROLFILE_KEY: Key = make_key(CONTROL_PREFIX, 0, 0, 0, 0, 0);
 /// Key of the latest checkpoint data.
 pub const CHECKPOINT_KEY: Key = make_key(CONTROL_PREFIX, 0, 0, 0, 0, 1);
 
+/// Key of the last commit seen at each LSN (written at every commit record's
+/// end LSN), see [`crate::commit_ts::LastCommitTs`].
+pub const LAST_COMMIT_TS_KEY: Key = make_key(CONTROL_PREFIX, 0, 0, 0, 0, 2);
+
 /// All block keys of `rel` (its size key is the exclusive end).
 pub fn rel_block_range(rel: RelTag) -> Range<Key> {
     rel_block_key(rel, 0)..rel_size_key(rel)
@@ -590,6 +601,7 @@ impl Key {
             CONTROL_PREFIX if (field2, field3, field4, field5) == (0, 0, 0, 0) => match field6 {
                 0 => KeyKind::ControlFile,
                 1 => KeyKind::Checkpoint,
+                2 => KeyKind::LastCommitTs,
                 _ => return unknown,
             },
             _ => return unknown,
@@ -718,6 +730,7 @@ mod kind_tests {
             (1..=u32::MAX).prop_map(|xid| KeyKind::TwoPhaseFile { xid }),
             Just(KeyKind::ControlFile),
             Just(KeyKind::Checkpoint),
+            Just(KeyKind::LastCommitTs),
         ]
     }
 
@@ -781,6 +794,20 @@ mod kind_tests {
         assert_eq!(TWOPHASEDIR_KEY.kind(), Ok(KeyKind::TwoPhaseDir));
         assert_eq!(CONTROLFILE_KEY.kind(), Ok(KeyKind::ControlFile));
         assert_eq!(CHECKPOINT_KEY.kind(), Ok(KeyKind::Checkpoint));
+        assert_eq!(LAST_COMMIT_TS_KEY.kind(), Ok(KeyKind::LastCommitTs));
+        assert_eq!(
+            LAST_COMMIT_TS_KEY.to_string(),
+            "030000000000000000000000000000000002"
+        );
+        assert_eq!(
+            "030000000000000000000000000000000002".parse::<Key>(),
+            Ok(LAST_COMMIT_TS_KEY)
+        );
+        assert_eq!(
+            LAST_COMMIT_TS_KEY.kind().unwrap().to_string(),
+            "last commit timestamp"
+        );
+        assert!(CHECKPOINT_KEY < LAST_COMMIT_TS_KEY);
         assert_eq!(
             relmap_file_key(1664, 0).kind(),
             Ok(KeyKind::RelMapFile {
@@ -844,7 +871,7 @@ mod kind_tests {
                 ..twophase_file_key(7)
             },
             Key {
-                field6: 2,
+                field6: 3,
                 ..CHECKPOINT_KEY
             },
             Key {

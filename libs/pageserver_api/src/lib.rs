@@ -4,6 +4,7 @@
 //! `pageserver/src/http/openapi_spec.yml`.
 #![deny(missing_docs)]
 
+pub mod commit_ts;
 pub mod key;
 pub mod models;
 pub mod tenant_config;

@@ -252,6 +252,122 @@ pub struct TimelineInfo {
     pub remote: RemoteTimelineInfo,
 }
 
+/// What `get_lsn_by_timestamp` found (`kind` in its `version=2` answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LsnByTimestampKind {
+    /// A commit at or before the timestamp exists: `lsn` is the end of the
+    /// last such commit record.
+    Present,
+    /// The timestamp precedes every retained commit: `lsn` is the earliest
+    /// readable LSN.
+    Past,
+    /// The timestamp is after the last commit: `lsn` is the last record LSN.
+    Future,
+    /// The timeline has no commits at all: `lsn` is the last record LSN.
+    Nodata,
+}
+
+/// Answer of `GET .../get_lsn_by_timestamp?version=2`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LsnByTimestampResponse {
+    /// The LSN (see [`LsnByTimestampKind`] for which one).
+    pub lsn: Lsn,
+    /// How the timestamp relates to the timeline's commits.
+    pub kind: LsnByTimestampKind,
+}
+
+/// Answer of `GET .../get_timestamp_of_lsn`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimestampOfLsnResponse {
+    /// Commit timestamp of the last commit at or before the LSN, RFC 3339 UTC.
+    pub timestamp: String,
+    /// End LSN of that commit record.
+    pub commit_lsn: Lsn,
+}
+
+/// Per-timeline inputs of the synthetic size model (see
+/// `GET /v1/tenant/{tenant_id}/size`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineSizeInputs {
+    /// The timeline.
+    pub timeline_id: TimelineId,
+    /// Parent of a branch.
+    pub ancestor_timeline_id: Option<TimelineId>,
+    /// Branch point in the parent (for a branch).
+    pub ancestor_lsn: Option<Lsn>,
+    /// End of the timeline's WAL.
+    pub last_record_lsn: Lsn,
+    /// Reads below this LSN are refused (history already collected).
+    pub gc_cutoff_lsn: Lsn,
+    /// The earliest LSN retention keeps: the cutoff `gc_horizon` and
+    /// `pitr_interval` ask for now, never below `gc_cutoff_lsn` nor below
+    /// the branch point, never above `last_record_lsn`.
+    pub retention_cutoff_lsn: Lsn,
+    /// Logical size at `retention_cutoff_lsn`, in bytes.
+    pub logical_size_at_retention_cutoff: u64,
+    /// Logical size at the branch point (for a branch), in bytes.
+    pub logical_size_at_branch_point: Option<u64>,
+}
+
+/// Everything the synthetic size is computed from (`?inputs_only=true`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyntheticSizeInputs {
+    /// `gc_horizon` in force, bytes of WAL.
+    pub gc_horizon: u64,
+    /// `pitr_interval` in force, seconds.
+    pub pitr_interval_secs: u64,
+    /// Every Active timeline, parents before children.
+    pub timelines: Vec<TimelineSizeInputs>,
+}
+
+/// How one timeline contributes to the synthetic size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeSegmentKind {
+    /// A branch whose branch point lies in the parent's retained range:
+    /// only its own WAL since the branch point.
+    BranchWal,
+    /// A root, or a branch not covered by its parent's retention: the
+    /// logical size at `start_lsn` plus the WAL from there.
+    LogicalAndWal,
+}
+
+/// One timeline's share of the synthetic size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeSegment {
+    /// The timeline.
+    pub timeline_id: TimelineId,
+    /// Parent of a branch.
+    pub ancestor_timeline_id: Option<TimelineId>,
+    /// How the share is computed.
+    pub kind: SizeSegmentKind,
+    /// Where the counted history starts.
+    pub start_lsn: Lsn,
+    /// Where it ends (the last record LSN).
+    pub end_lsn: Lsn,
+    /// Logical size counted at `start_lsn` (0 for [`SizeSegmentKind::BranchWal`]).
+    pub logical_size: u64,
+    /// WAL bytes from `start_lsn` to `end_lsn`.
+    pub wal_bytes: u64,
+    /// `logical_size + wal_bytes`.
+    pub size: u64,
+}
+
+/// Answer of `GET /v1/tenant/{tenant_id}/size` (seed 004's `id` and `size`
+/// plus the breakdown).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantSizeResponse {
+    /// The tenant.
+    pub id: TenantId,
+    /// Synthetic size in bytes: the sum of the segments' sizes.
+    pub size: u64,
+    /// One segment per timeline.
+    pub segments: Vec<SizeSegment>,
+    /// What the size was computed from.
+    pub inputs: SyntheticSizeInputs,
+}
+
 /// Response of `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusResponse {

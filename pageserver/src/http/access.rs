@@ -86,10 +86,10 @@ async fn authorize(state: AppState, req: Request, next: Next) -> Result<Response
     };
     let span = tracing::Span::current();
     if let Some(t) = param("tenant_id") {
-        span.record("tenant_id", t.as_str());
+        span.record("tenant_id", tracing::field::display(&t));
     }
     if let Some(t) = param("timeline_id") {
-        span.record("timeline_id", t.as_str());
+        span.record("timeline_id", tracing::field::display(&t));
     }
 
     if let (Some(auth), false) = (&state.auth, access == Access::Public) {

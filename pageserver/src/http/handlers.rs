@@ -26,9 +26,13 @@ async fn tenant_info(tenant: Arc<Tenant>) -> ApiResult<TenantInfo> {
 
 async fn timeline_info(
     timeline: Arc<Timeline>,
+    non_incremental_logical: bool,
     non_incremental_physical: bool,
 ) -> ApiResult<TimelineInfo> {
-    Ok(blocking(move || timeline.info_blocking(non_incremental_physical)).await?)
+    Ok(
+        blocking(move || timeline.info_blocking(non_incremental_logical, non_incremental_physical))
+            .await?,
+    )
 }
 
 fn tenant_from_path(state: &AppState, params: &PathParams) -> ApiResult<Arc<Tenant>> {
@@ -104,13 +108,13 @@ pub async fn timeline_list(
     query: QueryParams,
 ) -> ApiResult<Json<Vec<TimelineInfo>>> {
     let physical = query.flag("include-non-incremental-physical-size")?;
-    query.flag("include-non-incremental-logical-size")?;
+    let logical = query.flag("include-non-incremental-logical-size")?;
     let tenant = tenant_from_path(&state, &params)?;
     let timelines = tenant.list_timelines();
     let infos = blocking(move || {
         timelines
             .iter()
-            .map(|t| t.info_blocking(physical))
+            .map(|t| t.info_blocking(logical, physical))
             .collect()
     })
     .await?;
@@ -127,7 +131,7 @@ pub async fn timeline_create(
     let timeline = tenant.create_timeline(req).await?;
     Ok((
         StatusCode::CREATED,
-        Json(timeline_info(timeline, false).await?),
+        Json(timeline_info(timeline, false, false).await?),
     ))
 }
 
@@ -138,11 +142,11 @@ pub async fn timeline_get(
     query: QueryParams,
 ) -> ApiResult<Json<TimelineInfo>> {
     let physical = query.flag("include-non-incremental-physical-size")?;
-    query.flag("include-non-incremental-logical-size")?;
+    let logical = query.flag("include-non-incremental-logical-size")?;
     let tenant = tenant_from_path(&state, &params)?;
     let timeline_id: TimelineId = params.parse("timeline_id")?;
     let timeline = tenant.get_timeline(timeline_id)?;
-    Ok(Json(timeline_info(timeline, physical).await?))
+    Ok(Json(timeline_info(timeline, logical, physical).await?))
 }
 
 /// `DELETE /v1/tenant/{tenant_id}/timeline/{timeline_id}`

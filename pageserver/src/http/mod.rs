@@ -7,8 +7,11 @@ pub mod basebackup;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod lsn_time;
 pub mod node;
 pub mod routes;
+pub mod size_svg;
+pub mod sizes;
 pub mod timeline_ops;
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::access::Access;
-use super::{basebackup, handlers, node, timeline_ops, AppState};
+use super::{basebackup, handlers, lsn_time, node, sizes, timeline_ops, AppState};
 
 /// One route of the HTTP API.
 pub struct Route {
@@ -124,6 +124,30 @@ pub fn routes() -> Vec<Route> {
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}/wal_source",
             Tenant,
             timeline_ops::set_wal_source,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/get_lsn_by_timestamp",
+            Tenant,
+            lsn_time::get_lsn_by_timestamp,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/get_timestamp_of_lsn",
+            Tenant,
+            lsn_time::get_timestamp_of_lsn,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/size",
+            Tenant,
+            sizes::tenant_size,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/synthetic_size",
+            Tenant,
+            sizes::synthetic_size,
         ),
     ];
     #[cfg(feature = "testing")]

@@ -94,15 +94,16 @@ pub async fn set_wal_source(
     if let (true, false, Some(old)) = (clearing, req.keep_slot, old) {
         crate::walreceiver::drop_slot(&tl, &old).await;
     }
-    let info =
-        tokio::task::spawn_blocking(move || Ok::<_, std::io::Error>(tl.info_blocking(false)))
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
-            .map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!(
-                    "cannot store the WAL source of timeline {timeline_id}: {e}"
-                ))
-            })?;
+    let info = tokio::task::spawn_blocking(move || {
+        Ok::<_, std::io::Error>(tl.info_blocking(false, false))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("wal source task failed: {e}")))?
+    .map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "cannot store the WAL source of timeline {timeline_id}: {e}"
+        ))
+    })?;
     Ok(Json(info))
 }
 

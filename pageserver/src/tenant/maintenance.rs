@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
 use utils::id::TimelineId;
 
 use super::errors::TenantError;
@@ -28,10 +29,14 @@ impl Tenant {
         }
         let Ok(guard) = self.gate.enter() else { return };
         let tenant = self.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            tenant.maintenance_loop().await;
-        });
+        let span = tracing::info_span!("maintenance_loop", tenant_id = %self.tenant_id);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                tenant.maintenance_loop().await;
+            }
+            .instrument(span),
+        );
     }
 
     async fn maintenance_loop(self: Arc<Self>) {
@@ -52,6 +57,7 @@ impl Tenant {
                 }
                 let l0 = timeline.l0_count();
                 metrics::record_layer_stats(&timeline);
+                metrics::record_timeline_stats(&timeline);
                 let period = conf.compaction_period.unwrap_or_default();
                 // A zero period disables background compaction; otherwise L0
                 // piling up past the threshold compacts at once, not at the next period.

@@ -203,6 +203,12 @@ impl TenantManager {
         let outcome = match result {
             Ok(Ok(())) => {
                 map.remove(&tenant_id);
+                for timeline in tenant.list_timelines() {
+                    crate::metrics::remove_timeline_metrics(
+                        &tenant_id.to_string(),
+                        &timeline.timeline_id.to_string(),
+                    );
+                }
                 tracing::info!(%tenant_id, "tenant deleted");
                 Ok(())
             }

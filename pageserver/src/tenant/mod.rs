@@ -11,6 +11,7 @@ pub mod errors;
 pub mod maintenance;
 pub mod metadata;
 pub mod mgr;
+pub mod size;
 pub mod storage_layer;
 pub mod timeline;
 

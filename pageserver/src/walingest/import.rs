@@ -273,7 +273,9 @@ pub fn import_datadir(tl: &Timeline, datadir: &Path, lsn: Lsn) -> Result<ImportS
     imp.import_twophase(&datadir.join("pg_twophase"))?;
     imp.state.stage_dirs();
     let stats = imp.stats.clone();
+    let size_delta = imp.state.take_size_delta();
     imp.state.pending.write(&mut writer, lsn)?;
+    tl.logical_size_tracker().add_delta(size_delta);
     writer.finish_write(lsn)?;
     Ok(stats)
 }

@@ -382,6 +382,9 @@ impl WalIngest {
                 .put(CHECKPOINT_KEY, Value::Image(Bytes::copy_from_slice(&cp)));
         }
         self.state.pending.write(writer, rec.end_lsn)?;
+        // Under the write lock, with the record's LSN: see `LogicalSize`.
+        tl.logical_size_tracker()
+            .add_delta(self.state.take_size_delta());
         // A record that ends at a page boundary is followed by a page header
         // that holds no record: PostgreSQL reports the position after it as
         // its insert LSN (`pg_current_wal_lsn()`), so we publish that too, or

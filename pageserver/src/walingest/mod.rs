@@ -88,6 +88,10 @@ pub async fn ingest_bytes(
     decoder: &mut WalStreamDecoder,
     data: &[u8],
 ) -> Result<(), IngestError> {
+    let labels = [tl.tenant_id.to_string(), tl.timeline_id.to_string()];
+    crate::metrics::WAL_INGEST_BYTES
+        .with_label_values(&[&labels[0], &labels[1]])
+        .inc_by(data.len() as u64);
     decoder.feed_bytes(data);
     let mut records = Vec::new();
     while let Some(rec) = decoder
@@ -99,6 +103,9 @@ pub async fn ingest_bytes(
     if records.is_empty() {
         return Ok(());
     }
+    crate::metrics::WAL_INGEST_RECORDS
+        .with_label_values(&[&labels[0], &labels[1]])
+        .inc_by(records.len() as u64);
     let (tl, ingest) = (tl.clone(), ingest.clone());
     tokio::task::spawn_blocking(move || {
         let mut ingest = ingest.lock().expect("ingest lock poisoned");

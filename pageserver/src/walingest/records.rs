@@ -168,6 +168,9 @@ fn apply_xact(
             (ClogStatus::Aborted, None)
         };
         ing.set_clog_status(tl, &xids, status, ts)?;
+        if commit {
+            ing.state.record_commit(tl, rec.end_lsn, c.xact_time)?;
+        }
         for r in &c.dropped_rels {
             ing.drop_relation(tl, r.spc_node, r.db_node, r.rel_node)?;
         }

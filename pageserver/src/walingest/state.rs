@@ -8,11 +8,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use pageserver_api::commit_ts::LastCommitTs;
 use pageserver_api::key::{
     rel_dir_key, rel_size_key, slru_dir_key, slru_segment_size_key, Key, RelTag, SlruKind,
-    DBDIR_KEY, TWOPHASEDIR_KEY,
+    DBDIR_KEY, LAST_COMMIT_TS_KEY, TWOPHASEDIR_KEY,
 };
-use pageserver_api::value::{reconstruct, DirEntry, DirKind, Directory, NativeRecord, Value};
+use pageserver_api::value::{
+    reconstruct, DirEntry, DirKind, Directory, NativeRecord, Value, BLCKSZ,
+};
 use utils::lsn::Lsn;
 
 use super::IngestError;
@@ -71,6 +74,12 @@ impl Pending {
 pub struct IngestState {
     /// `None`: the relation is known not to exist.
     rel_sizes: HashMap<RelTag, Option<u32>>,
+    /// Change of the logical size (bytes of all relations) by the writes
+    /// staged since the last [`IngestState::take_size_delta`].
+    size_delta: i64,
+    /// The stored [`LAST_COMMIT_TS_KEY`] value, once read (`Some(None)`:
+    /// no commit so far).
+    last_commit: Option<Option<LastCommitTs>>,
     slru_sizes: HashMap<(SlruKind, u32), Option<u32>>,
     dirs: HashMap<Key, Directory>,
     dirty_dirs: Vec<Key>,
@@ -123,8 +132,17 @@ impl IngestState {
         Ok(size)
     }
 
-    /// Sets the size of an existing relation.
+    /// Sets the size of an existing relation whose size the caller has
+    /// read first (through [`IngestState::rel_size`] or
+    /// [`IngestState::create_rel`]), so that the change of the logical size
+    /// is known.
     pub fn set_rel_size(&mut self, rel: RelTag, nblocks: u32) {
+        debug_assert!(
+            self.rel_sizes.contains_key(&rel),
+            "size of {rel} set without reading it first"
+        );
+        let old = self.rel_sizes.get(&rel).copied().flatten().unwrap_or(0);
+        self.size_delta += (i64::from(nblocks) - i64::from(old)) * BLCKSZ as i64;
         self.rel_sizes.insert(rel, Some(nblocks));
         self.pending.put(
             rel_size_key(rel),
@@ -172,6 +190,37 @@ impl IngestState {
         )?;
         self.set_rel_size(rel, 0);
         self.rel_sizes.insert(rel, None);
+        Ok(())
+    }
+
+    /// The change of the logical size in bytes since the last call.
+    pub fn take_size_delta(&mut self) -> i64 {
+        std::mem::take(&mut self.size_delta)
+    }
+
+    /// Records a commit at `lsn` (the commit record's end) with timestamp
+    /// `ts`: stages the new [`LAST_COMMIT_TS_KEY`] value, whose running
+    /// maximum continues the stored one (read through the ancestor on a
+    /// fresh branch).
+    pub fn record_commit(&mut self, tl: &Timeline, lsn: Lsn, ts: i64) -> Result<(), IngestError> {
+        let prev = match self.last_commit {
+            Some(prev) => prev,
+            None => read_latest(tl, LAST_COMMIT_TS_KEY)?
+                .map(|v| LastCommitTs::decode(&v))
+                .transpose()
+                .map_err(|e| {
+                    IngestError::Corrupt(format!(
+                        "last commit timestamp of {}: {e}",
+                        tl.timeline_id
+                    ))
+                })?,
+        };
+        let next = LastCommitTs::next(prev, lsn, ts);
+        self.last_commit = Some(Some(next));
+        self.pending.put(
+            LAST_COMMIT_TS_KEY,
+            Value::Image(Bytes::copy_from_slice(&next.encode())),
+        );
         Ok(())
     }
 

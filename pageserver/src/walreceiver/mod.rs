@@ -17,6 +17,7 @@ use pageserver_api::models::TenantState;
 use postgres_ffi::waldecoder::WalStreamDecoder;
 use pq_proto::{ConnConfig, ReplicationConnection, ReplicationMessage, ReplicationStream};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utils::lsn::Lsn;
 
 use crate::tenant::timeline::Timeline;
@@ -72,10 +73,14 @@ impl WalReceiver {
             ..Default::default()
         }));
         let (task_status, task_cancel) = (status.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            run(tl, cfg, task_status, task_cancel).await;
-        });
+        let span = tracing::info_span!("walreceiver", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                run(tl, cfg, task_status, task_cancel).await;
+            }
+            .instrument(span),
+        );
         Some(WalReceiver { cancel, status })
     }
 }
@@ -136,6 +141,9 @@ async fn run(
             Err(e) => {
                 tracing::warn!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "WAL streaming from {source} failed, reconnecting in {backoff:?}: {e}");
                 set_status(&status, |s| s.last_error = Some(e.to_string()));
+                crate::metrics::WALRECEIVER_RECONNECTS
+                    .with_label_values(&[&tl.tenant_id.to_string(), &tl.timeline_id.to_string()])
+                    .inc();
                 ingest.lock().expect("ingest lock poisoned").reset();
             }
         }

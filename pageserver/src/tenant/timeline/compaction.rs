@@ -52,6 +52,7 @@ impl Timeline {
             .compaction
             .lock()
             .expect("compaction lock poisoned");
+        let _timer = crate::metrics::COMPACTION_DURATION.start_timer();
         let started = Instant::now();
         let conf = self.tenant_conf();
         let threshold = conf.compaction_threshold.unwrap_or(10) as usize;

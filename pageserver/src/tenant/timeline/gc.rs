@@ -79,6 +79,7 @@ impl Timeline {
     /// [`Timeline::gc_blocking`] with the GC lock held by the caller.
     fn gc_locked(&self, retain_lsns: &[Lsn], horizon: Option<u64>) -> anyhow::Result<GcStats> {
         let started = Instant::now();
+        let _timer = crate::metrics::GC_DURATION.start_timer();
         let conf = self.tenant_conf();
         let horizon = horizon.or(conf.gc_horizon).unwrap_or(64 << 20);
         let pitr = conf.pitr_interval.unwrap_or_default();

@@ -4,11 +4,15 @@
 //! * `layers.rs`: the in-memory, frozen and on-disk layers, loaded at start-up;
 //! * `write.rs`: puts in LSN order, freeze, flush to L0 delta layers;
 //! * `read.rs`: `get(key, lsn)` across layers and ancestors;
-//! * `compaction.rs`: L0 -> L1 and image layers; `gc.rs`: removing old layers.
+//! * `compaction.rs`: L0 -> L1 and image layers; `gc.rs`: removing old layers;
+//! * `pg_read.rs`: PostgreSQL objects at an LSN; `logical_size.rs`: the
+//!   incrementally kept logical size; `lsn_by_ts.rs`: LSN-by-timestamp.
 
 pub mod compaction;
 pub mod gc;
 pub mod layers;
+pub mod logical_size;
+pub mod lsn_by_ts;
 pub mod pg_read;
 pub mod read;
 pub mod write;
@@ -25,6 +29,7 @@ use pageserver_api::models::{LocalTimelineInfo, RemoteTimelineInfo, TenantState,
 use pageserver_api::tenant_config::TenantConfig;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use utils::crashsafe;
 use utils::gate::Gate;
 use utils::id::{TenantId, TimelineId};
@@ -79,6 +84,8 @@ pub struct Timeline {
     flush_requested: Notify,
     /// Streams WAL from the timeline's WAL source, when it has one.
     wal_receiver: Mutex<Option<crate::walreceiver::WalReceiver>>,
+    /// The incrementally kept logical size.
+    logical_size: logical_size::LogicalSize,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -208,6 +215,7 @@ impl Timeline {
             locks: TimelineLocks::default(),
             flush_requested: Notify::new(),
             wal_receiver: Mutex::new(None),
+            logical_size: logical_size::LogicalSize::default(),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
@@ -346,21 +354,74 @@ impl Timeline {
         self.layers.read().expect("layers lock poisoned").stats()
     }
 
+    /// Bytes of the layer files in the layer map, each measured on disk now
+    /// (`current_physical_size_non_incremental`). Blocking.
+    pub fn layer_files_size_on_disk(&self) -> io::Result<u64> {
+        let names: Vec<_> = {
+            let layers = self.layers.read().expect("layers lock poisoned");
+            layers
+                .map
+                .iter_historic()
+                .map(|l| l.layer_name().to_string())
+                .collect()
+        };
+        let mut total = 0;
+        for name in names {
+            match std::fs::metadata(self.path.join(&name)) {
+                Ok(m) => total += m.len(),
+                // Removed by compaction or GC since the list was taken.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
     /// The API view of this timeline. Reads the file system for sizes, so
-    /// call it from a blocking context.
-    pub fn info_blocking(&self, include_non_incremental_physical: bool) -> TimelineInfo {
+    /// call it from a blocking context. The non-incremental sizes are
+    /// computed only when asked for: the logical one reads every relation
+    /// size at the last record LSN, the physical one measures every layer
+    /// file.
+    pub fn info_blocking(
+        &self,
+        include_non_incremental_logical: bool,
+        include_non_incremental_physical: bool,
+    ) -> TimelineInfo {
         let m = self.metadata();
         let state = self.state();
-        let physical = match dir_size(&self.path) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot size timeline directory: {e}");
-                None
-            }
-        };
+        // Layer file bytes as the layer map records them; the
+        // non-incremental form measures the same files on disk.
+        let stats = self.layer_stats();
+        let physical = Some(stats.l0_bytes + stats.l1_bytes + stats.image_bytes);
         let ancestor_lsn = m.ancestor_timeline.map(|_| m.ancestor_lsn);
         let record = self.record_lsn();
         let receiver = self.wal_receiver_status();
+        let logical = self.current_logical_size();
+        let logical_non_incremental = if include_non_incremental_logical
+            && state == TenantState::Active
+            && record.last >= m.latest_gc_cutoff_lsn
+        {
+            match self.logical_size(record.last) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot compute the logical size at {}: {e}", record.last);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let physical_non_incremental = if include_non_incremental_physical {
+            match self.layer_files_size_on_disk() {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot measure layer files: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         TimelineInfo {
             tenant_id: self.tenant_id,
             timeline_id: self.timeline_id,
@@ -370,14 +431,10 @@ impl Timeline {
             prev_record_lsn: record.prev,
             disk_consistent_lsn: m.disk_consistent_lsn,
             remote_consistent_lsn: None,
-            current_logical_size: None,
+            current_logical_size: logical,
             current_physical_size: physical,
-            current_logical_size_non_incremental: None,
-            current_physical_size_non_incremental: if include_non_incremental_physical {
-                physical
-            } else {
-                None
-            },
+            current_logical_size_non_incremental: logical_non_incremental,
+            current_physical_size_non_incremental: physical_non_incremental,
             wal_source_connstr: receiver.as_ref().map(|r| r.connstr_masked.clone()),
             last_received_msg_lsn: receiver.as_ref().and_then(|r| r.last_received_msg_lsn),
             last_received_msg_ts: receiver.as_ref().and_then(|r| r.last_received_msg_ts),
@@ -391,7 +448,7 @@ impl Timeline {
             local: LocalTimelineInfo {
                 ancestor_timeline_id: m.ancestor_timeline,
                 ancestor_lsn,
-                current_logical_size: None,
+                current_logical_size: logical,
                 current_physical_size: physical,
             },
             remote: RemoteTimelineInfo {
@@ -412,12 +469,17 @@ impl Timeline {
                 self.set_state(TenantState::Broken { reason });
             }
         }
+        self.spawn_logical_size_init();
         let Ok(guard) = self.gate.enter() else { return };
         let tl = self.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            tl.flush_loop().await;
-        });
+        let span = tracing::info_span!("flush_loop", tenant_id = %self.tenant_id, timeline_id = %self.timeline_id);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                tl.flush_loop().await;
+            }
+            .instrument(span),
+        );
     }
 
     fn start_wal_receiver(self: &Arc<Self>, cfg: pq_proto::ConnConfig) {

@@ -135,6 +135,7 @@ impl Timeline {
             else {
                 break;
             };
+            let _timer = crate::metrics::FLUSH_DURATION.start_timer();
             let layer = &frozen.layer;
             let end = layer.end_lsn().expect("frozen layers have an end");
             fail::fail_point!("flush-before-layer-write", |_| anyhow::bail!(

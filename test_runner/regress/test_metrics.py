@@ -1,0 +1,104 @@
+"""/metrics after WAL ingest passes `promtool check metrics` and carries the
+per-timeline series with tenant and timeline labels; they go away with the
+timeline. Request ids: echoed, generated when missing, and in the log."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from fixtures.neon_fixtures import NeonEnv, raw_request
+from fixtures.pg import VanillaPostgres, wait_for
+from fixtures.port_distributor import PortDistributor
+from fixtures.storage import lsn_int
+
+PER_TIMELINE = [
+    "pageserver_wal_ingest_bytes_total",
+    "pageserver_wal_ingest_records_total",
+    "pageserver_last_record_lsn",
+    "pageserver_disk_consistent_lsn",
+    "pageserver_disk_consistent_lag_bytes",
+    "pageserver_current_logical_size_bytes",
+    "pageserver_walreceiver_connected",
+    "pageserver_walreceiver_lag_bytes",
+    "pageserver_layers",
+    "pageserver_layer_bytes",
+]
+GLOBAL = [
+    "pageserver_flush_duration_seconds_bucket",
+    "pageserver_compaction_duration_seconds_count",
+    "pageserver_gc_duration_seconds_sum",
+    "pageserver_tenant_states",
+]
+
+
+def series(text: str, name: str, tenant_id: str, timeline_id: str) -> list[str]:
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'tenant_id="{tenant_id}"' in line and f'timeline_id="{timeline_id}"' in line
+    ]
+
+
+def test_metrics_pass_promtool(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: scripts/common.sh ensure_promtool installs it (Debian package prometheus)"
+    env = neon_simple_env
+    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
+    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
+    try:
+        client = env.pageserver.http_client()
+        tenant_id = client.tenant_create()
+        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
+        pg.pgbench("-i", "-s", "1", "-q")
+        lsn = pg.current_lsn()
+        wait_for(lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(lsn), timeout=120, what="ingest")
+        client.timeline_compact(tenant_id, timeline_id)
+        client.timeline_gc(tenant_id, timeline_id)
+
+        def all_present() -> bool:
+            text = client.metrics()
+            return all(series(text, name, tenant_id, timeline_id) for name in PER_TIMELINE)
+
+        wait_for(all_present, timeout=30, what="per-timeline series")
+        text = client.metrics()
+        for name in GLOBAL:
+            assert re.search(rf"^{name}", text, re.M), name
+        connected = series(text, "pageserver_walreceiver_connected", tenant_id, timeline_id)[0]
+        assert connected.endswith(" 1"), connected
+        last = int(float(series(text, "pageserver_last_record_lsn", tenant_id, timeline_id)[0].split()[-1]))
+        assert last >= lsn_int(lsn)
+        wal_bytes = float(series(text, "pageserver_wal_ingest_bytes_total", tenant_id, timeline_id)[0].split()[-1])
+        assert wal_bytes > 1 << 20
+
+        res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, f"promtool check metrics failed:\n{res.stdout}\n{res.stderr}"
+
+        # The series go away with the timeline.
+        client.timeline_set_wal_source(tenant_id, timeline_id, None)
+        client.timeline_delete(tenant_id, timeline_id)
+        text = client.metrics()
+        for name in PER_TIMELINE:
+            assert not series(text, name, tenant_id, timeline_id), name
+    finally:
+        pg.destroy()
+
+
+def test_request_ids(neon_simple_env: NeonEnv):
+    env = neon_simple_env
+    port = env.pageserver.http_port
+    res = raw_request("GET", port, "/v1/status", headers={"X-Request-Id": "my-request-7"})
+    assert res.headers["x-request-id"] == "my-request-7"
+    generated = raw_request("GET", port, "/v1/status").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
+    assert generated != raw_request("GET", port, "/v1/status").headers["x-request-id"]
+    # A refused request is logged with its id and its tenant.
+    missing = "0" * 32
+    res = raw_request("GET", port, f"/v1/tenant/{missing}", headers={"X-Request-Id": "lost-tenant-42"})
+    assert res.status_code == 404
+    assert res.headers["x-request-id"] == "lost-tenant-42"
+    line = env.pageserver.log_contains(r"request_id=lost-tenant-42")
+    assert line is not None, "request id in the log"
+    assert f"tenant_id={missing}" in line, line
