@@ -58,6 +58,8 @@ def cluster(test_output_dir: Path, port_distributor: PortDistributor):
         for line in listing.splitlines():
             if " running " in line:
                 c("endpoint", "stop", line.split()[0], "--immediate", check=False)
+            # Data directories may live in the system temporary directory.
+            c("endpoint", "remove", line.split()[0], check=False)
         c("stop")
         log = (workdir / "pageserver_1" / "pageserver.log").read_text()
         # The only warnings: the walreceiver losing a compute that stopped.

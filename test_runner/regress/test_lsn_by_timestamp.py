@@ -1,8 +1,8 @@
 """LSN-by-timestamp against a live primary: commits spread over ~20 s of
 pgbench, each followed by a recorded (clock_timestamp(), current WAL LSN);
 every recorded time maps to a commit between the previous and this
-recording, and the answers survive a restart and a GC that keeps the
-range. Also the past/future/nodata kinds and input errors."""
+recording, a base backup there shows exactly what was committed by then,
+and the answers survive a restart and a GC that keeps the range. Also the past/future/nodata kinds and input errors."""
 
 from __future__ import annotations
 
@@ -42,13 +42,15 @@ def test_lsn_by_timestamp(neon_simple_env: NeonEnv, test_output_dir: Path, port_
         pg.pgbench("-i", "-s", "1", "-q")
         pg.sql("CREATE TABLE marks (n int, at timestamptz)")
         recorded: list[tuple[datetime, str]] = []
+        sums: list[int] = []
         started = time.monotonic()
         for n in range(ROUNDS):
             pg.pgbench("-t", "30", "-c", "1")
             pg.sql(f"INSERT INTO marks VALUES ({n}, clock_timestamp())")
             # Quiet moment: no commit between these two readings.
-            at, lsn = pg.sql("SELECT clock_timestamp(), pg_current_wal_lsn()")[0]
+            at, lsn, balance = pg.sql("SELECT clock_timestamp(), pg_current_wal_lsn(), (SELECT sum(abalance) FROM pgbench_accounts)")[0]
             recorded.append((at, lsn))
+            sums.append(int(balance))
             time.sleep(ROUND_PAUSE)
         assert time.monotonic() - started < 120
         # A commit after the last recording, so that it falls between commits too.
@@ -71,6 +73,17 @@ def test_lsn_by_timestamp(neon_simple_env: NeonEnv, test_output_dir: Path, port_
             ts = client.get_timestamp_of_lsn(tenant_id, timeline_id, got["lsn"])
             assert ts["commit_lsn"] == got["lsn"]
             assert datetime.fromisoformat(ts["timestamp"].replace("Z", "+00:00")) <= at
+
+        # A base backup at the LSN found for a time shows exactly what was
+        # committed by then.
+        for i in [0, ROUNDS // 2, ROUNDS - 1]:
+            tar, _ = client.basebackup(tenant_id, timeline_id, lsn=first[i]["lsn"])
+            restored = VanillaPostgres(test_output_dir / f"at_{i}", port_distributor.get_port(), basebackup=tar).start()
+            try:
+                got = restored.sql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT count(*) FROM marks)")[0]
+                assert (int(got[0]), got[1]) == (sums[i], i + 1), f"round {i} at {first[i]['lsn']}"
+            finally:
+                restored.destroy()
 
         detail = client.timeline_detail(tenant_id, timeline_id)
         past = client.get_lsn_by_timestamp(tenant_id, timeline_id, "2001-01-01T00:00:00Z", version=2)
