@@ -6,6 +6,7 @@ pub mod background;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod page_service;
 pub mod tenant;
 pub mod walingest;
 pub mod walreceiver;

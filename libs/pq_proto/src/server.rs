@@ -71,8 +71,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConnection<S> {
         self.max_message_size = max;
     }
 
-    /// Reads bytes from the socket into the read buffer; false at EOF.
-    async fn fill(&mut self) -> Result<bool, ServerError> {
+    /// Reads more bytes from the socket into the read buffer (for callers
+    /// that interleave reading with other work and take messages with
+    /// [`ServerConnection::next_buffered`]); false at EOF. Cancel-safe.
+    pub async fn read_more(&mut self) -> Result<bool, ServerError> {
         self.rbuf.reserve(READ_CHUNK);
         Ok(self.stream.read_buf(&mut self.rbuf).await? > 0)
     }
@@ -84,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConnection<S> {
             if let Some(p) = try_split_startup(&mut self.rbuf)? {
                 return Ok(Some(p));
             }
-            if !self.fill().await? {
+            if !self.read_more().await? {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
@@ -113,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConnection<S> {
             if let Some(m) = self.next_buffered()? {
                 return Ok(Some(m));
             }
-            if !self.fill().await? {
+            if !self.read_more().await? {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
