@@ -419,14 +419,27 @@ mod tests {
 
     #[test]
     fn page_service_settings_are_validated() {
-        let conf = parse("id = 1", &["wait_lsn_timeout=\"2s\"", "page_service_pipeline_depth=1"]).unwrap();
+        let conf = parse(
+            "id = 1",
+            &["wait_lsn_timeout=\"2s\"", "page_service_pipeline_depth=1"],
+        )
+        .unwrap();
         assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(2));
         assert_eq!(conf.page_service_pipeline_depth, 1);
         for (o, key) in [
             ("wait_lsn_timeout=\"0s\"", "wait_lsn_timeout"),
-            ("page_service_idle_timeout=\"0s\"", "page_service_idle_timeout"),
-            ("page_service_pipeline_depth=0", "page_service_pipeline_depth"),
-            ("page_service_pipeline_depth=5000", "page_service_pipeline_depth"),
+            (
+                "page_service_idle_timeout=\"0s\"",
+                "page_service_idle_timeout",
+            ),
+            (
+                "page_service_pipeline_depth=0",
+                "page_service_pipeline_depth",
+            ),
+            (
+                "page_service_pipeline_depth=5000",
+                "page_service_pipeline_depth",
+            ),
             ("wait_lsn_timeout=\"soon\"", "soon"),
         ] {
             let e = parse("id = 1", &[o]).unwrap_err().to_string();

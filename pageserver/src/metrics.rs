@@ -204,8 +204,8 @@ pub static PAGE_SERVICE_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(
                 "Time to answer pagestream requests, by request type",
             )
             .buckets(vec![
-                0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
+                0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
             ]),
             &["request_type"],
         )

@@ -468,7 +468,11 @@ mod tests {
         full.extend_from_slice(&frame(b'c', b""));
         for cut in 0..6 + 4 {
             let mut part = BytesMut::from(&full[..cut]);
-            assert_eq!(try_split_message(&mut part, 100).unwrap(), None, "cut {cut}");
+            assert_eq!(
+                try_split_message(&mut part, 100).unwrap(),
+                None,
+                "cut {cut}"
+            );
         }
         let mut buf = full.clone();
         assert!(matches!(

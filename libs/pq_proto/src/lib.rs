@@ -38,8 +38,8 @@ pub use frontend::{
     try_split_message, try_split_startup, FrontendMessage, StartupPacket, MAX_STARTUP_PACKET_SIZE,
 };
 pub use messages::*;
-pub use server::{CopyInReader, CopyOutWriter, ServerConnection, COPY_OUT_CHUNK};
 pub use replication::{
     from_pg_timestamp, to_pg_timestamp, IdentifySystem, NextTimeline, ReplicationConnection,
     ReplicationMessage, ReplicationStream, DEFAULT_IDLE_TIMEOUT,
 };
+pub use server::{CopyInReader, CopyOutWriter, ServerConnection, COPY_OUT_CHUNK};

@@ -157,9 +157,7 @@ impl BeMessage<'_> {
     pub fn write(&self, buf: &mut BytesMut) {
         match self {
             BeMessage::AuthenticationOk => framed(buf, b'R', |b| b.put_i32(0)),
-            BeMessage::AuthenticationCleartextPassword => {
-                framed(buf, b'R', |b| b.put_i32(3))
-            }
+            BeMessage::AuthenticationCleartextPassword => framed(buf, b'R', |b| b.put_i32(3)),
             BeMessage::ParameterStatus { name, value } => framed(buf, b'S', |b| {
                 put_cstr(b, name);
                 put_cstr(b, value);
@@ -299,14 +297,8 @@ mod tests {
             round(BeMessage::CopyBothResponse),
             Decoded::CopyBothResponse
         );
-        assert_eq!(
-            round(BeMessage::CopyInResponse),
-            Decoded::CopyInResponse
-        );
-        assert_eq!(
-            round(BeMessage::CopyOutResponse),
-            Decoded::CopyOutResponse
-        );
+        assert_eq!(round(BeMessage::CopyInResponse), Decoded::CopyInResponse);
+        assert_eq!(round(BeMessage::CopyOutResponse), Decoded::CopyOutResponse);
         assert_eq!(
             round(BeMessage::CopyData(b"xyz")),
             Decoded::CopyData(Bytes::from_static(b"xyz"))

@@ -195,7 +195,9 @@ async fn authenticate(
     let token = std::str::from_utf8(&token)
         .map_err(|_| PageServiceError::Auth("the password (a JWT) is not UTF-8".into()))?;
     auth.decode(token.trim()).map_err(|e| {
-        PageServiceError::Auth(format!("{e}; send a JWT signed by the control plane as the password"))
+        PageServiceError::Auth(format!(
+            "{e}; send a JWT signed by the control plane as the password"
+        ))
     })
 }
 

@@ -274,8 +274,12 @@ fn read_blocking(
     lsn: Lsn,
 ) -> Result<PagestreamResponse, PgReadError> {
     Ok(match req {
-        PagestreamRequest::Exists { rel, .. } => PagestreamResponse::Exists(tl.rel_exists(rel, lsn)?),
-        PagestreamRequest::Nblocks { rel, .. } => PagestreamResponse::Nblocks(tl.rel_size(rel, lsn)?),
+        PagestreamRequest::Exists { rel, .. } => {
+            PagestreamResponse::Exists(tl.rel_exists(rel, lsn)?)
+        }
+        PagestreamRequest::Nblocks { rel, .. } => {
+            PagestreamResponse::Nblocks(tl.rel_size(rel, lsn)?)
+        }
         PagestreamRequest::GetPage { rel, blkno, .. } => {
             let page = tl.rel_page(rel, blkno, lsn)?;
             if page.len() != BLCKSZ {

@@ -155,9 +155,18 @@ fn any_request() -> impl Strategy<Value = PagestreamRequest> {
         (l.clone(), any_rel()).prop_map(|(lsns, rel)| PagestreamRequest::Nblocks { lsns, rel }),
         (l.clone(), any_rel(), 0..u32::MAX)
             .prop_map(|(lsns, rel, blkno)| PagestreamRequest::GetPage { lsns, rel, blkno }),
-        (l.clone(), any::<u32>()).prop_map(|(lsns, dbnode)| PagestreamRequest::DbSize { lsns, dbnode }),
-        (l, prop::sample::select(SlruKind::ALL.to_vec()), any::<u32>())
-            .prop_map(|(lsns, kind, segno)| PagestreamRequest::GetSlruSegment { lsns, kind, segno }),
+        (l.clone(), any::<u32>())
+            .prop_map(|(lsns, dbnode)| PagestreamRequest::DbSize { lsns, dbnode }),
+        (
+            l,
+            prop::sample::select(SlruKind::ALL.to_vec()),
+            any::<u32>()
+        )
+            .prop_map(|(lsns, kind, segno)| PagestreamRequest::GetSlruSegment {
+                lsns,
+                kind,
+                segno
+            }),
     ]
 }
 

@@ -128,7 +128,11 @@ async fn copy_out_frames_writes() {
     let (Decoded::CopyData(a), Decoded::CopyData(b)) = (&frames[2], &frames[3]) else {
         panic!("{frames:?}")
     };
-    assert_eq!(a.len(), COPY_OUT_CHUNK, "writes are split at the chunk size");
+    assert_eq!(
+        a.len(),
+        COPY_OUT_CHUNK,
+        "writes are split at the chunk size"
+    );
     assert_eq!(b.len(), 10);
     assert_eq!(frames[4], Decoded::CopyDone);
 }
