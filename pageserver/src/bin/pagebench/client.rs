@@ -192,7 +192,7 @@ pub async fn drive(mut client: Client, rels: Vec<Rel>, load: Load) -> anyhow::Re
     let start = Instant::now();
     let mut sent = 0u64;
     let more =
-        |sent: u64| load.requests.map_or(true, |n| sent < n) && start.elapsed() < load.duration;
+        |sent: u64| load.requests.is_none_or(|n| sent < n) && start.elapsed() < load.duration;
     while sent_at.len() < load.depth && more(sent) {
         client.queue(&random_request(&mut rng, &rels));
         sent_at.push_back(Instant::now());
