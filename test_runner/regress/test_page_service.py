@@ -376,9 +376,8 @@ def test_page_service_shutdown_and_idle(neon_env_builder: NeonEnvBuilder):
     assert a.request(req_exists(PG_CLASS)).value is True
     a.send_request(req_get_page(PG_CLASS, 0, last + (1 << 30), last + (1 << 30)))
     b = PageServiceConn(port)
-    started = time.monotonic()
+    # Exits with code 0 (asserted by stop()) although both are connected.
     env.pageserver.stop()
-    assert time.monotonic() - started < 15
     with pytest.raises(PgError) as e:
         a.read_response()
     assert e.value.code == "57P01"
