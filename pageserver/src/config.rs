@@ -73,6 +73,21 @@ pub struct PageServerConfigFile {
     /// Longest wait for tasks to finish on shutdown before exiting anyway.
     #[serde(default = "defaults::shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A page service connection that sends nothing for this long is closed
+    /// (while no request of it is being processed).
+    #[serde(
+        default = "defaults::page_service_idle_timeout",
+        with = "humantime_serde"
+    )]
+    pub page_service_idle_timeout: Duration,
+    /// Longest wait of a page service request for its LSN to be ingested;
+    /// then the request gets an error.
+    #[serde(default = "defaults::wait_lsn_timeout", with = "humantime_serde")]
+    pub wait_lsn_timeout: Duration,
+    /// Requests of one `pagestream_v2` connection processed at once; more
+    /// are left unread until earlier ones are answered.
+    #[serde(default = "defaults::page_service_pipeline_depth")]
+    pub page_service_pipeline_depth: usize,
     /// PostgreSQL 15 installation whose `bin/` holds `initdb` and
     /// `pg_basebackup`.
     #[serde(default = "defaults::pg_distrib_dir")]
@@ -105,7 +120,19 @@ mod defaults {
     pub fn shutdown_timeout() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn page_service_idle_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn wait_lsn_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn page_service_pipeline_depth() -> usize {
+        32
+    }
 }
+
+/// Largest accepted `page_service_pipeline_depth`.
+pub const MAX_PIPELINE_DEPTH: usize = 1024;
 
 /// The validated configuration the process runs with.
 #[derive(Debug, Clone)]
@@ -134,6 +161,12 @@ pub struct PageServerConf {
     pub liveness_heartbeat_limit: Duration,
     /// Shutdown wait limit.
     pub shutdown_timeout: Duration,
+    /// Idle limit of page service connections.
+    pub page_service_idle_timeout: Duration,
+    /// Wait limit of page service requests for their LSN.
+    pub wait_lsn_timeout: Duration,
+    /// Requests processed at once per `pagestream_v2` connection.
+    pub page_service_pipeline_depth: usize,
     /// PostgreSQL 15 installation (absolute).
     pub pg_distrib_dir: PathBuf,
     /// Node defaults for tenant settings, complete (every field set).
@@ -174,6 +207,12 @@ housekeeping_period = "10s"
 liveness_heartbeat_limit = "2m"
 # How long shutdown waits for tasks before exiting anyway.
 shutdown_timeout = "30s"
+# Page service: close connections idle this long; a request waits at most
+# wait_lsn_timeout for its LSN to arrive; pagestream_v2 requests processed at
+# once per connection (1 to 1024).
+page_service_idle_timeout = "10m"
+wait_lsn_timeout = "1m"
+page_service_pipeline_depth = 32
 # PostgreSQL 15 installation: bin/initdb bootstraps new timelines.
 pg_distrib_dir = "/usr/lib/postgresql/15"
 
@@ -296,6 +335,18 @@ impl PageServerConf {
                 humantime::format_duration(f.housekeeping_period)
             );
         }
+        if f.page_service_idle_timeout.is_zero() {
+            anyhow::bail!("page_service_idle_timeout must be greater than 0");
+        }
+        if f.wait_lsn_timeout.is_zero() {
+            anyhow::bail!("wait_lsn_timeout must be greater than 0");
+        }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&f.page_service_pipeline_depth) {
+            anyhow::bail!(
+                "page_service_pipeline_depth = {} is out of range: 1 to {MAX_PIPELINE_DEPTH}",
+                f.page_service_pipeline_depth
+            );
+        }
         f.tenant_config
             .validate()
             .map_err(|e| anyhow::anyhow!("[tenant_config]: {e}"))?;
@@ -312,6 +363,9 @@ impl PageServerConf {
             housekeeping_period: f.housekeeping_period,
             liveness_heartbeat_limit: f.liveness_heartbeat_limit,
             shutdown_timeout: f.shutdown_timeout,
+            page_service_idle_timeout: f.page_service_idle_timeout,
+            wait_lsn_timeout: f.wait_lsn_timeout,
+            page_service_pipeline_depth: f.page_service_pipeline_depth,
             pg_distrib_dir: workdir.join(&f.pg_distrib_dir),
             default_tenant_config: f
                 .tenant_config
@@ -356,6 +410,41 @@ mod tests {
         assert_eq!(conf.listen_http_addr.to_string(), "127.0.0.1:9898");
         assert_eq!(conf.listen_pg_addr.to_string(), "127.0.0.1:64000");
         assert_eq!(conf.default_tenant_config, TenantConfig::builtin_defaults());
+        assert_eq!(conf.page_service_idle_timeout, Duration::from_secs(600));
+        assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(60));
+        assert_eq!(conf.page_service_pipeline_depth, 32);
+        let conf = parse("id = 1", &[]).unwrap();
+        assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn page_service_settings_are_validated() {
+        let conf = parse(
+            "id = 1",
+            &["wait_lsn_timeout=\"2s\"", "page_service_pipeline_depth=1"],
+        )
+        .unwrap();
+        assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(2));
+        assert_eq!(conf.page_service_pipeline_depth, 1);
+        for (o, key) in [
+            ("wait_lsn_timeout=\"0s\"", "wait_lsn_timeout"),
+            (
+                "page_service_idle_timeout=\"0s\"",
+                "page_service_idle_timeout",
+            ),
+            (
+                "page_service_pipeline_depth=0",
+                "page_service_pipeline_depth",
+            ),
+            (
+                "page_service_pipeline_depth=5000",
+                "page_service_pipeline_depth",
+            ),
+            ("wait_lsn_timeout=\"soon\"", "soon"),
+        ] {
+            let e = parse("id = 1", &[o]).unwrap_err().to_string();
+            assert!(e.contains(key), "{o}: {e}");
+        }
     }
 
     #[test]

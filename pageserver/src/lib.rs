@@ -7,6 +7,7 @@ pub mod basebackup;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod page_service;
 pub mod tenant;
 pub mod walingest;
 pub mod walreceiver;

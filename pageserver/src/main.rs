@@ -14,6 +14,7 @@ use pageserver::background::{self, Heartbeats, NodeHealth};
 use pageserver::config::{self, PageServerConf, CONFIG_FILE_NAME, LOCK_FILE_NAME};
 use pageserver::http::{self, AppState};
 use pageserver::metrics;
+use pageserver::page_service::{self, PageServiceState};
 use pageserver::tenant::mgr::TenantManager;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -118,13 +119,25 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
         }
         config::AuthType::Trust => None,
     };
+    let pg_auth = match conf.pg_auth_type {
+        config::AuthType::Jwt => {
+            let path = conf
+                .auth_validation_public_key_path
+                .as_ref()
+                .expect("validated: JWT needs a key path");
+            Some(Arc::new(JwtAuth::from_key_path(path)?))
+        }
+        config::AuthType::Trust => None,
+    };
     let listener = tokio::net::TcpListener::bind(conf.listen_http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", conf.listen_http_addr))?;
+    let pg_listener = page_service::bind(&conf).await?;
 
     let tenants_cancel = CancellationToken::new();
     let background_cancel = CancellationToken::new();
     let http_cancel = CancellationToken::new();
+    let page_service_cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let health = Arc::new(NodeHealth::default());
     let heartbeats = Arc::new(Heartbeats::default());
@@ -148,6 +161,16 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
         health.clone(),
         heartbeats.clone(),
         background_cancel.clone(),
+    ));
+
+    tasks.spawn(page_service::serve(
+        pg_listener,
+        PageServiceState {
+            conf: conf.clone(),
+            tenants: tenants.clone(),
+            auth: pg_auth,
+        },
+        page_service_cancel.clone(),
     ));
 
     let app = http::router(AppState {
@@ -178,6 +201,8 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
     health.shutting_down.store(true, Ordering::Release);
 
     let shutdown = async {
+        // Connections first: they hold timelines open.
+        page_service_cancel.cancel();
         tenants_cancel.cancel();
         tenants.shutdown().await;
         background_cancel.cancel();

@@ -367,3 +367,73 @@ pub fn gather_text() -> Result<String, prometheus::Error> {
     TextEncoder::new().encode(&REGISTRY.gather(), &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
 }
+
+// ---------------------------------------------------------------------------
+// Page service (libpq, pagestream_v2)
+// ---------------------------------------------------------------------------
+
+/// Time to answer one pagestream request, by request type (from reading it
+/// to its response being ready, LSN wait included).
+pub static PAGE_SERVICE_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "pageserver_page_service_request_seconds",
+                "Time to answer pagestream requests, by request type",
+            )
+            .buckets(vec![
+                0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0,
+            ]),
+            &["request_type"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Pagestream requests being processed on this node.
+pub static PAGE_SERVICE_IN_FLIGHT: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "pageserver_page_service_requests_in_flight",
+            "Pagestream requests read and not yet answered",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Open page service connections.
+pub static PAGE_SERVICE_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "pageserver_page_service_connections",
+            "Open libpq connections of the page service",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Page service errors by kind: per-request Error responses
+/// (`not_found`, `past_end`, `lsn_timeout`, `below_gc_cutoff`,
+/// `bad_request`, `internal`) and connection-level ones (`auth`,
+/// `permission`, `protocol`, `command`).
+pub static PAGE_SERVICE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "pageserver_page_service_errors_total",
+                "Page service errors, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Registers the page service metrics so `/metrics` lists them before use.
+pub fn init_page_service_metrics() {
+    LazyLock::force(&PAGE_SERVICE_REQUEST_SECONDS);
+    LazyLock::force(&PAGE_SERVICE_IN_FLIGHT);
+    LazyLock::force(&PAGE_SERVICE_CONNECTIONS);
+    LazyLock::force(&PAGE_SERVICE_ERRORS);
+}

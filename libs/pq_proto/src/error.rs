@@ -1,4 +1,5 @@
-//! The one error type of this crate.
+//! The error types of this crate: [`ReplError`] for the replication client,
+//! [`ServerError`] for the server side.
 
 use std::time::Duration;
 
@@ -69,4 +70,35 @@ impl ReplError {
             ReplError::Auth(_) | ReplError::Config(_) | ReplError::Cancelled => false,
         }
     }
+}
+
+/// Why a server-side connection operation failed (the page service's side
+/// of the protocol). Carries no client secrets: passwords are never part of
+/// a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The TCP connection failed or broke.
+    #[error("I/O error on client connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent something that does not follow the protocol
+    /// (malformed or oversized frame, unexpected message).
+    #[error("protocol violation by client: {0}")]
+    Protocol(String),
+    /// The client closed the connection in the middle of a message or of a
+    /// COPY stream.
+    #[error("client closed the connection unexpectedly")]
+    UnexpectedEof,
+    /// The client sent nothing for longer than the idle limit.
+    #[error("client sent nothing for {0:?}, closing the idle connection")]
+    IdleTimeout(Duration),
+    /// Writing to the client took longer than the limit (the client does not
+    /// read its responses).
+    #[error("client did not accept output for {0:?}")]
+    WriteTimeout(Duration),
+    /// The client aborted its COPY stream with CopyFail.
+    #[error("client aborted COPY: {0}")]
+    CopyFail(String),
+    /// The server is shutting down (the caller's cancellation token fired).
+    #[error("server is shutting down")]
+    Cancelled,
 }

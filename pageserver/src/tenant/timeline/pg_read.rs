@@ -245,8 +245,17 @@ impl Timeline {
             .unwrap_or(0);
         let mut out = BytesMut::with_capacity(pages as usize * BLCKSZ);
         for blk in 0..pages {
-            match optional(self.get_blocking(slru_block_key(kind, segno, blk), lsn))? {
-                Some(page) => out.extend_from_slice(&page),
+            let key = slru_block_key(kind, segno, blk);
+            match optional(self.get_blocking(key, lsn))? {
+                // A CLOG page value may carry a commit timestamp trailer
+                // after the PostgreSQL page: only the page is returned.
+                Some(page) if page.len() >= BLCKSZ => out.extend_from_slice(&page[..BLCKSZ]),
+                Some(page) => {
+                    return Err(PgReadError::Corrupt {
+                        key,
+                        reason: format!("an SLRU page is {BLCKSZ} bytes, this one {}", page.len()),
+                    })
+                }
                 None => out.extend_from_slice(&ZERO_PAGE),
             }
         }

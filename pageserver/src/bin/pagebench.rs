@@ -1,0 +1,367 @@
+//! `pagebench`: a load generator for the page service's `pagestream_v2`.
+//!
+//! N connections each keep D GetPage requests of random blocks in flight
+//! (at the latest LSN) for a duration or a request count; the relations are
+//! given as `--rel spc/db/rel[:nblocks]` or discovered from the primary
+//! (`--connstr`, `--table`). It prints requests/s and p50/p99/p99.9 latency,
+//! then runs the same client loop against a built-in loopback server that
+//! answers every request with 8 KiB at once (the floor), and prints the
+//! ratios. `--json` prints one JSON object instead, for scripts.
+//!
+//! ```text
+//! pagebench --page-service 127.0.0.1:64000 --tenant T --timeline TL \
+//!     --connstr postgresql://postgres@127.0.0.1:5432/postgres \
+//!     --connections 4 --depth 32 --duration 10s
+//! ```
+
+#[path = "pagebench/client.rs"]
+mod client;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use pageserver_api::key::RelTag;
+use pageserver_api::pagestream::DEFAULT_TABLESPACE;
+use pq_proto::{ConnConfig, ReplicationConnection};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use client::{Client, ConnStats, Load};
+
+/// Benchmark the page service's pagestream_v2 against a loopback floor.
+#[derive(Parser, Debug)]
+#[command(name = "pagebench", version)]
+struct Args {
+    /// Page service address (host:port).
+    #[arg(long, default_value = "127.0.0.1:64000")]
+    page_service: String,
+    /// Tenant id.
+    #[arg(long)]
+    tenant: String,
+    /// Timeline id.
+    #[arg(long)]
+    timeline: String,
+    /// JWT sent as the password when the page service asks for one.
+    #[arg(long, env = "PAGEBENCH_TOKEN")]
+    token: Option<String>,
+    /// Relation to read, `spcnode/dbnode/relnode[:nblocks]` (main fork);
+    /// without `:nblocks` its size is asked of the page service. Repeatable.
+    #[arg(long = "rel")]
+    rels: Vec<String>,
+    /// Primary to discover relations from (with --table).
+    #[arg(long)]
+    connstr: Option<String>,
+    /// Table (or index) whose main fork to read, looked up on --connstr.
+    /// Repeatable; default pgbench_accounts.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Connections.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(short = 'd', long, default_value_t = 1)]
+    depth: usize,
+    /// How long each of the two runs lasts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop each connection after this many requests (before --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Skip the loopback floor run.
+    #[arg(long)]
+    no_floor: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A relation to read and its size in blocks.
+#[derive(Debug, Clone)]
+pub struct Rel {
+    tag: RelTag,
+    nblocks: u32,
+}
+
+fn parse_rel(s: &str) -> anyhow::Result<(RelTag, Option<u32>)> {
+    let (path, n) = match s.split_once(':') {
+        Some((p, n)) => (
+            p,
+            Some(n.parse().with_context(|| format!("bad nblocks in {s:?}"))?),
+        ),
+        None => (s, None),
+    };
+    let parts: Vec<u32> = path
+        .split('/')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--rel {s:?} is not spcnode/dbnode/relnode[:nblocks]"))?;
+    let [spcnode, dbnode, relnode] = parts[..] else {
+        bail!("--rel {s:?} is not spcnode/dbnode/relnode[:nblocks]");
+    };
+    Ok((
+        RelTag {
+            spcnode,
+            dbnode,
+            relnode,
+            forknum: 0,
+        },
+        n,
+    ))
+}
+
+async fn discover(connstr: &str, tables: &[String]) -> anyhow::Result<Vec<RelTag>> {
+    let cfg = ConnConfig::parse(connstr)?;
+    let cancel = CancellationToken::new();
+    let mut conn = ReplicationConnection::connect_normal(&cfg, &cancel).await?;
+    let mut out = Vec::new();
+    for table in tables {
+        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("table name {table:?} must be a plain identifier");
+        }
+        let rows = conn
+            .simple_query(&format!(
+                "SELECT reltablespace, (SELECT oid FROM pg_database WHERE datname = current_database()), \
+                 pg_relation_filenode(oid) FROM pg_class WHERE relname = '{table}'"
+            ))
+            .await?;
+        let [row] = rows.as_slice() else {
+            bail!("table {table} not found on the primary");
+        };
+        let num = |i: usize| -> anyhow::Result<u32> {
+            Ok(row[i].as_deref().context("NULL in pg_class")?.parse()?)
+        };
+        let spcnode = match num(0)? {
+            0 => DEFAULT_TABLESPACE,
+            s => s,
+        };
+        out.push(RelTag {
+            spcnode,
+            dbnode: num(1)?,
+            relnode: num(2)?,
+            forknum: 0,
+        });
+    }
+    conn.close().await?;
+    Ok(out)
+}
+
+/// Aggregated results of one run.
+struct Summary {
+    requests: usize,
+    errors: u64,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    first_error: Option<String>,
+}
+
+impl Summary {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": self.secs,
+            "rps": self.rps(),
+            "p50_us": self.p50_us,
+            "p99_us": self.p99_us,
+            "p999_us": self.p999_us,
+        })
+    }
+
+    fn line(&self, name: &str) -> String {
+        format!(
+            "{name:<12} {:>10.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  ({} requests, {} errors in {:.1} s)",
+            self.rps(),
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.requests,
+            self.errors,
+            self.secs
+        )
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[i])
+}
+
+async fn run_load(
+    addr: &str,
+    args: &Args,
+    token: Option<&str>,
+    rels: &[Rel],
+    load: Load,
+) -> anyhow::Result<Summary> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        clients.push(Client::connect(addr, token, &args.tenant, &args.timeline).await?);
+    }
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for c in clients {
+        set.spawn(client::drive(c, rels.to_vec(), load));
+    }
+    let mut all: Vec<ConnStats> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.push(r??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat: Vec<u32> = all
+        .iter()
+        .flat_map(|s| s.latencies_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    Ok(Summary {
+        requests: lat.len(),
+        errors: all.iter().map(|s| s.errors).sum(),
+        secs,
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        p999_us: percentile(&lat, 0.999),
+        first_error: all.into_iter().find_map(|s| s.first_error),
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if args.connections == 0 || args.depth == 0 {
+        bail!("--connections and --depth must be at least 1");
+    }
+    let mut wanted: Vec<(RelTag, Option<u32>)> = args
+        .rels
+        .iter()
+        .map(|s| parse_rel(s))
+        .collect::<Result<_, _>>()?;
+    if let Some(connstr) = &args.connstr {
+        let tables = if args.tables.is_empty() {
+            vec!["pgbench_accounts".to_string()]
+        } else {
+            args.tables.clone()
+        };
+        wanted.extend(
+            discover(connstr, &tables)
+                .await?
+                .into_iter()
+                .map(|r| (r, None)),
+        );
+    }
+    if wanted.is_empty() {
+        bail!("no relations: pass --rel or --connstr");
+    }
+    let token = args.token.as_deref();
+    let mut probe =
+        Client::connect(&args.page_service, token, &args.tenant, &args.timeline).await?;
+    let mut rels = Vec::new();
+    for (tag, n) in wanted {
+        let nblocks = match n {
+            Some(n) => n,
+            None => client::nblocks(&mut probe, tag).await?,
+        };
+        if nblocks == 0 {
+            bail!("relation {tag} is empty");
+        }
+        rels.push(Rel { tag, nblocks });
+    }
+    drop(probe);
+    let load = Load {
+        depth: args.depth,
+        duration: args.duration,
+        requests: args.requests,
+    };
+    let ours = run_load(&args.page_service, &args, token, &rels, load).await?;
+    let floor = if args.no_floor {
+        None
+    } else {
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let addr = client::start_floor_server(cancel.clone(), &tasks).await?;
+        let floor = run_load(&addr.to_string(), &args, None, &rels, load).await;
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
+        Some(floor?)
+    };
+    if args.json {
+        let mut out = serde_json::json!({
+            "connections": args.connections,
+            "depth": args.depth,
+            "relations": rels.iter().map(|r| format!("{}:{}", r.tag, r.nblocks)).collect::<Vec<_>>(),
+            "pageserver": ours.json(),
+        });
+        if let Some(f) = &floor {
+            out["floor"] = f.json();
+            out["p50_ratio"] = (ours.p50_us / f.p50_us.max(1.0)).into();
+            out["throughput_ratio"] = (ours.rps() / f.rps()).into();
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "pagestream_v2 GetPage, {} connections x depth {}, {} relations",
+            args.connections,
+            args.depth,
+            rels.len()
+        );
+        println!("{}", ours.line("pageserver"));
+        if let Some(f) = &floor {
+            println!("{}", f.line("floor"));
+            println!(
+                "ratios       p50 {:.2}x the floor, throughput {:.0}% of the floor",
+                ours.p50_us / f.p50_us.max(1.0),
+                100.0 * ours.rps() / f.rps()
+            );
+        }
+    }
+    if let Some(e) = ours.first_error {
+        eprintln!("pagebench: {} error responses, the first: {e}", ours.errors);
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(args)) {
+        eprintln!("pagebench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_args() {
+        let (r, n) = parse_rel("1663/5/16384:100").unwrap();
+        assert_eq!(
+            (r.spcnode, r.dbnode, r.relnode, n),
+            (1663, 5, 16384, Some(100))
+        );
+        assert_eq!(parse_rel("1663/5/16384").unwrap().1, None);
+        for bad in ["1663/5", "a/b/c", "1/2/3:x", "1/2/3/4"] {
+            assert!(parse_rel(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), 500.0);
+        assert_eq!(percentile(&v, 0.99), 990.0);
+        assert_eq!(percentile(&v, 0.999), 999.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

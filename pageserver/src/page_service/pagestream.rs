@@ -1,0 +1,363 @@
+//! `pagestream_v2 TENANT TIMELINE`: page requests inside a CopyBoth stream
+//! (format in `pageserver_api::pagestream` and `docs/page_service.md`).
+//!
+//! Requests are pipelined: the connection reads ahead and processes up to
+//! `page_service_pipeline_depth` requests at once, answering strictly in
+//! request order, and flushes its output whenever no further request is
+//! waiting in the input buffer. A request that fails gets an Error response
+//! (103) and the stream goes on; only a broken stream (oversized or
+//! undecodable frame, a message other than CopyData/CopyDone/Terminate)
+//! ends it with an ErrorResponse.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::FutureExt;
+use pageserver_api::pagestream::{
+    PagestreamRequest, PagestreamResponse, RequestLsns, DEFAULT_TABLESPACE, MAX_REQUEST_SIZE,
+};
+use pageserver_api::value::BLCKSZ;
+use pq_proto::{
+    write_copy_data_with, BeMessage, ErrorFields, FrontendMessage, ServerError,
+    SQLSTATE_PROTOCOL_VIOLATION,
+};
+use utils::lsn::Lsn;
+
+use super::commands::{CommandEnv, Flow, TimelineArgs};
+use super::connection::PgConn;
+use super::PageServiceError;
+use crate::metrics;
+use crate::tenant::timeline::pg_read::PgReadError;
+use crate::tenant::timeline::read::PageReconstructError;
+use crate::tenant::timeline::Timeline;
+
+/// Why reading requests stopped.
+enum StreamEnd {
+    /// CopyDone: answer what is in flight, then CopyDone and CommandComplete.
+    CopyDone,
+    /// Terminate or EOF: answer what is in flight, then close.
+    ClientGone,
+    /// A message that does not belong in the stream (framing intact).
+    Unexpected(&'static str),
+}
+
+/// Decrements the in-flight gauge when a request finishes or is dropped.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::PAGE_SERVICE_IN_FLIGHT.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::PAGE_SERVICE_IN_FLIGHT.dec();
+    }
+}
+
+/// Runs the stream until CopyDone, Terminate or an error.
+pub async fn handle_pagestream(
+    conn: &mut PgConn,
+    args: TimelineArgs,
+    env: &CommandEnv<'_>,
+) -> Result<Flow, PageServiceError> {
+    let tenant = env.tenants.get(args.tenant_id)?;
+    tenant.check_active()?;
+    let timeline = tenant.get_timeline(args.timeline_id)?;
+    // Held for the stream: timeline shutdown waits for it, after cancelling
+    // the timeline's token, which ends the stream below.
+    let _gate = timeline
+        .gate
+        .enter()
+        .map_err(|_| PageServiceError::ShuttingDown)?;
+    conn.write(&BeMessage::CopyBothResponse);
+    conn.flush().await?;
+    let cap = conn.max_message_size();
+    conn.set_max_message_size(MAX_REQUEST_SIZE);
+    let result = stream_loop(conn, &timeline, env).await;
+    conn.set_max_message_size(cap);
+    result
+}
+
+async fn stream_loop(
+    conn: &mut PgConn,
+    timeline: &Arc<Timeline>,
+    env: &CommandEnv<'_>,
+) -> Result<Flow, PageServiceError> {
+    let depth = env.conf.page_service_pipeline_depth;
+    let wait_timeout = env.conf.wait_lsn_timeout;
+    let idle = env.conf.page_service_idle_timeout;
+    let mut inflight = FuturesOrdered::new();
+    let mut end: Option<StreamEnd> = None;
+    loop {
+        // Without I/O: take the requests already buffered (while there is
+        // room) and write the responses already done, until neither moves.
+        loop {
+            let mut progressed = false;
+            while end.is_none() && inflight.len() < depth {
+                let Some(msg) = conn.next_buffered()? else {
+                    break;
+                };
+                progressed = true;
+                match msg {
+                    FrontendMessage::CopyData(frame) => {
+                        inflight.push_back(process(timeline.clone(), frame, wait_timeout))
+                    }
+                    other => end = Some(classify_end(other)),
+                }
+            }
+            while let Some(Some(body)) = inflight.next().now_or_never() {
+                progressed = true;
+                write_copy_data_with(conn.output(), |b| b.extend_from_slice(&body));
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if conn.pending_output() > 0 {
+            tokio::select! {
+                _ = env.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
+                r = conn.flush() => r?,
+            }
+        }
+        if inflight.is_empty() {
+            match end {
+                None => {}
+                Some(StreamEnd::CopyDone) => {
+                    conn.write(&BeMessage::CopyDone);
+                    conn.write(&BeMessage::CommandComplete("PAGESTREAM"));
+                    return Ok(Flow::Continue);
+                }
+                Some(StreamEnd::ClientGone) => return Ok(Flow::Close),
+                Some(StreamEnd::Unexpected(name)) => {
+                    metrics::PAGE_SERVICE_ERRORS
+                        .with_label_values(&["protocol"])
+                        .inc();
+                    let message = format!(
+                        "{name} inside pagestream_v2: only CopyData, CopyDone and Terminate are allowed; the stream has ended"
+                    );
+                    tracing::info!("{message}");
+                    conn.write(&BeMessage::ErrorResponse(ErrorFields {
+                        severity: "ERROR",
+                        code: SQLSTATE_PROTOCOL_VIOLATION,
+                        message: &message,
+                        detail: None,
+                    }));
+                    return Ok(Flow::Continue);
+                }
+            }
+        }
+        let can_read = end.is_none() && inflight.len() < depth;
+        tokio::select! {
+            biased;
+            _ = env.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
+            _ = timeline.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
+            Some(body) = inflight.next(), if !inflight.is_empty() => {
+                write_copy_data_with(conn.output(), |b| b.extend_from_slice(&body));
+            }
+            more = conn.read_more(), if can_read => {
+                if !more? {
+                    end = Some(StreamEnd::ClientGone);
+                }
+            }
+            _ = tokio::time::sleep(idle), if inflight.is_empty() => {
+                return Err(ServerError::IdleTimeout(idle).into());
+            }
+        }
+    }
+}
+
+fn classify_end(msg: FrontendMessage) -> StreamEnd {
+    match msg {
+        FrontendMessage::CopyDone => StreamEnd::CopyDone,
+        FrontendMessage::Terminate => StreamEnd::ClientGone,
+        other => StreamEnd::Unexpected(other.name()),
+    }
+}
+
+/// Answers one request frame: the encoded response (a CopyData body).
+async fn process(timeline: Arc<Timeline>, frame: Bytes, wait_timeout: Duration) -> Bytes {
+    let _inflight = InFlight::start();
+    let started = Instant::now();
+    let (type_name, response) = match PagestreamRequest::parse(&frame) {
+        Ok(req) => (req.type_name(), answer(&timeline, req, wait_timeout).await),
+        Err(e) => ("invalid", Err(("bad_request", e.to_string()))),
+    };
+    metrics::PAGE_SERVICE_REQUEST_SECONDS
+        .with_label_values(&[type_name])
+        .observe(started.elapsed().as_secs_f64());
+    let response = response.unwrap_or_else(|(kind, message)| {
+        metrics::PAGE_SERVICE_ERRORS
+            .with_label_values(&[kind])
+            .inc();
+        tracing::debug!("{type_name} request failed: {message}");
+        PagestreamResponse::Error(message)
+    });
+    let mut buf = bytes::BytesMut::with_capacity(match &response {
+        PagestreamResponse::GetPage(_) => BLCKSZ + 1,
+        _ => 64,
+    });
+    response.encode(&mut buf);
+    buf.freeze()
+}
+
+/// The LSN to read a request at, once `not_modified_since` is ingested:
+/// `min(request_lsn, last_record_lsn)`, but not below `not_modified_since`.
+pub fn read_lsn(lsns: RequestLsns, last_record_lsn: Lsn) -> Lsn {
+    lsns.request_lsn
+        .min(last_record_lsn)
+        .max(lsns.not_modified_since)
+}
+
+/// An error response's metrics label and message.
+type Failure = (&'static str, String);
+
+fn read_failure(e: PgReadError) -> Failure {
+    let kind = match &e {
+        PgReadError::NoRelation { .. } | PgReadError::NoSlruSegment { .. } => "not_found",
+        PgReadError::PastEnd { .. } => "past_end",
+        PgReadError::Reconstruct(PageReconstructError::BelowGcCutoff { .. }) => "below_gc_cutoff",
+        PgReadError::Reconstruct(PageReconstructError::LsnTimeout { .. }) => "lsn_timeout",
+        PgReadError::Reconstruct(PageReconstructError::Cancelled) => "shutting_down",
+        _ => {
+            tracing::error!("page read failed: {e}");
+            "internal"
+        }
+    };
+    (kind, e.to_string())
+}
+
+async fn answer(
+    timeline: &Arc<Timeline>,
+    req: PagestreamRequest,
+    wait_timeout: Duration,
+) -> Result<PagestreamResponse, Failure> {
+    let lsns = req.lsns();
+    if lsns.not_modified_since > lsns.request_lsn {
+        return Err((
+            "bad_request",
+            format!(
+                "not_modified_since {} is above request_lsn {}; it must be at or below it",
+                lsns.not_modified_since, lsns.request_lsn
+            ),
+        ));
+    }
+    timeline
+        .wait_lsn(lsns.not_modified_since, wait_timeout)
+        .await
+        .map_err(|e| read_failure(e.into()))?;
+    let lsn = read_lsn(lsns, timeline.last_record_lsn());
+    // The blocking read holds the timeline's gate: shutdown waits for it.
+    let gate = timeline
+        .gate
+        .enter()
+        .map_err(|_| ("shutting_down", "timeline is shutting down".to_string()))?;
+    let tl = timeline.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let _gate = gate;
+        read_blocking(&tl, req, lsn)
+    })
+    .await;
+    match read {
+        Ok(r) => r.map_err(read_failure),
+        Err(e) => Err(("internal", format!("page read task failed: {e}"))),
+    }
+}
+
+fn read_blocking(
+    tl: &Timeline,
+    req: PagestreamRequest,
+    lsn: Lsn,
+) -> Result<PagestreamResponse, PgReadError> {
+    Ok(match req {
+        PagestreamRequest::Exists { rel, .. } => {
+            PagestreamResponse::Exists(tl.rel_exists(rel, lsn)?)
+        }
+        PagestreamRequest::Nblocks { rel, .. } => {
+            PagestreamResponse::Nblocks(tl.rel_size(rel, lsn)?)
+        }
+        PagestreamRequest::GetPage { rel, blkno, .. } => {
+            let page = tl.rel_page(rel, blkno, lsn)?;
+            if page.len() != BLCKSZ {
+                return Err(PgReadError::Corrupt {
+                    key: pageserver_api::key::rel_block_key(rel, blkno),
+                    reason: format!("a page is {BLCKSZ} bytes, this one {}", page.len()),
+                });
+            }
+            PagestreamResponse::GetPage(page)
+        }
+        PagestreamRequest::DbSize { dbnode, .. } => {
+            let size = tl.db_size(DEFAULT_TABLESPACE, dbnode, lsn)?;
+            PagestreamResponse::DbSize(i64::try_from(size).unwrap_or(i64::MAX))
+        }
+        PagestreamRequest::GetSlruSegment { kind, segno, .. } => {
+            PagestreamResponse::GetSlruSegment(tl.slru_segment(kind, segno, lsn)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lsns(request_lsn: u64, not_modified_since: u64) -> RequestLsns {
+        RequestLsns {
+            request_lsn: Lsn(request_lsn),
+            not_modified_since: Lsn(not_modified_since),
+        }
+    }
+
+    #[test]
+    fn read_lsn_semantics() {
+        // Latest: whatever is ingested.
+        assert_eq!(read_lsn(lsns(u64::MAX, 0), Lsn(500)), Lsn(500));
+        // An older request LSN is honoured.
+        assert_eq!(read_lsn(lsns(300, 100), Lsn(500)), Lsn(300));
+        // Ingest behind the request LSN but past not_modified_since: the
+        // page has not changed since, so reading at last_record is exact.
+        assert_eq!(read_lsn(lsns(800, 100), Lsn(500)), Lsn(500));
+        // Never below not_modified_since.
+        assert_eq!(read_lsn(lsns(800, 600), Lsn(500)), Lsn(600));
+    }
+
+    #[test]
+    fn read_errors_are_classified() {
+        use pageserver_api::key::RelTag;
+        let rel = RelTag {
+            spcnode: 1663,
+            dbnode: 1,
+            relnode: 2,
+            forknum: 0,
+        };
+        let (kind, msg) = read_failure(PgReadError::NoRelation { rel, lsn: Lsn(16) });
+        assert_eq!(kind, "not_found");
+        assert!(msg.contains("1663/1/2"), "{msg}");
+        let (kind, _) = read_failure(PgReadError::PastEnd {
+            rel,
+            blkno: 9,
+            nblocks: 1,
+            lsn: Lsn(16),
+        });
+        assert_eq!(kind, "past_end");
+        let (kind, msg) = read_failure(PgReadError::Reconstruct(
+            PageReconstructError::BelowGcCutoff {
+                lsn: Lsn(1),
+                cutoff: Lsn(2),
+                timeline: "t/tl".into(),
+            },
+        ));
+        assert_eq!(kind, "below_gc_cutoff");
+        assert!(msg.contains("GC cutoff"), "{msg}");
+        let (kind, _) = read_failure(PgReadError::Reconstruct(PageReconstructError::LsnTimeout {
+            lsn: Lsn(9),
+            last: Lsn(1),
+            waited: Duration::from_secs(1),
+            timeline: "t/tl".into(),
+        }));
+        assert_eq!(kind, "lsn_timeout");
+    }
+}
