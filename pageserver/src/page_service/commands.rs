@@ -1,7 +1,8 @@
 //! Commands of the page service: parsing of the simple-query text, the
 //! permission check, and the dispatcher.
 //!
-//! **Adding a command** (`basebackup`, `import basebackup`, `import wal`):
+//! **Adding a command** (as `basebackup`, `import basebackup`, `import wal`
+//! in `copy_commands.rs` were):
 //! add a variant to [`Command`] with its parsed arguments, a branch in
 //! [`Command::parse`], its tenant in [`Command::tenant_id`], a line in
 //! [`KNOWN_COMMANDS`], and one arm in [`dispatch`] calling
@@ -28,13 +29,19 @@ use utils::auth::{check_permission, Claims};
 use utils::id::{TenantId, TimelineId};
 
 use super::connection::PgConn;
+use super::copy_commands::{self, BasebackupArgs, ImportArgs};
 use super::{pagestream, PageServiceError};
 use crate::config::PageServerConf;
 use crate::tenant::mgr::TenantManager;
 
 /// The commands the page service knows, as shown to clients that send an
 /// unknown one.
-pub const KNOWN_COMMANDS: &[&str] = &["pagestream_v2 TENANT_ID TIMELINE_ID"];
+pub const KNOWN_COMMANDS: &[&str] = &[
+    "pagestream_v2 TENANT_ID TIMELINE_ID",
+    "basebackup TENANT_ID TIMELINE_ID [LSN] [--gzip]",
+    "import basebackup TENANT_ID TIMELINE_ID START_LSN END_LSN",
+    "import wal TENANT_ID TIMELINE_ID START_LSN END_LSN",
+];
 
 /// What a command handler gets besides the connection and its arguments.
 pub struct CommandEnv<'a> {
@@ -71,6 +78,12 @@ pub struct TimelineArgs {
 pub enum Command {
     /// `pagestream_v2 TENANT TIMELINE`: pipelined page requests (CopyBoth).
     PagestreamV2(TimelineArgs),
+    /// `basebackup TENANT TIMELINE [LSN] [--gzip]`: the tar (CopyOut).
+    Basebackup(BasebackupArgs),
+    /// `import basebackup TENANT TIMELINE START END`: a tar (CopyIn).
+    ImportBasebackup(ImportArgs),
+    /// `import wal TENANT TIMELINE START END`: WAL (CopyIn).
+    ImportWal(ImportArgs),
 }
 
 fn syntax(message: String) -> PageServiceError {
@@ -113,6 +126,24 @@ impl Command {
                 "pagestream_v2",
                 args,
             )?)),
+            "basebackup" => Ok(Command::Basebackup(BasebackupArgs::parse(args, |a| {
+                parse_timeline_args("basebackup", a)
+            })?)),
+            "import" => match args.split_first() {
+                Some((kind, rest)) if kind.eq_ignore_ascii_case("basebackup") => Ok(
+                    Command::ImportBasebackup(ImportArgs::parse("basebackup", rest, |a| {
+                        parse_timeline_args("import basebackup", a)
+                    })?),
+                ),
+                Some((kind, rest)) if kind.eq_ignore_ascii_case("wal") => {
+                    Ok(Command::ImportWal(ImportArgs::parse("wal", rest, |a| {
+                        parse_timeline_args("import wal", a)
+                    })?))
+                }
+                _ => Err(syntax(
+                    "import takes `basebackup` or `wal` and then TENANT_ID TIMELINE_ID START_LSN END_LSN".to_string(),
+                )),
+            },
             _ => {
                 let shown: String = name.chars().take(64).collect();
                 Err(syntax(format!(
@@ -127,6 +158,8 @@ impl Command {
     pub fn tenant_id(&self) -> TenantId {
         match self {
             Command::PagestreamV2(a) => a.tenant_id,
+            Command::Basebackup(a) => a.timeline.tenant_id,
+            Command::ImportBasebackup(a) | Command::ImportWal(a) => a.timeline.tenant_id,
         }
     }
 }
@@ -159,6 +192,24 @@ pub async fn dispatch(
             tracing::Instrument::instrument(pagestream::handle_pagestream(conn, args, env), span)
                 .await
         }
+        Command::Basebackup(args) => {
+            let span = tracing::info_span!("basebackup", tenant_id = %args.timeline.tenant_id, timeline_id = %args.timeline.timeline_id);
+            tracing::Instrument::instrument(copy_commands::handle_basebackup(conn, args, env), span)
+                .await
+        }
+        Command::ImportBasebackup(args) => {
+            let span = tracing::info_span!("import_basebackup", tenant_id = %args.timeline.tenant_id, timeline_id = %args.timeline.timeline_id);
+            tracing::Instrument::instrument(
+                copy_commands::handle_import_basebackup(conn, args, env),
+                span,
+            )
+            .await
+        }
+        Command::ImportWal(args) => {
+            let span = tracing::info_span!("import_wal", tenant_id = %args.timeline.tenant_id, timeline_id = %args.timeline.timeline_id);
+            tracing::Instrument::instrument(copy_commands::handle_import_wal(conn, args, env), span)
+                .await
+        }
     }
 }
 
@@ -180,7 +231,9 @@ mod tests {
     #[test]
     fn parses_pagestream() {
         let c = Command::parse(&format!("pagestream_v2 {T} {TL}")).unwrap();
-        let Command::PagestreamV2(a) = &c;
+        let Command::PagestreamV2(a) = &c else {
+            panic!("not pagestream: {c:?}")
+        };
         assert_eq!(a.tenant_id.to_string(), T);
         assert_eq!(a.timeline_id.to_string(), TL);
         assert_eq!(
@@ -194,7 +247,9 @@ mod tests {
         for (q, want) in [
             ("", "empty command"),
             ("select 1", "unknown command \"select\""),
-            ("basebackup", "known commands: pagestream_v2"),
+            ("basebackup", "basebackup takes"),
+            ("import", "import takes"),
+            ("import snapshot a b c d", "import takes"),
             ("pagestream_v2", "takes 2 arguments"),
             (&format!("pagestream_v2 {T}"), "takes 2 arguments"),
             (&format!("pagestream_v2 {T} {TL} x"), "takes 2 arguments"),

@@ -14,6 +14,7 @@
 
 pub mod commands;
 pub mod connection;
+pub mod copy_commands;
 pub mod pagestream;
 
 use std::sync::Arc;
