@@ -103,14 +103,27 @@ impl std::fmt::Debug for Timeline {
 
 /// Sum of the sizes of the regular files below `path`.
 pub fn dir_size(path: &Path) -> io::Result<u64> {
+    // Files come and go while we walk (compaction and GC remove layers):
+    // one that vanished counts as nothing, not as an error.
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut total = 0;
-    for entry in std::fs::read_dir(path)? {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            total += dir_size(&entry.path())?;
-        } else if ft.is_file() {
-            total += entry.metadata()?.len();
+        let size = match entry.file_type() {
+            Ok(ft) if ft.is_dir() => dir_size(&entry.path()),
+            Ok(ft) if ft.is_file() => entry.metadata().map(|m| m.len()),
+            Ok(_) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match size {
+            Ok(n) => total += n,
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(total)
