@@ -385,6 +385,9 @@ impl WalIngest {
         // Under the write lock, with the record's LSN: see `LogicalSize`.
         tl.logical_size_tracker()
             .add_delta(self.state.take_size_delta());
+        // Before the record's LSN is published: see `RelSizeCache`.
+        tl.rel_size_cache()
+            .changed(rec.end_lsn, self.state.take_rel_changes());
         // A record that ends at a page boundary is followed by a page header
         // that holds no record: PostgreSQL reports the position after it as
         // its insert LSN (`pg_current_wal_lsn()`), so we publish that too, or

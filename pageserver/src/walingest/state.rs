@@ -74,6 +74,9 @@ impl Pending {
 pub struct IngestState {
     /// `None`: the relation is known not to exist.
     rel_sizes: HashMap<RelTag, Option<u32>>,
+    /// Relation size changes of the current record, for the timeline's
+    /// relation size cache.
+    rel_changes: Vec<(RelTag, Option<u32>)>,
     /// Change of the logical size (bytes of all relations) by the writes
     /// staged since the last [`IngestState::take_size_delta`].
     size_delta: i64,
@@ -144,6 +147,7 @@ impl IngestState {
         let old = self.rel_sizes.get(&rel).copied().flatten().unwrap_or(0);
         self.size_delta += (i64::from(nblocks) - i64::from(old)) * BLCKSZ as i64;
         self.rel_sizes.insert(rel, Some(nblocks));
+        self.rel_changes.push((rel, Some(nblocks)));
         self.pending.put(
             rel_size_key(rel),
             Value::Image(Bytes::copy_from_slice(&nblocks.to_le_bytes())),
@@ -190,7 +194,13 @@ impl IngestState {
         )?;
         self.set_rel_size(rel, 0);
         self.rel_sizes.insert(rel, None);
+        self.rel_changes.push((rel, None));
         Ok(())
+    }
+
+    /// Relation size changes (`None`: dropped) since the last call, in order.
+    pub fn take_rel_changes(&mut self) -> Vec<(RelTag, Option<u32>)> {
+        std::mem::take(&mut self.rel_changes)
     }
 
     /// The change of the logical size in bytes since the last call.

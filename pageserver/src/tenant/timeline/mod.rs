@@ -15,6 +15,7 @@ pub mod logical_size;
 pub mod lsn_by_ts;
 pub mod pg_read;
 pub mod read;
+pub mod rel_cache;
 pub mod write;
 
 #[cfg(test)]
@@ -86,6 +87,8 @@ pub struct Timeline {
     wal_receiver: Mutex<Option<crate::walreceiver::WalReceiver>>,
     /// The incrementally kept logical size.
     logical_size: logical_size::LogicalSize,
+    /// Relation sizes for reads at recent LSNs.
+    rel_sizes: rel_cache::RelSizeCache,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -215,6 +218,7 @@ impl Timeline {
             last: metadata.disk_consistent_lsn,
             prev: metadata.prev_record_lsn,
         });
+        let rel_sizes = rel_cache::RelSizeCache::new(metadata.disk_consistent_lsn);
         Timeline {
             tenant_id,
             timeline_id,
@@ -229,9 +233,15 @@ impl Timeline {
             flush_requested: Notify::new(),
             wal_receiver: Mutex::new(None),
             logical_size: logical_size::LogicalSize::default(),
+            rel_sizes,
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
+    }
+
+    /// The cache of relation sizes that ingest keeps current.
+    pub fn rel_size_cache(&self) -> &rel_cache::RelSizeCache {
+        &self.rel_sizes
     }
 
     /// A root timeline that belongs to no tenant, in a new directory

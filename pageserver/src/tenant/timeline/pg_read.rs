@@ -150,20 +150,34 @@ impl Timeline {
 
     /// Whether the relation fork exists.
     pub fn rel_exists(&self, rel: RelTag, lsn: Lsn) -> Result<bool, PgReadError> {
-        Ok(self
-            .directory(rel_dir_key(rel.spcnode, rel.dbnode), DirKind::Rel, lsn)?
-            .contains(&DirEntry::Rel {
-                relnode: rel.relnode,
-                forknum: rel.forknum,
-            }))
+        Ok(self.rel_size_if_exists(rel, lsn)?.is_some())
     }
 
     /// Size of an existing relation fork in blocks.
     pub fn rel_size(&self, rel: RelTag, lsn: Lsn) -> Result<u32, PgReadError> {
-        if !self.rel_exists(rel, lsn)? {
-            return Err(PgReadError::NoRelation { rel, lsn });
+        self.rel_size_if_exists(rel, lsn)?
+            .ok_or(PgReadError::NoRelation { rel, lsn })
+    }
+
+    /// Size of a relation fork, `None` if it does not exist: from the
+    /// relation size cache when it knows, else from storage (remembered).
+    fn rel_size_if_exists(&self, rel: RelTag, lsn: Lsn) -> Result<Option<u32>, PgReadError> {
+        if let Some(size) = self.rel_size_cache().get(rel, lsn) {
+            return Ok(size);
         }
-        self.stored_rel_size(rel, lsn)
+        let exists = self
+            .directory(rel_dir_key(rel.spcnode, rel.dbnode), DirKind::Rel, lsn)?
+            .contains(&DirEntry::Rel {
+                relnode: rel.relnode,
+                forknum: rel.forknum,
+            });
+        let size = if exists {
+            Some(self.stored_rel_size(rel, lsn)?)
+        } else {
+            None
+        };
+        self.rel_size_cache().remember(rel, lsn, size);
+        Ok(size)
     }
 
     /// The stored size of a relation known to exist, such as one from
