@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "Rust tests"
+# The remote_storage conformance tests start this S3-compatible server
+# (moto[server], installed into .venv by ensure_python).
+export MOTO_SERVER="$REPO_ROOT/.venv/bin/moto_server"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-features --no-fail-fast
 else
