@@ -7,7 +7,9 @@
 //! * `compaction.rs`: L0 -> L1 and image layers; `gc.rs`: removing old layers.
 
 pub mod compaction;
+pub mod residence;
 pub mod gc;
+pub mod layer;
 pub mod layers;
 pub mod pg_read;
 pub mod read;
@@ -79,6 +81,11 @@ pub struct Timeline {
     flush_requested: Notify,
     /// Streams WAL from the timeline's WAL source, when it has one.
     wal_receiver: Mutex<Option<crate::walreceiver::WalReceiver>>,
+    /// The upload queue, when the timeline is backed by remote storage.
+    remote: OnceLock<Arc<crate::tenant::remote::RemoteTimelineClient>>,
+    /// Stops the upload queue: cancelled by `shutdown` after the queue had
+    /// its chance to drain (not a child of `cancel`, which fires first).
+    upload_cancel: CancellationToken,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -208,6 +215,8 @@ impl Timeline {
             locks: TimelineLocks::default(),
             flush_requested: Notify::new(),
             wal_receiver: Mutex::new(None),
+            remote: OnceLock::new(),
+            upload_cancel: CancellationToken::new(),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
@@ -237,6 +246,55 @@ impl Timeline {
             tenant_conf,
             &CancellationToken::new(),
         )))
+    }
+
+    /// Connects the timeline to its upload queue (once, before activation).
+    pub fn set_remote_client(&self, client: Arc<crate::tenant::remote::RemoteTimelineClient>) {
+        let _ = self.remote.set(client);
+    }
+
+    /// The upload queue, when remote storage backs the timeline.
+    pub fn remote_client(&self) -> Option<&Arc<crate::tenant::remote::RemoteTimelineClient>> {
+        self.remote.get()
+    }
+
+    /// What the latest uploaded index covers.
+    pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
+        self.remote.get().and_then(|r| r.remote_consistent_lsn())
+    }
+
+    /// Adds layers named by the remote index that are not in the map (they
+    /// stay remote until read). Returns how many were added.
+    pub fn add_remote_layers(
+        &self,
+        layers: &[(
+            crate::tenant::storage_layer::LayerName,
+            crate::tenant::remote::index::LayerFileMetadata,
+        )],
+    ) -> usize {
+        let mut mgr = self.layers.write().expect("layers lock poisoned");
+        layers
+            .iter()
+            .filter(|(name, meta)| mgr.insert_remote(&self.path, name, *meta))
+            .count()
+    }
+
+    /// Every layer of the map.
+    pub fn all_layers(&self) -> Vec<Arc<layer::Layer>> {
+        self.layers
+            .read()
+            .expect("layers lock poisoned")
+            .files
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Schedules an index upload with the current metadata.
+    pub fn schedule_index_upload(&self) {
+        if let Some(remote) = self.remote.get() {
+            remote.schedule_index_upload(self.metadata());
+        }
     }
 
     /// Links a branch to its parent (once, after both are loaded).
@@ -369,7 +427,7 @@ impl Timeline {
             last_record_lsn: record.last,
             prev_record_lsn: record.prev,
             disk_consistent_lsn: m.disk_consistent_lsn,
-            remote_consistent_lsn: None,
+            remote_consistent_lsn: self.remote_consistent_lsn(),
             current_logical_size: None,
             current_physical_size: physical,
             current_logical_size_non_incremental: None,
@@ -382,7 +440,11 @@ impl Timeline {
             last_received_msg_lsn: receiver.as_ref().and_then(|r| r.last_received_msg_lsn),
             last_received_msg_ts: receiver.as_ref().and_then(|r| r.last_received_msg_ts),
             pg_version: m.pg_version,
-            awaits_download: false,
+            awaits_download: self
+                .layers
+                .read()
+                .expect("layers lock poisoned")
+                .awaits_download(),
             state: state.name().to_string(),
             broken_reason: match state {
                 TenantState::Broken { reason } => Some(reason),
@@ -395,7 +457,7 @@ impl Timeline {
                 current_physical_size: physical,
             },
             remote: RemoteTimelineInfo {
-                remote_consistent_lsn: None,
+                remote_consistent_lsn: self.remote_consistent_lsn(),
             },
         }
     }
@@ -418,6 +480,14 @@ impl Timeline {
             let _guard = guard;
             tl.flush_loop().await;
         });
+        if let Some(remote) = self.remote.get() {
+            let Ok(guard) = self.gate.enter() else { return };
+            let (remote, cancel) = (remote.clone(), self.upload_cancel.clone());
+            tokio::spawn(async move {
+                let _guard = guard;
+                remote.run(cancel).await;
+            });
+        }
     }
 
     fn start_wal_receiver(self: &Arc<Self>, cfg: pq_proto::ConnConfig) {
@@ -529,7 +599,16 @@ impl Timeline {
                 }
             }
         }
+        if flush && active {
+            if let Some(remote) = self.remote.get() {
+                const UPLOAD_LIMIT: Duration = Duration::from_secs(30);
+                if let Err(e) = remote.wait_drained(UPLOAD_LIMIT, &CancellationToken::new()).await {
+                    tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "at shutdown: {e}; the rest is uploaded after the restart");
+                }
+            }
+        }
         self.cancel.cancel();
+        self.upload_cancel.cancel();
         self.gate.close().await;
     }
 }
