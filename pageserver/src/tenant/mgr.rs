@@ -15,6 +15,7 @@ use super::remote::{self, RemoteContext, TenantAttachment};
 use super::{blocking, Tenant};
 
 mod attach;
+pub use attach::DETACH_UPLOAD_TIMEOUT;
 use crate::config::PageServerConf;
 use crate::metrics;
 
