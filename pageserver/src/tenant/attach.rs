@@ -96,7 +96,26 @@ impl Tenant {
                     timeline.timeline_id
                 )
             })?;
-            self.connect_timeline(&timeline, found.as_ref().map(|(i, _)| i));
+            let index = found.as_ref().map(|(i, _)| i);
+            let corrupt = timeline.take_corrupt_at_load();
+            let unrecoverable: Vec<String> = corrupt
+                .iter()
+                .filter(|(name, _)| !index.is_some_and(|i| i.layers.contains_key(&name.to_string())))
+                .map(|(_, e)| e.clone())
+                .collect();
+            if !unrecoverable.is_empty() {
+                let reason = format!(
+                    "{}; the layer is not in remote storage, so it cannot be downloaded again",
+                    unrecoverable.join("; ")
+                );
+                tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
+                timeline.set_state(TenantState::Broken { reason });
+                continue;
+            }
+            for (name, e) in &corrupt {
+                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "local layer {name} is corrupt ({e}); it downloads again from remote storage on the next read");
+            }
+            self.connect_timeline(&timeline, index);
         }
         if let Err(e) = self.upload_manifest().await {
             tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest: {e}");

@@ -15,6 +15,8 @@ pub mod deletion_queue;
 pub mod download;
 pub mod index;
 pub mod paths;
+#[cfg(all(test, feature = "testing"))]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -54,6 +54,9 @@ pub struct LayerManager {
     pub map: LayerMap,
     /// Every layer in `map`, resident or not.
     pub files: HashMap<LayerName, Arc<Layer>>,
+    /// Local layer files found corrupt by the load, with the error; not in
+    /// the map until remote storage replaces them.
+    pub corrupt_at_load: Vec<(LayerName, String)>,
 }
 
 impl LayerManager {
@@ -98,12 +101,12 @@ impl LayerManager {
             }
             let reader = match LayerReader::open(&path) {
                 Ok(r) => r,
-                Err(crate::tenant::storage_layer::layer_file::LayerError::Corrupt { .. }) => {
-                    // Never served: removed, and downloaded again from
-                    // remote storage if the index names it.
-                    tracing::warn!(%tenant_id, %timeline_id, "removing corrupt local layer file {}", path.display());
-                    std::fs::remove_file(&path)
-                        .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                Err(e @ crate::tenant::storage_layer::layer_file::LayerError::Corrupt { .. }) => {
+                    // Never served: left out of the map. When the remote
+                    // index names the layer it is downloaded again;
+                    // otherwise the timeline is Broken (see
+                    // `Tenant::init_remote`).
+                    mgr.corrupt_at_load.push((layer_name, e.to_string()));
                     continue;
                 }
                 Err(e) => return Err(e.to_string()),

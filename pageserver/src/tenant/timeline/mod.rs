@@ -279,6 +279,11 @@ impl Timeline {
             .count()
     }
 
+    /// Takes the layers found corrupt by the load.
+    pub fn take_corrupt_at_load(&self) -> Vec<(crate::tenant::storage_layer::LayerName, String)> {
+        std::mem::take(&mut self.layers.write().expect("layers lock poisoned").corrupt_at_load)
+    }
+
     /// Every layer of the map.
     pub fn all_layers(&self) -> Vec<Arc<layer::Layer>> {
         self.layers
@@ -601,9 +606,23 @@ impl Timeline {
         }
         if flush && active {
             if let Some(remote) = self.remote.get() {
+                // Wait while the queue makes progress, at most 30 s in all.
                 const UPLOAD_LIMIT: Duration = Duration::from_secs(30);
-                if let Err(e) = remote.wait_drained(UPLOAD_LIMIT, &CancellationToken::new()).await {
-                    tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "at shutdown: {e}; the rest is uploaded after the restart");
+                const STALL_LIMIT: Duration = Duration::from_secs(3);
+                let started = std::time::Instant::now();
+                let mut depth = remote.queue_depth();
+                loop {
+                    match remote.wait_drained(STALL_LIMIT, &CancellationToken::new()).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            let now = remote.queue_depth();
+                            if now >= depth || started.elapsed() >= UPLOAD_LIMIT {
+                                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "at shutdown: {e}; the rest is uploaded after the restart");
+                                break;
+                            }
+                            depth = now;
+                        }
+                    }
                 }
             }
         }
