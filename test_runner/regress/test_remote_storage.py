@@ -116,7 +116,7 @@ def shared_local(builder: NeonEnvBuilder, pageservers: int = 1) -> Path:
 
 
 def test_attach_on_second_node_s3(
-    neon_env_builder: NeonEnvBuilder, moto_server: MotoServer, test_output_dir: Path, port_distributor: PortDistributor
+    moto_server: MotoServer, neon_env_builder: NeonEnvBuilder, test_output_dir: Path, port_distributor: PortDistributor
 ):
     """The main path, on a real S3-compatible server: ingest with pgbench on
     node 1, detach, wipe, attach on node 2 from the bucket; base backups at
@@ -148,6 +148,9 @@ def test_attach_on_second_node_s3(
         layers = [k for k in keys if "__" in k]
         assert layers and all(k.endswith("-00000001") for k in layers), keys
 
+        # The config travels in the tenant manifest: no background
+        # compaction on node 2, so layers download only when read.
+        c1.set_tenant_config(tenant_id, {**TENANT_CONF, "compaction_period": "0s"})
         c1.tenant_detach(tenant_id)
         assert not ps1.tenant_dir(tenant_id).exists()
         with pytest.raises(PageserverApiException) as e:
@@ -158,10 +161,13 @@ def test_attach_on_second_node_s3(
         assert c2.tenant_attach(tenant_id) == {"generation": 2}
         wait_active(c2, tenant_id)
         attached = time.monotonic()
+        assert c2.tenant_config(tenant_id)["tenant_specific_overrides"]["compaction_period"] == "0s"
         tl = c2.timeline_detail(tenant_id, timeline_id)
         assert tl["awaits_download"] is True
         assert lsn_int(tl["disk_consistent_lsn"]) >= lsn_int(last)
-        assert tl["remote_consistent_lsn"] == detail["remote_consistent_lsn"]
+        # The detach flushed and uploaded whatever arrived after `detail`.
+        assert lsn_int(tl["remote_consistent_lsn"]) >= lsn_int(detail["remote_consistent_lsn"])
+        assert tl["remote_consistent_lsn"] == tl["disk_consistent_lsn"]
         downloads_before = c2.metric_value("pageserver_layer_downloads_total")
         tar, _ = c2.basebackup(tenant_id, timeline_id, lsn=last)
         first_read = time.monotonic()
@@ -192,7 +198,7 @@ def test_upload_faults_and_outage(neon_env_builder: NeonEnvBuilder, test_output_
     pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
     try:
         pg.pgbench("-i", "-s", "1", "-q")
-        tenant_id = client.tenant_create(conf=TENANT_CONF)
+        tenant_id = client.tenant_create(conf={**TENANT_CONF, "compaction_period": "0s"})
         timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
         client.set_remote_faults(fail_percent=30, delay_ms=500, seed=7)
         saw_503 = []
@@ -330,7 +336,8 @@ def test_eviction_and_on_demand_download(neon_env_builder: NeonEnvBuilder):
     ps = env.pageserver
     ps.allowed_errors.append(".*is corrupt; downloading it again.*")
     client = ps.http_client()
-    w = make_writer(client)
+    # Several L0 layers (no background compaction), so reads span layers.
+    w = make_writer(client, conf={"compaction_period": "0s"})
     lsns = [w.put_batches(30) for _ in range(3)]
     client.timeline_checkpoint(w.tenant_id, w.timeline_id)
     wait_uploaded(client, w.tenant_id, w.timeline_id)
@@ -369,13 +376,15 @@ def test_eviction_and_on_demand_download(neon_env_builder: NeonEnvBuilder):
     client.set_tenant_config(w.tenant_id, TENANT_CONF)
     w.check(lsns)
 
-    # Corrupt a resident layer's values: the read downloads a good copy.
+    # Corrupt the values of every resident layer: reads download good copies.
     tl_dir = ps.timeline_dir(w.tenant_id, w.timeline_id)
-    layer = max((p for p in tl_dir.iterdir() if "__" in p.name), key=lambda p: p.stat().st_size)
-    data = bytearray(layer.read_bytes())
-    for off in range(200, len(data) // 2, 97):
-        data[off] ^= 0xFF
-    layer.write_bytes(bytes(data))
+    for layer in (p for p in tl_dir.iterdir() if "__" in p.name):
+        data = bytearray(layer.read_bytes())
+        # Values lie between the header and the index (offset in the footer).
+        index_offset = int.from_bytes(data[-28:-20], "little")
+        for off in range(200, index_offset - 1, 97):
+            data[off] ^= 0xFF
+        layer.write_bytes(bytes(data))
     w.check(lsns)
     assert ps.log_contains("is corrupt; downloading it again")
 

@@ -267,6 +267,10 @@ impl Tenant {
             })?;
         self.install_config(config);
         tracing::info!(tenant_id = %self.tenant_id, "tenant config updated");
+        // The manifest carries the config to the next attachment.
+        if let Err(e) = self.upload_manifest().await {
+            tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest with the new config: {e}; it is uploaded at the next start");
+        }
         Ok(())
     }
 

@@ -104,13 +104,28 @@ impl std::fmt::Debug for Timeline {
 /// Sum of the sizes of the regular files below `path`.
 pub fn dir_size(path: &Path) -> io::Result<u64> {
     let mut total = 0;
+    // Files come and go while we look (flushes, downloads, evictions):
+    // one that vanished between the listing and the stat counts as 0.
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     for entry in std::fs::read_dir(path)? {
         let entry = entry?;
-        let ft = entry.file_type()?;
+        let ft = match entry.file_type() {
+            Ok(ft) => ft,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(e),
+        };
         if ft.is_dir() {
-            total += dir_size(&entry.path())?;
+            match dir_size(&entry.path()) {
+                Ok(n) => total += n,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
         } else if ft.is_file() {
-            total += entry.metadata()?.len();
+            match entry.metadata() {
+                Ok(m) => total += m.len(),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(total)

@@ -89,8 +89,11 @@ impl Timeline {
                     }
                 },
                 Err(e) => {
-                    remote.health().failure(&e.to_string());
                     last_error = e.to_string();
+                    if self.cancel.is_cancelled() {
+                        break;
+                    }
+                    remote.health().failure(&last_error);
                 }
             }
             tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "download of layer {name} failed (attempt {attempt} of {DOWNLOAD_ATTEMPTS}): {last_error}");
