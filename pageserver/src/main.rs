@@ -138,12 +138,7 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
     ));
     // Deletions run until the tenants have shut down (their last uploads
     // may queue some).
-    tasks.spawn(
-        remote
-            .deletion_queue
-            .clone()
-            .run(background_cancel.clone()),
-    );
+    tasks.spawn(remote.deletion_queue.clone().run(background_cancel.clone()));
 
     let discovered = {
         let tenants = tenants.clone();

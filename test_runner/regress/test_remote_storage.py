@@ -204,9 +204,10 @@ def test_upload_faults_and_outage(neon_env_builder: NeonEnvBuilder, test_output_
         saw_503 = []
 
         def during(i: int) -> None:
-            if i == 2:
-                client.set_remote_faults(unreachable_for_ms=8000)
-                client.timeline_checkpoint(tenant_id, timeline_id)
+            if i == 1:
+                # Ingest goes on and flushes (1 MiB layers) keep the upload
+                # queue busy, failing.
+                client.set_remote_faults(unreachable_for_ms=10000)
 
                 def not_ready() -> None:
                     res = client.readiness()
@@ -214,9 +215,9 @@ def test_upload_faults_and_outage(neon_env_builder: NeonEnvBuilder, test_output_
                     assert "object storage" in res.json()["status"]
                     saw_503.append(res.json())
 
-                wait_until(not_ready, timeout=7, interval=0.2)
+                wait_until(not_ready, timeout=9, interval=0.2)
 
-        points = run_pgbench_recording(pg, seconds=20, points=6, during=during)
+        points = run_pgbench_recording(pg, seconds=20, points=4, during=during)
         assert saw_503, "readiness never reported the outage"
         last = points[-1][0]
         # Ingest went on during the outage.

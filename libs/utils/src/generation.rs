@@ -46,7 +46,11 @@ impl Generation {
         }
         let (base, suffix) = name.split_at(name.len() - 9);
         let hex = suffix.strip_prefix('-').ok_or_else(bad)?;
-        if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 8
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad());
         }
         let value = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
@@ -55,7 +59,10 @@ impl Generation {
 
     /// The highest of `candidates` at or below `self` (a reader never looks at
     /// what a newer attachment wrote).
-    pub fn highest_at_or_below(self, candidates: impl IntoIterator<Item = Generation>) -> Option<Generation> {
+    pub fn highest_at_or_below(
+        self,
+        candidates: impl IntoIterator<Item = Generation>,
+    ) -> Option<Generation> {
         candidates.into_iter().filter(|g| *g <= self).max()
     }
 }
@@ -91,7 +98,15 @@ mod tests {
 
     #[test]
     fn bad_suffixes_are_refused() {
-        for name in ["", "x", "index_part.json", "a-0000000A", "a-000000001", "a_00000001", "a-0000000g"] {
+        for name in [
+            "",
+            "x",
+            "index_part.json",
+            "a-0000000A",
+            "a-000000001",
+            "a_00000001",
+            "a-0000000g",
+        ] {
             assert!(Generation::split_suffix(name).is_err(), "{name}");
         }
         // The base may itself contain dashes.

@@ -7,8 +7,7 @@ use axum::Json;
 #[cfg(feature = "testing")]
 use pageserver_api::models::EvictionResponse;
 use pageserver_api::models::{
-    LocationConfigRequest, LocationConfigResponse, TenantAttachRequest,
-    TenantAttachResponse,
+    LocationConfigRequest, LocationConfigResponse, TenantAttachRequest, TenantAttachResponse,
 };
 use serde_json::json;
 use utils::generation::Generation;

@@ -100,7 +100,9 @@ impl Tenant {
             let corrupt = timeline.take_corrupt_at_load();
             let unrecoverable: Vec<String> = corrupt
                 .iter()
-                .filter(|(name, _)| !index.is_some_and(|i| i.layers.contains_key(&name.to_string())))
+                .filter(|(name, _)| {
+                    !index.is_some_and(|i| i.layers.contains_key(&name.to_string()))
+                })
                 .map(|(_, e)| e.clone())
                 .collect();
             if !unrecoverable.is_empty() {
@@ -126,7 +128,10 @@ impl Tenant {
     /// Builds the timelines of an attaching tenant from their remote
     /// indexes: directories and metadata are written locally, layers stay
     /// remote until read.
-    pub(super) async fn attach_timelines(&self, timeline_ids: Vec<TimelineId>) -> Result<(), String> {
+    pub(super) async fn attach_timelines(
+        &self,
+        timeline_ids: Vec<TimelineId>,
+    ) -> Result<(), String> {
         let generation = self.attachment.generation();
         let mut loaded = Vec::new();
         for timeline_id in timeline_ids {
@@ -150,7 +155,13 @@ impl Tenant {
             let timeline = blocking(move || {
                 Timeline::create_on_disk(&path, &metadata)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                Ok::<_, String>(Timeline::load(tenant_id, timeline_id, path, tenant_conf, &cancel))
+                Ok::<_, String>(Timeline::load(
+                    tenant_id,
+                    timeline_id,
+                    path,
+                    tenant_conf,
+                    &cancel,
+                ))
             })
             .await
             .map_err(|e| e.to_string())??;
@@ -169,7 +180,9 @@ impl Tenant {
                     match timelines.active.get(&ancestor) {
                         Some(a) => t.set_ancestor(a.clone()),
                         None => t.set_state(TenantState::Broken {
-                            reason: format!("ancestor timeline {ancestor} is missing in remote storage"),
+                            reason: format!(
+                                "ancestor timeline {ancestor} is missing in remote storage"
+                            ),
                         }),
                     }
                 }

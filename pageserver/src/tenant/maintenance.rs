@@ -83,7 +83,9 @@ impl Tenant {
                 since_eviction = Duration::ZERO;
                 if let Some(threshold) = conf.evictions_low_residence.filter(|d| !d.is_zero()) {
                     for timeline in self.list_timelines() {
-                        let Ok(guard) = timeline.gate.enter() else { continue };
+                        let Ok(guard) = timeline.gate.enter() else {
+                            continue;
+                        };
                         let tl = timeline.clone();
                         let result = blocking(move || tl.evict_cold_blocking(threshold)).await;
                         drop(guard);

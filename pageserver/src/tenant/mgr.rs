@@ -15,9 +15,9 @@ use super::remote::{self, RemoteContext, TenantAttachment};
 use super::{blocking, Tenant};
 
 mod attach;
-pub use attach::DETACH_UPLOAD_TIMEOUT;
 use crate::config::PageServerConf;
 use crate::metrics;
+pub use attach::DETACH_UPLOAD_TIMEOUT;
 
 enum TenantSlot {
     Attached(Arc<Tenant>),
@@ -77,7 +77,10 @@ impl TenantManager {
                 TenantState::Loading,
                 TenantConfig::default(),
                 self.remote.clone(),
-                Arc::new(TenantAttachment::new(utils::generation::Generation::FIRST, false)),
+                Arc::new(TenantAttachment::new(
+                    utils::generation::Generation::FIRST,
+                    false,
+                )),
                 &self.cancel,
             ));
             map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
@@ -118,7 +121,10 @@ impl TenantManager {
 
     /// Every timeline of every tenant.
     pub fn all_timelines(&self) -> Vec<Arc<super::timeline::Timeline>> {
-        self.list().iter().flat_map(|t| t.list_timelines()).collect()
+        self.list()
+            .iter()
+            .flat_map(|t| t.list_timelines())
+            .collect()
     }
 
     /// The node's object storage.

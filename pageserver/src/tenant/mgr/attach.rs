@@ -91,14 +91,19 @@ impl TenantManager {
                 .highest_generation
                 .map_or(Generation::FIRST, Generation::next)
         });
-        let manifest =
-            download::download_manifest(storage, &tenant_id, &listing.manifests, generation, &self.cancel)
-                .await
-                .map_err(|e| {
-                    TenantError::Unavailable(format!(
-                        "cannot read the manifest of tenant {tenant_id}: {e}; retry later"
-                    ))
-                })?;
+        let manifest = download::download_manifest(
+            storage,
+            &tenant_id,
+            &listing.manifests,
+            generation,
+            &self.cancel,
+        )
+        .await
+        .map_err(|e| {
+            TenantError::Unavailable(format!(
+                "cannot read the manifest of tenant {tenant_id}: {e}; retry later"
+            ))
+        })?;
         let config = manifest.map(|m| m.config).unwrap_or_default();
         let attachment = Arc::new(TenantAttachment::new(generation, stale));
         let (conf, att, cfg) = (self.conf.clone(), attachment.clone(), config.clone());
@@ -155,7 +160,11 @@ impl TenantManager {
     /// queue to drain, then stops it and removes its local state. Remote
     /// state stays; another node (or this one) can attach it again. When
     /// the queues do not drain, nothing changes and the error says so.
-    pub async fn detach_tenant(&self, tenant_id: TenantId, timeout: Duration) -> Result<(), TenantError> {
+    pub async fn detach_tenant(
+        &self,
+        tenant_id: TenantId,
+        timeout: Duration,
+    ) -> Result<(), TenantError> {
         let tenant = {
             let mut map = self.tenants.write().expect("tenant map lock poisoned");
             let tenant = match map.get(&tenant_id) {
@@ -223,7 +232,10 @@ impl TenantManager {
         let tenant = match self.get(tenant_id) {
             Ok(t) => t,
             Err(TenantError::TenantNotFound(_)) => {
-                return self.attach_tenant(tenant_id, generation, stale).await.map(Some)
+                return self
+                    .attach_tenant(tenant_id, generation, stale)
+                    .await
+                    .map(Some)
             }
             Err(e) => return Err(e),
         };
@@ -236,12 +248,14 @@ impl TenantManager {
         }
         tenant.attachment.set(new_generation, stale);
         let (att, path) = (tenant.attachment.clone(), self.conf.tenant_path(&tenant_id));
-        blocking(move || att.write(&path)).await?.map_err(|e| {
-            anyhow::anyhow!("cannot write the location of tenant {tenant_id}: {e}")
-        })?;
+        blocking(move || att.write(&path))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot write the location of tenant {tenant_id}: {e}"))?;
         if new_generation != current && !stale {
             tenant.upload_manifest().await.map_err(|e| {
-                TenantError::Unavailable(format!("cannot upload the manifest of tenant {tenant_id}: {e}"))
+                TenantError::Unavailable(format!(
+                    "cannot upload the manifest of tenant {tenant_id}: {e}"
+                ))
             })?;
         }
         tracing::info!(%tenant_id, ?mode, generation = %new_generation, "location changed");

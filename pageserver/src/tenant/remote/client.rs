@@ -73,7 +73,11 @@ pub struct RemoteTimelineClient {
 
 impl std::fmt::Debug for RemoteTimelineClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RemoteTimelineClient({}/{})", self.tenant_id, self.timeline_id)
+        write!(
+            f,
+            "RemoteTimelineClient({}/{})",
+            self.tenant_id, self.timeline_id
+        )
     }
 }
 
@@ -176,7 +180,11 @@ impl RemoteTimelineClient {
     }
 
     /// Waits until every operation scheduled so far has finished, at most `timeout`.
-    pub async fn wait_drained(&self, timeout: Duration, cancel: &CancellationToken) -> Result<(), WaitError> {
+    pub async fn wait_drained(
+        &self,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), WaitError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.progressed.notified();
@@ -309,7 +317,11 @@ impl RemoteTimelineClient {
         self.attachment.generation()
     }
 
-    async fn upload_layer(&self, layer: &Arc<Layer>, cancel: &CancellationToken) -> Result<(), String> {
+    async fn upload_layer(
+        &self,
+        layer: &Arc<Layer>,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
         let name = layer.name();
         if let Some(meta) = layer.remote() {
             // Already uploaded (scheduled again after a restart).
@@ -324,9 +336,16 @@ impl RemoteTimelineClient {
                 tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "layer {name} is gone locally before its upload; skipping it");
                 return Ok(());
             }
-            Err(e) => return Err(format!("cannot read layer file {}: {e}", layer.local_path().display())),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read layer file {}: {e}",
+                    layer.local_path().display()
+                ))
+            }
         };
-        fail::fail_point!("remote-layer-upload", |_| Err("failpoint remote-layer-upload".to_string()));
+        fail::fail_point!("remote-layer-upload", |_| Err(
+            "failpoint remote-layer-upload".to_string()
+        ));
         let generation = self.generation();
         let path = paths::layer_path(&self.tenant_id, &self.timeline_id, &name, generation);
         let receipt = self
@@ -343,16 +362,27 @@ impl RemoteTimelineClient {
         layer.set_remote(meta);
         self.lock().remote_view.insert(name, meta);
         metrics::REMOTE_UPLOADED_BYTES.inc_by(receipt.size);
-        metrics::REMOTE_UPLOAD_OPS.with_label_values(&["layer"]).inc();
+        metrics::REMOTE_UPLOAD_OPS
+            .with_label_values(&["layer"])
+            .inc();
         Ok(())
     }
 
-    async fn upload_index(&self, metadata: &TimelineMetadata, cancel: &CancellationToken) -> Result<(), String> {
-        fail::fail_point!("remote-index-upload", |_| Err("failpoint remote-index-upload".to_string()));
+    async fn upload_index(
+        &self,
+        metadata: &TimelineMetadata,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        fail::fail_point!("remote-index-upload", |_| Err(
+            "failpoint remote-index-upload".to_string()
+        ));
         let (index, unlinked) = {
             let s = self.lock();
             (
-                IndexPart::new(s.remote_view.iter().map(|(n, m)| (n.clone(), *m)), metadata.clone()),
+                IndexPart::new(
+                    s.remote_view.iter().map(|(n, m)| (n.clone(), *m)),
+                    metadata.clone(),
+                ),
                 s.unlinked.len(),
             )
         };
@@ -366,19 +396,25 @@ impl RemoteTimelineClient {
             .await
             .map_err(|e| e.to_string())?;
         metrics::REMOTE_UPLOADED_BYTES.inc_by(size);
-        metrics::REMOTE_UPLOAD_OPS.with_label_values(&["index"]).inc();
+        metrics::REMOTE_UPLOAD_OPS
+            .with_label_values(&["index"])
+            .inc();
         let doomed: Vec<(LayerName, LayerFileMetadata)> = {
             let mut s = self.lock();
             s.remote_consistent_lsn = Some(
                 s.remote_consistent_lsn
-                    .map_or(metadata.disk_consistent_lsn, |l| l.max(metadata.disk_consistent_lsn)),
+                    .map_or(metadata.disk_consistent_lsn, |l| {
+                        l.max(metadata.disk_consistent_lsn)
+                    }),
             );
             s.unlinked.drain(..unlinked).collect()
         };
         if !doomed.is_empty() {
             let objects = doomed
                 .iter()
-                .map(|(n, m)| paths::layer_path(&self.tenant_id, &self.timeline_id, n, m.generation))
+                .map(|(n, m)| {
+                    paths::layer_path(&self.tenant_id, &self.timeline_id, n, m.generation)
+                })
                 .collect();
             if let Err(e) = self
                 .ctx

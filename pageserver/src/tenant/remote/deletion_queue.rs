@@ -74,9 +74,7 @@ impl DeletionQueue {
     ) -> std::io::Result<DeletionQueue> {
         utils::crashsafe::create_dir_all(&dir)?;
         utils::crashsafe::remove_temporaries(&dir)?;
-        let next = pending_lists(&dir)?
-            .last()
-            .map_or(0, |(seq, _)| seq + 1);
+        let next = pending_lists(&dir)?.last().map_or(0, |(seq, _)| seq + 1);
         Ok(DeletionQueue {
             dir,
             storage,
@@ -205,7 +203,11 @@ impl DeletionQueue {
     }
 
     /// Validates the list's generation, then deletes its objects.
-    pub async fn execute(&self, list: &DeletionList, cancel: &CancellationToken) -> Result<ListOutcome, String> {
+    pub async fn execute(
+        &self,
+        list: &DeletionList,
+        cancel: &CancellationToken,
+    ) -> Result<ListOutcome, String> {
         let listing = download::list_tenant(&self.storage, &list.tenant_id, cancel)
             .await
             .map_err(|e| e.to_string())?;
@@ -330,22 +332,35 @@ mod tests {
         let a = put(&s, &format!("tenants/{t}/timelines/x/a-00000001")).await;
         put(&s, &format!("tenants/{t}/tenant-manifest-00000002.json")).await;
         let cancel = CancellationToken::new();
-        let q = DeletionQueue::open(tmp.path().join("deletion"), s.clone(), Default::default()).unwrap();
-        // Generation 1 while 2 exists: refused.
-        q.push_objects(t, &TenantAttachment::new(Generation(1), false), vec![a.clone()])
-            .await
+        let q = DeletionQueue::open(tmp.path().join("deletion"), s.clone(), Default::default())
             .unwrap();
+        // Generation 1 while 2 exists: refused.
+        q.push_objects(
+            t,
+            &TenantAttachment::new(Generation(1), false),
+            vec![a.clone()],
+        )
+        .await
+        .unwrap();
         q.process_all(&cancel).await.unwrap();
         assert!(s.exists(&a, &cancel).await.unwrap());
         // Attached as stale: never even queued.
-        q.push_objects(t, &TenantAttachment::new(Generation(2), true), vec![a.clone()])
-            .await
-            .unwrap();
+        q.push_objects(
+            t,
+            &TenantAttachment::new(Generation(2), true),
+            vec![a.clone()],
+        )
+        .await
+        .unwrap();
         assert_eq!(q.pending(), 0);
         // The current generation deletes.
-        q.push_objects(t, &TenantAttachment::new(Generation(2), false), vec![a.clone()])
-            .await
-            .unwrap();
+        q.push_objects(
+            t,
+            &TenantAttachment::new(Generation(2), false),
+            vec![a.clone()],
+        )
+        .await
+        .unwrap();
         q.process_all(&cancel).await.unwrap();
         assert!(!s.exists(&a, &cancel).await.unwrap());
     }

@@ -167,20 +167,24 @@ pub async fn download_layer(
     cancel: &CancellationToken,
 ) -> Result<u64, DownloadError> {
     let path = paths::layer_path(tenant_id, timeline_id, name, meta.generation);
-    let download = storage.download_verified(&path, meta.crc32c, cancel).await?;
+    let download = storage
+        .download_verified(&path, meta.crc32c, cancel)
+        .await?;
     let len = download.bytes.len() as u64;
     let local = local.to_path_buf();
     let bytes = download.bytes;
-    tokio::task::spawn_blocking(move || utils::crashsafe::overwrite(&local, &bytes).map_err(|e| (local, e)))
-        .await
-        .map_err(|e| DownloadError::Io {
-            path: name.to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map_err(|(p, source)| DownloadError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
+    tokio::task::spawn_blocking(move || {
+        utils::crashsafe::overwrite(&local, &bytes).map_err(|e| (local, e))
+    })
+    .await
+    .map_err(|e| DownloadError::Io {
+        path: name.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?
+    .map_err(|(p, source)| DownloadError::Io {
+        path: p.display().to_string(),
+        source,
+    })?;
     crate::metrics::REMOTE_DOWNLOADED_BYTES.inc_by(len);
     Ok(len)
 }

@@ -195,8 +195,9 @@ mod tests {
         let e = IndexPart::from_bytes(&serde_json::to_vec(&v).unwrap(), "idx").unwrap_err();
         assert!(e.to_string().contains("extra"), "{e}");
 
-        let e = TenantManifest::from_bytes(br#"{"version":1,"generation":1,"config":{},"x":1}"#, "m")
-            .unwrap_err();
+        let e =
+            TenantManifest::from_bytes(br#"{"version":1,"generation":1,"config":{},"x":1}"#, "m")
+                .unwrap_err();
         assert!(e.to_string().contains('x'), "{e}");
     }
 }

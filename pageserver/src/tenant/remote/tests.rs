@@ -24,7 +24,8 @@ use crate::tenant::timeline::layer::Layer;
 fn write_layer(dir: &Path, t: TenantId, tl: TimelineId, lsn: u64) -> Arc<Layer> {
     let mut w = LayerWriter::new(dir, t, tl, true, Key::MIN, Lsn(lsn)..Lsn(lsn + 0x10)).unwrap();
     let mut buf = Vec::new();
-    pageserver_api::value::Value::Image(bytes::Bytes::from(vec![lsn as u8; 8192])).ser_into(&mut buf);
+    pageserver_api::value::Value::Image(bytes::Bytes::from(vec![lsn as u8; 8192]))
+        .ser_into(&mut buf);
     w.put(Key::MIN.next(), Lsn(lsn), &buf, false).unwrap();
     let (_, path) = w.finish(Key::MAX).unwrap();
     Arc::new(Layer::resident(Arc::new(LayerReader::open(&path).unwrap())))
@@ -33,10 +34,14 @@ fn write_layer(dir: &Path, t: TenantId, tl: TimelineId, lsn: u64) -> Arc<Layer> 
 fn context(root: &Path, faults: FaultHandle) -> Arc<RemoteContext> {
     let mut config = RemoteStorageConfig::local_fs(root.join("remote")).unwrap();
     config.max_retries = 0;
-    let storage = GenericRemoteStorage::builder(&config).faults(faults.clone()).build().unwrap();
+    let storage = GenericRemoteStorage::builder(&config)
+        .faults(faults.clone())
+        .build()
+        .unwrap();
     let health = Arc::new(RemoteHealth::default());
-    let deletion_queue =
-        Arc::new(DeletionQueue::open(root.join("deletion"), storage.clone(), health.clone()).unwrap());
+    let deletion_queue = Arc::new(
+        DeletionQueue::open(root.join("deletion"), storage.clone(), health.clone()).unwrap(),
+    );
     Arc::new(RemoteContext {
         storage,
         faults,
@@ -79,7 +84,9 @@ async fn index_never_names_a_missing_layer() {
             let mut checks = 0;
             let c = CancellationToken::new();
             while !stop.load(Ordering::Acquire) {
-                let found = storage.download(&paths::index_path(&t, &tl, Generation(1)), &c).await;
+                let found = storage
+                    .download(&paths::index_path(&t, &tl, Generation(1)), &c)
+                    .await;
                 if let Ok(d) = found {
                     let index = IndexPart::from_bytes(&d.bytes, "index").unwrap();
                     for (name, meta) in index.parsed_layers() {
@@ -127,7 +134,11 @@ async fn index_never_names_a_missing_layer() {
     // The final index names exactly the layers not unlinked.
     faults.clear();
     let c = CancellationToken::new();
-    let d = ctx.storage.download(&paths::index_path(&t, &tl, Generation(1)), &c).await.unwrap();
+    let d = ctx
+        .storage
+        .download(&paths::index_path(&t, &tl, Generation(1)), &c)
+        .await
+        .unwrap();
     let index = IndexPart::from_bytes(&d.bytes, "index").unwrap();
     let mut named: Vec<_> = index.parsed_layers().into_iter().map(|(n, _)| n).collect();
     named.sort_by_key(|n| n.lsn_range.start);
@@ -138,10 +149,18 @@ async fn index_never_names_a_missing_layer() {
     ctx.deletion_queue.process_all(&c).await.unwrap();
     let listing = ctx
         .storage
-        .list(Some(&paths::timeline_prefix(&t, &tl)), remote_storage::ListMode::Recursive, &c)
+        .list(
+            Some(&paths::timeline_prefix(&t, &tl)),
+            remote_storage::ListMode::Recursive,
+            &c,
+        )
         .await
         .unwrap();
-    let layer_objects = listing.objects.iter().filter(|o| o.path.as_str().contains("__")).count();
+    let layer_objects = listing
+        .objects
+        .iter()
+        .filter(|o| o.path.as_str().contains("__"))
+        .count();
     assert_eq!(layer_objects, want.len());
     cancel.cancel();
     task.await.unwrap();

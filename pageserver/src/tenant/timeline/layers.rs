@@ -9,13 +9,13 @@ use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+use super::layer::Layer;
 use crate::config::METADATA_FILE;
+use crate::tenant::remote::index::LayerFileMetadata;
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 use crate::tenant::storage_layer::layer_file::LayerReader;
 use crate::tenant::storage_layer::layer_map::LayerMap;
 use crate::tenant::storage_layer::{LayerName, PersistentLayerDesc};
-use super::layer::Layer;
-use crate::tenant::remote::index::LayerFileMetadata;
 
 /// A frozen in-memory layer and the record LSNs at its end.
 #[derive(Clone)]

@@ -7,12 +7,12 @@
 //! * `compaction.rs`: L0 -> L1 and image layers; `gc.rs`: removing old layers.
 
 pub mod compaction;
-pub mod residence;
 pub mod gc;
 pub mod layer;
 pub mod layers;
 pub mod pg_read;
 pub mod read;
+pub mod residence;
 pub mod write;
 
 #[cfg(test)]
@@ -296,7 +296,13 @@ impl Timeline {
 
     /// Takes the layers found corrupt by the load.
     pub fn take_corrupt_at_load(&self) -> Vec<(crate::tenant::storage_layer::LayerName, String)> {
-        std::mem::take(&mut self.layers.write().expect("layers lock poisoned").corrupt_at_load)
+        std::mem::take(
+            &mut self
+                .layers
+                .write()
+                .expect("layers lock poisoned")
+                .corrupt_at_load,
+        )
     }
 
     /// Every layer of the map.
@@ -627,7 +633,10 @@ impl Timeline {
                 let started = std::time::Instant::now();
                 let mut depth = remote.queue_depth();
                 loop {
-                    match remote.wait_drained(STALL_LIMIT, &CancellationToken::new()).await {
+                    match remote
+                        .wait_drained(STALL_LIMIT, &CancellationToken::new())
+                        .await
+                    {
                         Ok(()) => break,
                         Err(e) => {
                             let now = remote.queue_depth();

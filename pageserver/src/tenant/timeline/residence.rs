@@ -124,7 +124,10 @@ impl Timeline {
         let now = super::unix_now();
         let mut evicted = 0;
         for layer in self.all_layers() {
-            if layer.is_resident() && now.saturating_sub(layer.last_access()) >= threshold.as_secs() && layer.evict()? {
+            if layer.is_resident()
+                && now.saturating_sub(layer.last_access()) >= threshold.as_secs()
+                && layer.evict()?
+            {
                 evicted += 1;
             }
         }
