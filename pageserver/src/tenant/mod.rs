@@ -638,7 +638,10 @@ impl Tenant {
             background_jobs_running: state == TenantState::Active,
             state,
             current_physical_size: size,
-            has_in_progress_downloads: false,
+            has_in_progress_downloads: self
+                .list_timelines()
+                .iter()
+                .any(|t| t.has_downloads_in_progress()),
             timeline_count: self
                 .timelines
                 .lock()

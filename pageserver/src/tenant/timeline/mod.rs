@@ -86,6 +86,8 @@ pub struct Timeline {
     /// Stops the upload queue: cancelled by `shutdown` after the queue had
     /// its chance to drain (not a child of `cancel`, which fires first).
     upload_cancel: CancellationToken,
+    /// Layer downloads under way.
+    downloads_in_progress: std::sync::atomic::AtomicUsize,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -232,6 +234,7 @@ impl Timeline {
             wal_receiver: Mutex::new(None),
             remote: OnceLock::new(),
             upload_cancel: CancellationToken::new(),
+            downloads_in_progress: Default::default(),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
@@ -303,6 +306,13 @@ impl Timeline {
                 .expect("layers lock poisoned")
                 .corrupt_at_load,
         )
+    }
+
+    /// Whether layer downloads are under way.
+    pub fn has_downloads_in_progress(&self) -> bool {
+        self.downloads_in_progress
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
     }
 
     /// Every layer of the map.

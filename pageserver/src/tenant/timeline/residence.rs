@@ -2,6 +2,7 @@
 //! only in remote storage, re-download of corrupt local copies, and
 //! eviction of local files that were not read for a while.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,10 @@ impl Timeline {
         let object = paths::layer_path(&self.tenant_id, &self.timeline_id, &name, meta.generation);
         let storage = remote.storage().clone();
         let handle = tokio::runtime::Handle::current();
+        self.downloads_in_progress.fetch_add(1, Ordering::Relaxed);
+        let _in_progress = scopeguard(|| {
+            self.downloads_in_progress.fetch_sub(1, Ordering::Relaxed);
+        });
         let mut last_error = String::new();
         for attempt in 1..=DOWNLOAD_ATTEMPTS {
             if self.cancel.is_cancelled() {
@@ -176,4 +181,17 @@ pub fn evict_for_disk_usage(
         }
     }
     Ok(evicted)
+}
+
+/// Runs `f` when dropped.
+struct ScopeGuard<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for ScopeGuard<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> ScopeGuard<F> {
+    ScopeGuard(f)
 }
