@@ -179,27 +179,55 @@ impl DeletionQueue {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot list {}: {e}", self.dir.display()))?;
+        // Consecutive lists of one tenant and generation are merged into one
+        // validation and as few delete requests as the batch limit allows.
+        let mut batch: Option<DeletionList> = None;
+        let mut batch_files: Vec<PathBuf> = Vec::new();
         for (_, path) in lists {
             let bytes = tokio::fs::read(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let outcome = match serde_json::from_slice::<DeletionList>(&bytes) {
-                Ok(list) => Some(self.execute(&list, cancel).await?),
+            let list = match serde_json::from_slice::<DeletionList>(&bytes) {
+                Ok(list) => list,
                 Err(e) => {
                     tracing::error!("dropping unreadable deletion list {}: {e}", path.display());
-                    None
+                    self.remove_files(vec![path]).await?;
+                    continue;
                 }
             };
-            if outcome.is_some() {
-                self.health.success();
+            match &mut batch {
+                Some(b) if b.tenant_id == list.tenant_id && b.generation == list.generation => {
+                    b.objects.extend(list.objects);
+                    b.prefixes.extend(list.prefixes);
+                }
+                _ => {
+                    if let Some(b) = batch.take() {
+                        self.execute(&b, cancel).await?;
+                        self.health.success();
+                        self.remove_files(std::mem::take(&mut batch_files)).await?;
+                    }
+                    batch = Some(list);
+                }
             }
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || remove_durably(&p))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            batch_files.push(path);
+        }
+        if let Some(b) = batch {
+            self.execute(&b, cancel).await?;
+            self.health.success();
+            self.remove_files(batch_files).await?;
         }
         Ok(())
+    }
+
+    async fn remove_files(&self, files: Vec<PathBuf>) -> Result<(), String> {
+        tokio::task::spawn_blocking(move || {
+            for f in &files {
+                remove_durably(f).map_err(|e| format!("cannot remove {}: {e}", f.display()))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Validates the list's generation, then deletes its objects.
