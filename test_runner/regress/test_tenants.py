@@ -9,6 +9,7 @@ import pytest
 
 from fixtures.neon_fixtures import NeonEnv, NeonEnvBuilder, raw_request
 from fixtures.pageserver_http import PageserverApiException
+from fixtures.utils import wait_until
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -195,6 +196,12 @@ def test_tenant_config(neon_env_builder: NeonEnvBuilder):
     }
 
 
+def uploaded_detail(client, tenant_id: str, timeline_id: str) -> dict:
+    detail = client.timeline_detail(tenant_id, timeline_id)
+    assert detail["remote_consistent_lsn"] == detail["disk_consistent_lsn"], detail
+    return detail
+
+
 def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
     env = neon_simple_env
     client = env.pageserver.http_client()
@@ -203,9 +210,10 @@ def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
         tenant_id = client.tenant_create(conf={"gc_horizon": 1000 + i})
         root = client.timeline_create(tenant_id)
         branch = client.timeline_create(tenant_id, ancestor_timeline_id=root["timeline_id"])
+        # Once uploaded (remote_consistent_lsn set), nothing changes across the restart.
         expected[tenant_id] = {
-            root["timeline_id"]: client.timeline_detail(tenant_id, root["timeline_id"]),
-            branch["timeline_id"]: client.timeline_detail(tenant_id, branch["timeline_id"]),
+            tl: wait_until(lambda tl=tl: uploaded_detail(client, tenant_id, tl), timeout=30)
+            for tl in (root["timeline_id"], branch["timeline_id"])
         }
     doomed = client.tenant_create()
     client.tenant_delete(doomed)
