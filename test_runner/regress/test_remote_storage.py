@@ -375,17 +375,23 @@ def test_eviction_and_on_demand_download(neon_env_builder: NeonEnvBuilder):
 
     wait_until(all_evicted, timeout=30, interval=0.5)
     client.set_tenant_config(w.tenant_id, TENANT_CONF)
+    time.sleep(1.5)  # an eviction pass under way finishes
     w.check(lsns)
 
     # Corrupt the values of every resident layer: reads download good copies.
     tl_dir = ps.timeline_dir(w.tenant_id, w.timeline_id)
-    for layer in (p for p in tl_dir.iterdir() if "__" in p.name):
+    corrupted = 0
+    for layer in (p for p in tl_dir.iterdir() if "__" in p.name and not p.name.endswith("___temp")):
         data = bytearray(layer.read_bytes())
         # Values lie between the header and the index (offset in the footer).
         index_offset = int.from_bytes(data[-28:-20], "little")
+        if not 200 < index_offset < len(data):
+            continue
+        corrupted += 1
         for off in range(200, index_offset - 1, 97):
             data[off] ^= 0xFF
         layer.write_bytes(bytes(data))
+    assert corrupted > 0
     w.check(lsns)
     assert ps.log_contains("is corrupt; downloading it again")
 
