@@ -1,1 +1,1 @@
-pytest_plugins = ("fixtures.neon_fixtures",)
+pytest_plugins = ("fixtures.neon_fixtures", "fixtures.s3")

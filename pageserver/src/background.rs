@@ -111,6 +111,19 @@ async fn housekeeping_pass(
         *disk_error = result.err();
     }
     tenants.update_state_metrics();
+    if let Some(pct) = conf.max_disk_usage_pct {
+        let (workdir, tenants) = (conf.workdir.clone(), tenants.all_timelines());
+        let result = tokio::task::spawn_blocking(move || {
+            crate::tenant::timeline::residence::evict_for_disk_usage(&workdir, pct, &tenants)
+        })
+        .await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!("disk usage above {pct}%: evicted {n} layers"),
+            Ok(Err(e)) => tracing::warn!("disk usage eviction failed: {e}"),
+            Err(e) => tracing::warn!("disk usage eviction task failed: {e}"),
+        }
+    }
     heartbeats.beat(HOUSEKEEPING_LOOP);
     for (name, age) in heartbeats.ages() {
         metrics::HEARTBEAT_AGE

@@ -95,6 +95,15 @@ pub struct PageServerConfigFile {
     /// Defaults for every tenant's settings; tenants override them.
     #[serde(default)]
     pub tenant_config: TenantConfig,
+    /// Object storage, the durable home of every timeline (DESIGN.md
+    /// section 4). Default: a local directory `WORKDIR/remote_storage`.
+    #[serde(default)]
+    pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
+    /// When the work directory's file system is fuller than this percentage,
+    /// resident layer files are evicted, least recently read first (they
+    /// stay in remote storage). Off when unset.
+    #[serde(default)]
+    pub max_disk_usage_pct: Option<u8>,
 }
 
 mod defaults {
@@ -171,7 +180,16 @@ pub struct PageServerConf {
     pub pg_distrib_dir: PathBuf,
     /// Node defaults for tenant settings, complete (every field set).
     pub default_tenant_config: TenantConfig,
+    /// Object storage.
+    pub remote_storage: remote_storage::RemoteStorageConfig,
+    /// Disk usage (percent) above which layers are evicted.
+    pub max_disk_usage_pct: Option<u8>,
 }
+
+/// Directory of the default local remote storage inside the work directory.
+pub const DEFAULT_REMOTE_STORAGE_DIR: &str = "remote_storage";
+/// Directory of the persisted deletion queue inside the work directory.
+pub const DELETION_QUEUE_DIR: &str = "deletion";
 
 /// The text `pageserver --init` writes: every setting with its default and a
 /// comment, so operators see what they can change.
@@ -215,6 +233,12 @@ wait_lsn_timeout = "1m"
 page_service_pipeline_depth = 32
 # PostgreSQL 15 installation: bin/initdb bootstraps new timelines.
 pg_distrib_dir = "/usr/lib/postgresql/15"
+
+# Object storage, the durable home of every timeline. Default: the local
+# directory WORKDIR/remote_storage. For S3 or an S3-compatible server:
+# remote_storage = {{ backend = {{ kind = "aws_s3", bucket_name = "layers", bucket_region = "eu-west-1", endpoint = "http://127.0.0.1:5000", allow_http = true }} }}
+# Evict resident layer files, least recently read first, above this disk usage (percent).
+# max_disk_usage_pct = 90
 
 # Defaults for every tenant; a tenant may override each of them.
 [tenant_config]
@@ -350,6 +374,18 @@ impl PageServerConf {
         f.tenant_config
             .validate()
             .map_err(|e| anyhow::anyhow!("[tenant_config]: {e}"))?;
+        if let Some(pct) = f.max_disk_usage_pct {
+            if pct == 0 || pct > 100 {
+                anyhow::bail!("max_disk_usage_pct must be 1 to 100, got {pct}");
+            }
+        }
+        let remote_storage = match f.remote_storage {
+            Some(c) => c,
+            None => remote_storage::RemoteStorageConfig::local_fs(
+                workdir.join(DEFAULT_REMOTE_STORAGE_DIR),
+            )
+            .map_err(|e| anyhow::anyhow!("default remote storage: {e}"))?,
+        };
         Ok(PageServerConf {
             workdir: workdir.to_path_buf(),
             id: f.id,
@@ -370,6 +406,8 @@ impl PageServerConf {
             default_tenant_config: f
                 .tenant_config
                 .merged_over(&TenantConfig::builtin_defaults()),
+            remote_storage,
+            max_disk_usage_pct: f.max_disk_usage_pct,
         })
     }
 

@@ -141,7 +141,17 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let health = Arc::new(NodeHealth::default());
     let heartbeats = Arc::new(Heartbeats::default());
-    let tenants = Arc::new(TenantManager::new(conf.clone(), tenants_cancel.clone()));
+    let remote = pageserver::tenant::remote::RemoteContext::new(&conf)
+        .context("cannot set up remote storage")?;
+    tracing::info!("remote storage: {:?}", remote.storage);
+    let tenants = Arc::new(TenantManager::new(
+        conf.clone(),
+        remote.clone(),
+        tenants_cancel.clone(),
+    ));
+    // Deletions run until the tenants have shut down (their last uploads
+    // may queue some).
+    tasks.spawn(remote.deletion_queue.clone().run(background_cancel.clone()));
 
     let discovered = {
         let tenants = tenants.clone();

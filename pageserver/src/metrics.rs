@@ -336,6 +336,90 @@ pub fn remove_timeline_metrics(tenant_id: &str, timeline_id: &str) {
     }
 }
 
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("valid metric"))
+}
+
+/// Operations waiting in (or running from) every timeline's upload queue.
+pub static REMOTE_UPLOAD_QUEUE_DEPTH: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "pageserver_remote_upload_queue_depth",
+            "Operations queued in the upload queues of all timelines",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Operations finished by upload queues, by kind.
+pub static REMOTE_UPLOAD_OPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "pageserver_remote_upload_queue_ops_total",
+                "Upload queue operations finished, by kind (layer, index)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Bytes of layer files and indexes uploaded by the upload queues.
+pub static REMOTE_UPLOADED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_remote_uploaded_bytes_total",
+        "Bytes of layers and indexes uploaded by the upload queues",
+    )
+});
+
+/// Bytes of layer files downloaded on demand.
+pub static REMOTE_DOWNLOADED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_remote_downloaded_bytes_total",
+        "Bytes of layer files downloaded on demand",
+    )
+});
+
+/// Layer files downloaded on demand.
+pub static LAYER_DOWNLOADS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_layer_downloads_total",
+        "Layer files downloaded on demand",
+    )
+});
+
+/// Layer files evicted from local disk.
+pub static LAYER_EVICTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_layer_evictions_total",
+        "Layer files evicted from local disk (they stay in remote storage)",
+    )
+});
+
+/// Remote operations that failed after the storage's retries.
+pub static REMOTE_OP_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_remote_operation_failures_total",
+        "Remote operations (upload queue, deletion queue) that failed after retries",
+    )
+});
+
+/// Objects deleted by the deletion queue, and deletions refused because the
+/// generation was not current.
+pub static DELETION_QUEUE_OBJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "pageserver_deletion_queue_objects_total",
+                "Remote objects handled by the deletion queue, by outcome (deleted, refused)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Registers every metric so that `/metrics` lists them before first use.
 pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
@@ -359,6 +443,17 @@ pub fn init() {
     LazyLock::force(&FLUSH_DURATION);
     LazyLock::force(&COMPACTION_DURATION);
     LazyLock::force(&GC_DURATION);
+    LazyLock::force(&REMOTE_UPLOAD_QUEUE_DEPTH);
+    LazyLock::force(&REMOTE_UPLOAD_OPS);
+    LazyLock::force(&REMOTE_UPLOADED_BYTES);
+    LazyLock::force(&REMOTE_DOWNLOADED_BYTES);
+    LazyLock::force(&LAYER_DOWNLOADS);
+    LazyLock::force(&LAYER_EVICTIONS);
+    LazyLock::force(&REMOTE_OP_FAILURES);
+    LazyLock::force(&DELETION_QUEUE_OBJECTS);
+    if let Err(e) = remote_storage::StorageMetrics::global().register(&REGISTRY) {
+        tracing::warn!("cannot register remote storage metrics: {e}");
+    }
 }
 
 /// The Prometheus text exposition of every metric.

@@ -311,8 +311,14 @@ def test_corrupt_layer_files_are_errors_never_wrong_data(neon_simple_env: NeonEn
     env.pageserver.allowed_errors += [
         ".*request failed: layer file .* is corrupt at offset.*",
         ".*timeline is broken: layer file .* is corrupt.*",
+        ".*upload failed \\(attempt.*",
+        ".*object storage is failing.*",
+        ".*at shutdown: the upload queue.*",
     ]
     client, tenant_id, timeline_id = setup(env, {**SMALL_LAYERS, "checkpoint_distance": 16 << 20})
+    # The new layer stays local only: with a copy in remote storage, a
+    # corrupt file is downloaded again instead (test_remote_storage.py).
+    client.configure_failpoints(("remote-layer-upload", "return"))
     w = ModelWriter(client, tenant_id, timeline_id, seed=6)
     before = set(layer_files(env, tenant_id, timeline_id))
     last = w.put_batches(40)

@@ -11,6 +11,7 @@ import pytest
 
 from fixtures.neon_fixtures import NeonEnv, NeonEnvBuilder, raw_request
 from fixtures.pageserver_http import PageserverApiException
+from fixtures.utils import wait_until
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -197,15 +198,13 @@ def test_tenant_config(neon_env_builder: NeonEnvBuilder):
     }
 
 
-def detail_with_logical_size(client, tenant_id: str, timeline_id: str) -> dict:
-    """Timeline detail once the logical size, computed in the background
-    after load, is known."""
-    deadline = time.monotonic() + 30
-    while True:
-        d = client.timeline_detail(tenant_id, timeline_id)
-        if d["current_logical_size"] is not None or time.monotonic() > deadline:
-            return d
-        time.sleep(0.1)
+def settled_detail(client, tenant_id: str, timeline_id: str) -> dict:
+    """Timeline detail once the logical size (computed in the background
+    after load) is known and everything is uploaded."""
+    detail = client.timeline_detail(tenant_id, timeline_id)
+    assert detail["current_logical_size"] is not None, detail
+    assert detail["remote_consistent_lsn"] == detail["disk_consistent_lsn"], detail
+    return detail
 
 
 def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
@@ -216,9 +215,10 @@ def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
         tenant_id = client.tenant_create(conf={"gc_horizon": 1000 + i})
         root = client.timeline_create(tenant_id)
         branch = client.timeline_create(tenant_id, ancestor_timeline_id=root["timeline_id"])
+        # Once uploaded (remote_consistent_lsn set), nothing changes across the restart.
         expected[tenant_id] = {
-            root["timeline_id"]: detail_with_logical_size(client, tenant_id, root["timeline_id"]),
-            branch["timeline_id"]: detail_with_logical_size(client, tenant_id, branch["timeline_id"]),
+            tl: wait_until(lambda tl=tl: settled_detail(client, tenant_id, tl), timeout=30)
+            for tl in (root["timeline_id"], branch["timeline_id"])
         }
     doomed = client.tenant_create()
     client.tenant_delete(doomed)
@@ -232,6 +232,6 @@ def test_tenants_and_timelines_survive_restart(neon_simple_env: NeonEnv):
         listed = {t["timeline_id"]: t for t in client.timeline_list(tenant_id)}
         assert set(listed) == set(timelines)
         for timeline_id, before in timelines.items():
-            after = detail_with_logical_size(client, tenant_id, timeline_id)
+            after = wait_until(lambda: settled_detail(client, tenant_id, timeline_id), timeout=30)
             assert after == before
         assert client.tenant_config(tenant_id)["tenant_specific_overrides"]["gc_horizon"] >= 1000

@@ -17,6 +17,9 @@ pub const DEFAULT_PG_VERSION: u32 = 15;
 pub enum TenantState {
     /// Being read from disk after start-up or creation.
     Loading,
+    /// Being attached from remote storage: index files are downloaded,
+    /// layer files are not (they download on demand).
+    Attaching,
     /// Serving requests.
     Active,
     /// Shutting down or being deleted.
@@ -33,6 +36,7 @@ impl TenantState {
     pub fn name(&self) -> &'static str {
         match self {
             TenantState::Loading => "Loading",
+            TenantState::Attaching => "Attaching",
             TenantState::Active => "Active",
             TenantState::Stopping => "Stopping",
             TenantState::Broken { .. } => "Broken",
@@ -40,7 +44,7 @@ impl TenantState {
     }
 
     /// Every state name, for metrics that report zero counts too.
-    pub const NAMES: [&'static str; 4] = ["Loading", "Active", "Stopping", "Broken"];
+    pub const NAMES: [&'static str; 5] = ["Loading", "Attaching", "Active", "Stopping", "Broken"];
 }
 
 /// Body of `POST /v1/tenant/`: an optional id (`new_tenant_id`, or
@@ -119,6 +123,72 @@ impl<'de> Deserialize<'de> for TenantConfigRequest {
         let tenant_id = tenant_id.ok_or_else(|| serde::de::Error::missing_field("tenant_id"))?;
         Ok(TenantConfigRequest { tenant_id, config })
     }
+}
+
+/// Body of `POST /v1/tenant/{tenant_id}/attach` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantAttachRequest {
+    /// The generation to attach with. Without one (single-node mode), the
+    /// node uses the highest generation found in remote storage plus one.
+    #[serde(default)]
+    pub generation: Option<u32>,
+}
+
+/// How a node holds a tenant (`PUT /v1/tenant/{tenant_id}/location_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocationMode {
+    /// Attached, the only attachment: serves reads and writes, uploads, and
+    /// deletes remote objects once its generation is validated.
+    AttachedSingle,
+    /// Attached with a generation that may be stale (a migration is under
+    /// way): serves reads and uploads under its generation, never deletes
+    /// remote objects.
+    AttachedStale,
+    /// A secondary location. This node holds no tenant state for it (no warm
+    /// cache): the tenant is detached here if it was attached.
+    Secondary,
+    /// Not held by this node: detached if attached.
+    Detached,
+}
+
+/// Body of `PUT /v1/tenant/{tenant_id}/location_config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationConfigRequest {
+    /// The mode to move to.
+    pub mode: LocationMode,
+    /// The generation of an attached mode; without one, an attach picks the
+    /// highest generation in remote storage plus one, and an attached tenant
+    /// keeps its generation.
+    #[serde(default)]
+    pub generation: Option<u32>,
+}
+
+/// Response of `PUT /v1/tenant/{tenant_id}/location_config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationConfigResponse {
+    /// The mode in force.
+    pub mode: LocationMode,
+    /// The generation in force (attached modes).
+    pub generation: Option<u32>,
+}
+
+/// Response of `POST /v1/tenant/{tenant_id}/attach`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantAttachResponse {
+    /// The generation the tenant is attached with.
+    pub generation: u32,
+}
+
+/// Response of `GET /v1/tenant/{tenant_id}/timeline/{timeline_id}/evict` style
+/// testing routes: how many layers changed residence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvictionResponse {
+    /// Layer files removed from local disk.
+    pub evicted: usize,
+    /// Layers that were already not resident.
+    pub not_resident: usize,
 }
 
 /// Response of `GET /v1/tenant/{tenant_id}/config`.

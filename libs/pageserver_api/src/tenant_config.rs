@@ -59,6 +59,15 @@ pub struct TenantConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub pitr_interval: Option<Duration>,
+    /// Local layer files not read for this long are evicted (they stay in
+    /// remote storage and download again on the next read). Off when unset
+    /// or `0s`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub evictions_low_residence: Option<Duration>,
 }
 
 /// A setting that is out of its allowed range.
@@ -98,6 +107,7 @@ impl TenantConfig {
             gc_period: Some(Duration::from_secs(60 * 60)),
             image_creation_threshold: Some(3),
             pitr_interval: Some(Duration::from_secs(7 * 24 * 60 * 60)),
+            evictions_low_residence: None,
         }
     }
 
@@ -117,6 +127,9 @@ impl TenantConfig {
                 .image_creation_threshold
                 .or(defaults.image_creation_threshold),
             pitr_interval: self.pitr_interval.or(defaults.pitr_interval),
+            evictions_low_residence: self
+                .evictions_low_residence
+                .or(defaults.evictions_low_residence),
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod crashsafe;
 pub mod gate;
+pub mod generation;
 pub mod id;
 pub mod lock_file;
 pub mod logging;

@@ -79,15 +79,16 @@ impl From<TenantError> for ApiError {
     fn from(e: TenantError) -> Self {
         let msg = e.to_string();
         match e {
-            TenantError::TenantNotFound(_) | TenantError::TimelineNotFound(..) => {
-                ApiError::NotFound(msg)
-            }
+            TenantError::TenantNotFound(_)
+            | TenantError::TimelineNotFound(..)
+            | TenantError::NoRemoteData(_) => ApiError::NotFound(msg),
             TenantError::TenantAlreadyExists(_)
             | TenantError::TimelineAlreadyExists(..)
             | TenantError::TimelineHasChildren { .. } => ApiError::Conflict(msg),
             TenantError::TenantBusy(_)
             | TenantError::TenantNotActive { .. }
             | TenantError::TimelineBusy(..)
+            | TenantError::Unavailable(_)
             | TenantError::ShuttingDown => ApiError::Unavailable(msg),
             TenantError::TenantBroken { .. } | TenantError::TimelineNotActive { .. } => {
                 ApiError::PreconditionFailed(msg)

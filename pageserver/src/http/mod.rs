@@ -7,6 +7,7 @@ pub mod basebackup;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod location;
 pub mod lsn_time;
 pub mod node;
 pub mod routes;

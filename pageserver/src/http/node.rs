@@ -60,8 +60,9 @@ pub async fn liveness(State(state): State<AppState>) -> Response {
     health_response(problem, checks)
 }
 
-/// `GET /readiness`: 503 until tenants are loaded, while shutting down, and
-/// while the work directory cannot be written.
+/// `GET /readiness`: 503 until tenants are loaded, while shutting down,
+/// while the work directory cannot be written, and while object storage is
+/// failing (consecutive remote operations failed after their retries).
 pub async fn readiness(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     checks.insert(
@@ -82,7 +83,12 @@ pub async fn readiness(State(state): State<AppState>) -> Response {
             .clone()
             .unwrap_or_else(|| "ok".to_string())),
     );
-    health_response(state.health.not_ready_reason(), checks)
+    let remote_problem = state.tenants.remote().health.failing();
+    checks.insert(
+        "remote_storage".into(),
+        json!(remote_problem.clone().unwrap_or_else(|| "ok".to_string())),
+    );
+    health_response(state.health.not_ready_reason().or(remote_problem), checks)
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::access::Access;
-use super::{basebackup, handlers, lsn_time, node, sizes, timeline_ops, AppState};
+use super::{basebackup, handlers, location, lsn_time, node, sizes, timeline_ops, AppState};
 
 /// One route of the HTTP API.
 pub struct Route {
@@ -64,6 +64,24 @@ pub fn routes() -> Vec<Route> {
             "/v1/tenant/{tenant_id}",
             Node,
             handlers::tenant_delete,
+        ),
+        route(
+            Method::POST,
+            "/v1/tenant/{tenant_id}/attach",
+            Node,
+            location::attach,
+        ),
+        route(
+            Method::POST,
+            "/v1/tenant/{tenant_id}/detach",
+            Node,
+            location::detach,
+        ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/location_config",
+            Node,
+            location::location_config,
         ),
         route(
             Method::GET,
@@ -153,6 +171,18 @@ pub fn routes() -> Vec<Route> {
     #[cfg(feature = "testing")]
     routes.extend([
         route(Method::PUT, "/v1/failpoints", Node, node::failpoints),
+        route(
+            Method::PUT,
+            "/v1/remote_storage/faults",
+            Node,
+            location::set_faults,
+        ),
+        route(
+            Method::PUT,
+            "/v1/tenant/{tenant_id}/timeline/{timeline_id}/evict",
+            Node,
+            location::evict,
+        ),
         route(
             Method::PUT,
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}/test/values",

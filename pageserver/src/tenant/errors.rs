@@ -66,6 +66,13 @@ pub enum TenantError {
     /// The node is shutting down.
     #[error("page server is shutting down")]
     ShuttingDown,
+    /// Attach of a tenant that has nothing in remote storage.
+    #[error("tenant {0} has no data in remote storage (no tenant manifest and no timeline index): nothing to attach; check the tenant id and the node's remote_storage config")]
+    NoRemoteData(TenantId),
+    /// Something this operation waits on is failing (object storage, an
+    /// upload queue that does not drain); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A local file operation failed.
     #[error("{0}")]
     Internal(#[from] anyhow::Error),

@@ -17,6 +17,8 @@ use crate::metrics;
 
 /// How often the loop looks for work when compaction and GC periods are long.
 const LOOP_TICK: Duration = Duration::from_millis(200);
+/// How often layers are checked against `evictions_low_residence`.
+const EVICTION_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 impl Tenant {
     /// Starts the tenant's background work: each timeline's flush loop and
@@ -42,6 +44,7 @@ impl Tenant {
     async fn maintenance_loop(self: Arc<Self>) {
         let mut since_compaction = Duration::ZERO;
         let mut since_gc = Duration::ZERO;
+        let mut since_eviction = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -78,6 +81,23 @@ impl Tenant {
                 if !gc_period.is_zero() && since_gc >= gc_period && !self.cancel.is_cancelled() {
                     if let Err(e) = self.gc_timeline(timeline.timeline_id, None).await {
                         tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "gc failed: {e}");
+                    }
+                }
+            }
+            since_eviction += LOOP_TICK;
+            if since_eviction >= EVICTION_CHECK_PERIOD {
+                since_eviction = Duration::ZERO;
+                if let Some(threshold) = conf.evictions_low_residence.filter(|d| !d.is_zero()) {
+                    for timeline in self.list_timelines() {
+                        let Ok(guard) = timeline.gate.enter() else {
+                            continue;
+                        };
+                        let tl = timeline.clone();
+                        let result = blocking(move || tl.evict_cold_blocking(threshold)).await;
+                        drop(guard);
+                        if let Ok(Err(e)) = result {
+                            tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "eviction failed: {e}");
+                        }
                     }
                 }
             }

@@ -11,9 +11,13 @@ use utils::crashsafe;
 use utils::id::TenantId;
 
 use super::errors::TenantError;
+use super::remote::{self, RemoteContext, TenantAttachment};
 use super::{blocking, Tenant};
+
+mod attach;
 use crate::config::PageServerConf;
 use crate::metrics;
+pub use attach::DETACH_UPLOAD_TIMEOUT;
 
 enum TenantSlot {
     Attached(Arc<Tenant>),
@@ -24,15 +28,21 @@ enum TenantSlot {
 /// Owns every tenant of the node.
 pub struct TenantManager {
     conf: Arc<PageServerConf>,
+    remote: Arc<RemoteContext>,
     tenants: RwLock<BTreeMap<TenantId, TenantSlot>>,
     cancel: CancellationToken,
 }
 
 impl TenantManager {
     /// An empty manager; `cancel` is the node's shutdown token.
-    pub fn new(conf: Arc<PageServerConf>, cancel: CancellationToken) -> Self {
+    pub fn new(
+        conf: Arc<PageServerConf>,
+        remote: Arc<RemoteContext>,
+        cancel: CancellationToken,
+    ) -> Self {
         TenantManager {
             conf,
+            remote,
             tenants: RwLock::new(BTreeMap::new()),
             cancel,
         }
@@ -60,11 +70,17 @@ impl TenantManager {
                 );
                 continue;
             };
+            // The generation is read from the tenant's location file by the load.
             let tenant = Arc::new(Tenant::new(
                 self.conf.clone(),
                 tenant_id,
                 TenantState::Loading,
                 TenantConfig::default(),
+                self.remote.clone(),
+                Arc::new(TenantAttachment::new(
+                    utils::generation::Generation::FIRST,
+                    false,
+                )),
                 &self.cancel,
             ));
             map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
@@ -83,7 +99,15 @@ impl TenantManager {
             };
             let t = tenant.clone();
             match blocking(move || t.load_blocking()).await {
-                Ok(()) if tenant.state() == TenantState::Active => tenant.activate(),
+                Ok(()) if tenant.state() == TenantState::Active => {
+                    match tenant.init_remote().await {
+                        Ok(()) => tenant.activate(),
+                        Err(reason) => {
+                            tracing::error!(%tenant.tenant_id, "tenant is broken: {reason}");
+                            tenant.set_state(TenantState::Broken { reason });
+                        }
+                    }
+                }
                 Ok(()) => {}
                 Err(e) => tenant.set_state(TenantState::Broken {
                     reason: e.to_string(),
@@ -93,6 +117,19 @@ impl TenantManager {
         }
         self.update_state_metrics();
         tracing::info!("loaded {count} tenants");
+    }
+
+    /// Every timeline of every tenant.
+    pub fn all_timelines(&self) -> Vec<Arc<super::timeline::Timeline>> {
+        self.list()
+            .iter()
+            .flat_map(|t| t.list_timelines())
+            .collect()
+    }
+
+    /// The node's object storage.
+    pub fn remote(&self) -> &Arc<RemoteContext> {
+        &self.remote
     }
 
     /// A tenant by id.
@@ -148,8 +185,14 @@ impl TenantManager {
         }
         let conf = self.conf.clone();
         let to_write = config.clone();
-        let result = blocking(move || Tenant::create_on_disk(&conf, tenant_id, &to_write)).await;
-        let mut map = self.tenants.write().expect("tenant map lock poisoned");
+        // Single-node mode: a new tenant gets generation 1 and keeps it.
+        let attachment = Arc::new(TenantAttachment::new(
+            utils::generation::Generation::FIRST,
+            false,
+        ));
+        let att = attachment.clone();
+        let result =
+            blocking(move || Tenant::create_on_disk(&conf, tenant_id, &to_write, &att)).await;
         match result {
             Ok(Ok(())) => {
                 let tenant = Arc::new(Tenant::new(
@@ -157,23 +200,30 @@ impl TenantManager {
                     tenant_id,
                     TenantState::Active,
                     config,
+                    self.remote.clone(),
+                    attachment,
                     &self.cancel,
                 ));
-                map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
-                drop(map);
+                if let Err(e) = tenant.upload_manifest().await {
+                    tracing::warn!(%tenant_id, "cannot upload the tenant manifest yet: {e}; it is uploaded at the next start");
+                }
+                self.tenants
+                    .write()
+                    .expect("tenant map lock poisoned")
+                    .insert(tenant_id, TenantSlot::Attached(tenant.clone()));
                 tenant.activate();
                 tracing::info!(%tenant_id, "tenant created");
                 self.update_state_metrics();
                 Ok(tenant)
             }
             Ok(Err(e)) => {
-                map.remove(&tenant_id);
+                self.release(tenant_id);
                 Err(TenantError::Internal(anyhow::anyhow!(
                     "cannot create tenant {tenant_id}: {e}"
                 )))
             }
             Err(e) => {
-                map.remove(&tenant_id);
+                self.release(tenant_id);
                 Err(e)
             }
         }
@@ -196,6 +246,20 @@ impl TenantManager {
             if let Ok(Some(source)) = super::bootstrap::read_wal_source(timeline.path()) {
                 crate::walreceiver::drop_slot(&timeline, &source).await;
             }
+        }
+        // Remote objects go through the deletion queue, persisted before the
+        // local state goes, so the deletion resumes after a crash.
+        if let Err(e) = self
+            .remote
+            .deletion_queue
+            .push_prefix(
+                tenant_id,
+                tenant.attachment.generation(),
+                remote::paths::tenant_prefix(&tenant_id),
+            )
+            .await
+        {
+            tracing::error!(%tenant_id, "cannot queue the remote deletion of the tenant: {e}");
         }
         let path = self.conf.tenant_path(&tenant_id);
         let result = blocking(move || crashsafe::remove_dir_all(&path)).await;

@@ -6,11 +6,13 @@
 //! created under a temporary name and renamed into place, so a crash leaves
 //! either the whole object or nothing.
 
+pub mod attach;
 pub mod bootstrap;
 pub mod errors;
 pub mod maintenance;
 pub mod metadata;
 pub mod mgr;
+pub mod remote;
 pub mod size;
 pub mod storage_layer;
 pub mod timeline;
@@ -62,6 +64,10 @@ pub struct Tenant {
     /// Overrides merged over the node's defaults, shared with the timelines.
     effective: timeline::SharedTenantConf,
     timelines: Mutex<Timelines>,
+    /// The node's object storage.
+    remote: Arc<remote::RemoteContext>,
+    /// Generation and mode of this node's attachment.
+    pub attachment: Arc<remote::TenantAttachment>,
     /// Cancelled when the tenant shuts down; timelines' tokens are children.
     pub cancel: CancellationToken,
     /// Held by every task working on this tenant.
@@ -100,9 +106,13 @@ impl Tenant {
         tenant_id: TenantId,
         state: TenantState,
         overrides: TenantConfig,
+        remote: Arc<remote::RemoteContext>,
+        attachment: Arc<remote::TenantAttachment>,
         parent_cancel: &CancellationToken,
     ) -> Tenant {
         Tenant {
+            remote,
+            attachment,
             tenant_id,
             path: conf.tenant_path(&tenant_id),
             state: Mutex::new(state),
@@ -123,6 +133,7 @@ impl Tenant {
         conf: &PageServerConf,
         tenant_id: TenantId,
         config: &TenantConfig,
+        attachment: &remote::TenantAttachment,
     ) -> io::Result<()> {
         let path = conf.tenant_path(&tenant_id);
         let tmp = crashsafe::path_with_suffix(&path, crashsafe::TEMP_SUFFIX);
@@ -131,6 +142,7 @@ impl Tenant {
         }
         crashsafe::create_dir_all(&tmp.join(TIMELINES_DIR))?;
         write_config(&tmp, config)?;
+        attachment.write(&tmp)?;
         fail::fail_point!("tenant-create-before-rename", |_| Err(io::Error::other(
             "failpoint tenant-create-before-rename"
         )));
@@ -153,6 +165,9 @@ impl Tenant {
     fn try_load(&self) -> Result<(), String> {
         let config = read_config(&self.path)?;
         self.install_config(config);
+        let location = remote::TenantAttachment::read(&self.path)?;
+        self.attachment
+            .set(location.generation(), location.is_stale());
         let dir = self.path.join(TIMELINES_DIR);
         for removed in crashsafe::remove_temporaries(&dir)
             .map_err(|e| format!("cannot clean {}: {e}", dir.display()))?
@@ -253,6 +268,10 @@ impl Tenant {
             })?;
         self.install_config(config);
         tracing::info!(tenant_id = %self.tenant_id, "tenant config updated");
+        // The manifest carries the config to the next attachment.
+        if let Err(e) = self.upload_manifest().await {
+            tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest with the new config: {e}; it is uploaded at the next start");
+        }
         Ok(())
     }
 
@@ -488,13 +507,20 @@ impl Tenant {
             ))),
             Err(e) => Err(e),
         };
+        let result = result.map(Arc::new);
+        if let Ok(timeline) = &result {
+            if timeline.state() == TenantState::Active {
+                self.connect_new_timeline(timeline);
+            }
+        }
         let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
         timelines.creating.remove(&timeline_id);
-        let timeline = Arc::new(result?);
+        let timeline = result?;
         if let Some(ancestor) = ancestor_timeline_id.and_then(|a| timelines.active.get(&a)) {
             timeline.set_ancestor(ancestor.clone());
         }
         timelines.active.insert(timeline_id, timeline.clone());
+        drop(timelines);
         timeline.spawn_background();
         tracing::info!(tenant_id = %self.tenant_id, %timeline_id, ancestor = ?ancestor_timeline_id, "timeline created");
         Ok(timeline)
@@ -555,6 +581,22 @@ impl Tenant {
             &self.tenant_id.to_string(),
             &timeline_id.to_string(),
         );
+        // Remote objects go through the deletion queue (persisted first, so
+        // the deletion resumes after a crash).
+        if let Err(e) = self
+            .remote
+            .deletion_queue
+            .push_prefix(
+                self.tenant_id,
+                self.attachment.generation(),
+                remote::paths::timeline_prefix(&self.tenant_id, &timeline_id),
+            )
+            .await
+        {
+            return Err(TenantError::Internal(anyhow::anyhow!(
+                "cannot queue the remote deletion of timeline {timeline_id}: {e}; retry the delete"
+            )));
+        }
         let path = timeline.path().to_path_buf();
         let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
         let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
@@ -597,7 +639,10 @@ impl Tenant {
             background_jobs_running: state == TenantState::Active,
             state,
             current_physical_size: size,
-            has_in_progress_downloads: false,
+            has_in_progress_downloads: self
+                .list_timelines()
+                .iter()
+                .any(|t| t.has_downloads_in_progress()),
             timeline_count: self
                 .timelines
                 .lock()

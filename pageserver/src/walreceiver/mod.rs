@@ -257,7 +257,15 @@ async fn send_status(
     received: Lsn,
     reply: bool,
 ) -> Result<(), StreamError> {
-    let durable = tl.disk_consistent_lsn();
+    // With remote storage, WAL is durable once an uploaded index covers it:
+    // the primary keeps it (through the slot) until then.
+    let durable = match tl.remote_client() {
+        Some(remote) => remote
+            .remote_consistent_lsn()
+            .unwrap_or(Lsn::INVALID)
+            .min(tl.disk_consistent_lsn()),
+        None => tl.disk_consistent_lsn(),
+    };
     stream
         .send_standby_status(received, durable, durable, reply)
         .await?;

@@ -90,6 +90,16 @@ pub enum LayerError {
     /// was written. The message names the file.
     #[error("{0}")]
     Misuse(String),
+    /// A layer that is not resident could not be downloaded.
+    #[error("cannot download layer {layer} from remote object {object}: {reason}")]
+    Download {
+        /// The layer name.
+        layer: String,
+        /// The remote object.
+        object: String,
+        /// Why (after retries).
+        reason: String,
+    },
 }
 
 impl LayerError {

@@ -85,10 +85,14 @@ impl Timeline {
         l0: &[Arc<crate::tenant::storage_layer::PersistentLayerDesc>],
         target_size: u64,
     ) -> anyhow::Result<usize> {
-        let readers: Vec<Arc<LayerReader>> = {
+        let l0_layers: Vec<_> = {
             let layers = self.layers.read().expect("layers lock poisoned");
-            l0.iter().map(|d| layers.reader(d)).collect()
+            l0.iter().map(|d| layers.layer(d)).collect()
         };
+        let readers: Vec<Arc<LayerReader>> = l0_layers
+            .iter()
+            .map(|l| self.layer_reader(l))
+            .collect::<Result<_, _>>()?;
         let lsn_range = l0.first().expect("non-empty").lsn_range.start
             ..l0.last().expect("non-empty").lsn_range.end;
         // k-way merge in (key, lsn) order.
@@ -158,10 +162,18 @@ impl Timeline {
             .collect::<Result<Vec<_>, _>>()?;
         let count = new_readers.len();
         let old_names: Vec<LayerName> = l0.iter().map(|d| d.layer_name()).collect();
-        self.layers
+        let added = self
+            .layers
             .write()
             .expect("layers lock poisoned")
             .replace_files(&old_names, new_readers);
+        if let Some(remote) = self.remote_client() {
+            for layer in added {
+                remote.schedule_layer_upload(layer);
+            }
+            remote.schedule_unlink(old_names.clone());
+            remote.schedule_index_upload(self.metadata());
+        }
         fail::fail_point!("compaction-before-l0-delete", |_| anyhow::bail!(
             "failpoint compaction-before-l0-delete"
         ));
@@ -186,15 +198,13 @@ impl Timeline {
     }
 
     /// Every key with a value in this timeline's own layer files.
-    fn own_keys(&self) -> BTreeSet<Key> {
-        let readers: Vec<_> = {
-            let layers = self.layers.read().expect("layers lock poisoned");
-            layers.files.values().cloned().collect()
-        };
-        readers
-            .iter()
-            .flat_map(|r| r.index_entries().map(|(k, _)| k).collect::<Vec<_>>())
-            .collect()
+    fn own_keys(&self) -> Result<BTreeSet<Key>, LayerError> {
+        let mut keys = BTreeSet::new();
+        for layer in self.all_layers() {
+            let reader = self.layer_reader(&layer)?;
+            keys.extend(reader.index_entries().map(|(k, _)| k));
+        }
+        Ok(keys)
     }
 
     /// Writes image layers at `disk_consistent_lsn` for key partitions whose
@@ -204,7 +214,13 @@ impl Timeline {
         if !lsn.is_valid() {
             return Ok(0);
         }
-        let keys: Vec<Key> = self.own_keys().into_iter().collect();
+        // The whole key space counts at least as many deltas as any part of
+        // it: when it is under the threshold, no layer needs reading (which
+        // would download every layer that is not resident).
+        if self.deltas_above_image(&(Key::MIN..Key::MAX), lsn) < threshold {
+            return Ok(0);
+        }
+        let keys: Vec<Key> = self.own_keys()?.into_iter().collect();
         let per_partition = (target_size / ESTIMATED_VALUE_SIZE).max(1) as usize;
         let mut written = Vec::new();
         for chunk in keys.chunks(per_partition) {
@@ -240,11 +256,20 @@ impl Timeline {
             }
             let (_, path) = writer.finish(range.end)?;
             let reader = Arc::new(LayerReader::open(&path)?);
-            self.layers
+            let added = self
+                .layers
                 .write()
                 .expect("layers lock poisoned")
                 .replace_files(&[], vec![reader]);
+            if let Some(remote) = self.remote_client() {
+                for layer in added {
+                    remote.schedule_layer_upload(layer);
+                }
+            }
             written.push(path);
+        }
+        if !written.is_empty() {
+            self.schedule_index_upload();
         }
         Ok(written.len())
     }

@@ -97,6 +97,10 @@ impl Timeline {
         fail::fail_point!("gc-after-cutoff-update", |_| anyhow::bail!(
             "failpoint gc-after-cutoff-update"
         ));
+        if cutoff > old_cutoff {
+            // Other nodes attaching must not read below the new cutoff either.
+            self.schedule_index_upload();
+        }
         let mut stats = GcStats {
             cutoff,
             ..GcStats::default()
@@ -129,6 +133,10 @@ impl Timeline {
                 .write()
                 .expect("layers lock poisoned")
                 .replace_files(&doomed, Vec::new());
+            if let Some(remote) = self.remote_client() {
+                remote.schedule_unlink(doomed.clone());
+                remote.schedule_index_upload(self.metadata());
+            }
             fail::fail_point!("gc-before-file-delete", |_| anyhow::bail!(
                 "failpoint gc-before-file-delete"
             ));

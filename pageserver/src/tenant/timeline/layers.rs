@@ -9,7 +9,9 @@ use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+use super::layer::Layer;
 use crate::config::METADATA_FILE;
+use crate::tenant::remote::index::LayerFileMetadata;
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 use crate::tenant::storage_layer::layer_file::LayerReader;
 use crate::tenant::storage_layer::layer_map::LayerMap;
@@ -50,8 +52,11 @@ pub struct LayerManager {
     pub frozen: Vec<FrozenLayer>,
     /// Finds layer files by key and LSN.
     pub map: LayerMap,
-    /// Open readers of the layer files in `map`.
-    pub files: HashMap<LayerName, Arc<LayerReader>>,
+    /// Every layer in `map`, resident or not.
+    pub files: HashMap<LayerName, Arc<Layer>>,
+    /// Local layer files found corrupt by the load, with the error; not in
+    /// the map until remote storage replaces them.
+    pub corrupt_at_load: Vec<(LayerName, String)>,
 }
 
 impl LayerManager {
@@ -94,7 +99,18 @@ impl LayerManager {
                     .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
                 continue;
             }
-            let reader = LayerReader::open(&path).map_err(|e| e.to_string())?;
+            let reader = match LayerReader::open(&path) {
+                Ok(r) => r,
+                Err(e @ crate::tenant::storage_layer::layer_file::LayerError::Corrupt { .. }) => {
+                    // Never served: left out of the map. When the remote
+                    // index names the layer it is downloaded again;
+                    // otherwise the timeline is Broken (see
+                    // `Tenant::init_remote`).
+                    mgr.corrupt_at_load.push((layer_name, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             if reader.tenant_id() != tenant_id || reader.timeline_id() != timeline_id {
                 return Err(format!(
                     "layer file {} belongs to {}/{}, not to this timeline",
@@ -109,35 +125,60 @@ impl LayerManager {
         Ok(mgr)
     }
 
-    /// Adds a layer file to the map.
-    pub fn insert_file(&mut self, reader: Arc<LayerReader>) {
-        let desc = Arc::new(reader.desc().clone());
-        self.files.insert(desc.layer_name(), reader);
-        self.map.insert(desc);
+    /// Adds a new local layer file to the map.
+    pub fn insert_file(&mut self, reader: Arc<LayerReader>) -> Arc<Layer> {
+        let layer = Arc::new(Layer::resident(reader));
+        self.files.insert(layer.name(), layer.clone());
+        self.map.insert(layer.desc.clone());
+        layer
     }
 
-    /// Swaps layer files in one step (compaction, GC).
-    pub fn replace_files(&mut self, remove: &[LayerName], add: Vec<Arc<LayerReader>>) {
+    /// Adds a layer known from the remote index, not resident locally
+    /// (when it is not already in the map). Returns whether it was added.
+    pub fn insert_remote(&mut self, dir: &Path, name: &LayerName, meta: LayerFileMetadata) -> bool {
+        if let Some(existing) = self.files.get(name) {
+            existing.set_remote(meta);
+            return false;
+        }
+        let layer = Arc::new(Layer::remote_only(dir, name, meta));
+        self.files.insert(name.clone(), layer.clone());
+        self.map.insert(layer.desc.clone());
+        true
+    }
+
+    /// Swaps layer files in one step (compaction, GC); returns the new layers.
+    pub fn replace_files(
+        &mut self,
+        remove: &[LayerName],
+        add: Vec<Arc<LayerReader>>,
+    ) -> Vec<Arc<Layer>> {
         for name in remove {
             self.files.remove(name);
         }
-        let descs = add
+        let added: Vec<Arc<Layer>> = add
             .into_iter()
             .map(|r| {
-                let desc = Arc::new(r.desc().clone());
-                self.files.insert(desc.layer_name(), r);
-                desc
+                let layer = Arc::new(Layer::resident(r));
+                self.files.insert(layer.name(), layer.clone());
+                layer
             })
             .collect();
-        self.map.replace(remove, descs);
+        self.map
+            .replace(remove, added.iter().map(|l| l.desc.clone()).collect());
+        added
     }
 
-    /// The reader of a layer in the map.
-    pub fn reader(&self, desc: &PersistentLayerDesc) -> Arc<LayerReader> {
+    /// A layer in the map.
+    pub fn layer(&self, desc: &PersistentLayerDesc) -> Arc<Layer> {
         self.files
             .get(&desc.layer_name())
             .cloned()
-            .expect("every layer in the map has a reader")
+            .expect("every layer in the map is in files")
+    }
+
+    /// Whether some layer is not resident locally.
+    pub fn awaits_download(&self) -> bool {
+        self.files.values().any(|l| !l.is_resident())
     }
 
     /// Counts and bytes by level.

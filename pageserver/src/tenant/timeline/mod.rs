@@ -10,12 +10,14 @@
 
 pub mod compaction;
 pub mod gc;
+pub mod layer;
 pub mod layers;
 pub mod logical_size;
 pub mod lsn_by_ts;
 pub mod pg_read;
 pub mod read;
 pub mod rel_cache;
+pub mod residence;
 pub mod write;
 
 #[cfg(test)]
@@ -89,6 +91,13 @@ pub struct Timeline {
     logical_size: logical_size::LogicalSize,
     /// Relation sizes for reads at recent LSNs.
     rel_sizes: rel_cache::RelSizeCache,
+    /// The upload queue, when the timeline is backed by remote storage.
+    remote: OnceLock<Arc<crate::tenant::remote::RemoteTimelineClient>>,
+    /// Stops the upload queue: cancelled by `shutdown` after the queue had
+    /// its chance to drain (not a child of `cancel`, which fires first).
+    upload_cancel: CancellationToken,
+    /// Layer downloads under way.
+    downloads_in_progress: std::sync::atomic::AtomicUsize,
     /// Cancelled when the timeline shuts down.
     pub cancel: CancellationToken,
     /// Held by every task working on this timeline.
@@ -106,27 +115,29 @@ impl std::fmt::Debug for Timeline {
 
 /// Sum of the sizes of the regular files below `path`.
 pub fn dir_size(path: &Path) -> io::Result<u64> {
-    // Files come and go while we walk (compaction and GC remove layers):
-    // one that vanished counts as nothing, not as an error.
-    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     let mut total = 0;
-    let entries = match std::fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(e) if gone(&e) => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
+    // Files come and go while we look (flushes, compaction, GC, downloads, evictions):
+    // one that vanished between the listing and the stat counts as 0.
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    for entry in std::fs::read_dir(path)? {
         let entry = entry?;
-        let size = match entry.file_type() {
-            Ok(ft) if ft.is_dir() => dir_size(&entry.path()),
-            Ok(ft) if ft.is_file() => entry.metadata().map(|m| m.len()),
-            Ok(_) => Ok(0),
-            Err(e) => Err(e),
-        };
-        match size {
-            Ok(n) => total += n,
-            Err(e) if gone(&e) => {}
+        let ft = match entry.file_type() {
+            Ok(ft) => ft,
+            Err(e) if gone(&e) => continue,
             Err(e) => return Err(e),
+        };
+        if ft.is_dir() {
+            match dir_size(&entry.path()) {
+                Ok(n) => total += n,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        } else if ft.is_file() {
+            match entry.metadata() {
+                Ok(m) => total += m.len(),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(total)
@@ -234,6 +245,9 @@ impl Timeline {
             wal_receiver: Mutex::new(None),
             logical_size: logical_size::LogicalSize::default(),
             rel_sizes,
+            remote: OnceLock::new(),
+            upload_cancel: CancellationToken::new(),
+            downloads_in_progress: Default::default(),
             cancel: parent_cancel.child_token(),
             gate: Gate::new(format!("timeline {tenant_id}/{timeline_id}")),
         }
@@ -268,6 +282,73 @@ impl Timeline {
             tenant_conf,
             &CancellationToken::new(),
         )))
+    }
+
+    /// Connects the timeline to its upload queue (once, before activation).
+    pub fn set_remote_client(&self, client: Arc<crate::tenant::remote::RemoteTimelineClient>) {
+        let _ = self.remote.set(client);
+    }
+
+    /// The upload queue, when remote storage backs the timeline.
+    pub fn remote_client(&self) -> Option<&Arc<crate::tenant::remote::RemoteTimelineClient>> {
+        self.remote.get()
+    }
+
+    /// What the latest uploaded index covers.
+    pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
+        self.remote.get().and_then(|r| r.remote_consistent_lsn())
+    }
+
+    /// Adds layers named by the remote index that are not in the map (they
+    /// stay remote until read). Returns how many were added.
+    pub fn add_remote_layers(
+        &self,
+        layers: &[(
+            crate::tenant::storage_layer::LayerName,
+            crate::tenant::remote::index::LayerFileMetadata,
+        )],
+    ) -> usize {
+        let mut mgr = self.layers.write().expect("layers lock poisoned");
+        layers
+            .iter()
+            .filter(|(name, meta)| mgr.insert_remote(&self.path, name, *meta))
+            .count()
+    }
+
+    /// Takes the layers found corrupt by the load.
+    pub fn take_corrupt_at_load(&self) -> Vec<(crate::tenant::storage_layer::LayerName, String)> {
+        std::mem::take(
+            &mut self
+                .layers
+                .write()
+                .expect("layers lock poisoned")
+                .corrupt_at_load,
+        )
+    }
+
+    /// Whether layer downloads are under way.
+    pub fn has_downloads_in_progress(&self) -> bool {
+        self.downloads_in_progress
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
+    /// Every layer of the map.
+    pub fn all_layers(&self) -> Vec<Arc<layer::Layer>> {
+        self.layers
+            .read()
+            .expect("layers lock poisoned")
+            .files
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Schedules an index upload with the current metadata.
+    pub fn schedule_index_upload(&self) {
+        if let Some(remote) = self.remote.get() {
+            remote.schedule_index_upload(self.metadata());
+        }
     }
 
     /// Links a branch to its parent (once, after both are loaded).
@@ -453,7 +534,7 @@ impl Timeline {
             last_record_lsn: record.last,
             prev_record_lsn: record.prev,
             disk_consistent_lsn: m.disk_consistent_lsn,
-            remote_consistent_lsn: None,
+            remote_consistent_lsn: self.remote_consistent_lsn(),
             current_logical_size: logical,
             current_physical_size: physical,
             current_logical_size_non_incremental: logical_non_incremental,
@@ -462,7 +543,11 @@ impl Timeline {
             last_received_msg_lsn: receiver.as_ref().and_then(|r| r.last_received_msg_lsn),
             last_received_msg_ts: receiver.as_ref().and_then(|r| r.last_received_msg_ts),
             pg_version: m.pg_version,
-            awaits_download: false,
+            awaits_download: self
+                .layers
+                .read()
+                .expect("layers lock poisoned")
+                .awaits_download(),
             state: state.name().to_string(),
             broken_reason: match state {
                 TenantState::Broken { reason } => Some(reason),
@@ -475,7 +560,7 @@ impl Timeline {
                 current_physical_size: physical,
             },
             remote: RemoteTimelineInfo {
-                remote_consistent_lsn: None,
+                remote_consistent_lsn: self.remote_consistent_lsn(),
             },
         }
     }
@@ -503,6 +588,18 @@ impl Timeline {
             }
             .instrument(span),
         );
+        if let Some(remote) = self.remote.get() {
+            let Ok(guard) = self.gate.enter() else { return };
+            let (remote, cancel) = (remote.clone(), self.upload_cancel.clone());
+            let span = tracing::info_span!("upload_queue", tenant_id = %self.tenant_id, timeline_id = %self.timeline_id);
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    remote.run(cancel).await;
+                }
+                .instrument(span),
+            );
+        }
     }
 
     fn start_wal_receiver(self: &Arc<Self>, cfg: pq_proto::ConnConfig) {
@@ -614,7 +711,33 @@ impl Timeline {
                 }
             }
         }
+        if flush && active {
+            if let Some(remote) = self.remote.get() {
+                // Wait while the queue makes progress, at most 30 s in all.
+                const UPLOAD_LIMIT: Duration = Duration::from_secs(30);
+                const STALL_LIMIT: Duration = Duration::from_secs(3);
+                let started = std::time::Instant::now();
+                let mut depth = remote.queue_depth();
+                loop {
+                    match remote
+                        .wait_drained(STALL_LIMIT, &CancellationToken::new())
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) => {
+                            let now = remote.queue_depth();
+                            if now >= depth || started.elapsed() >= UPLOAD_LIMIT {
+                                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "at shutdown: {e}; the rest is uploaded after the restart");
+                                break;
+                            }
+                            depth = now;
+                        }
+                    }
+                }
+            }
+        }
         self.cancel.cancel();
+        self.upload_cancel.cancel();
         self.gate.close().await;
     }
 }

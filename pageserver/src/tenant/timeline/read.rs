@@ -231,14 +231,21 @@ impl Timeline {
                 layers
                     .map
                     .search(key, *cont_lsn)
-                    .map(|r| (layers.reader(&r.layer), r.lsn_floor))
+                    .map(|r| (layers.layer(&r.layer), r.lsn_floor))
             };
-            let Some((reader, floor)) = found else {
+            let Some((layer, floor)) = found else {
                 return Ok(false);
             };
             let range = floor..*cont_lsn;
             *cont_lsn = floor;
-            if c.take(key, reader.get_values(key, range)?)? {
+            let values = match self.layer_reader(&layer)?.get_values(key, range.clone()) {
+                Err(LayerError::Corrupt { .. }) if layer.remote().is_some() => {
+                    // A corrupt local copy is never served: download it again.
+                    self.redownload_corrupt(&layer)?.get_values(key, range)?
+                }
+                other => other?,
+            };
+            if c.take(key, values)? {
                 return Ok(true);
             }
         }

@@ -150,13 +150,12 @@ impl Timeline {
             } else {
                 None
             };
-            {
+            let new_layer = {
                 let mut layers = self.layers.write().expect("layers lock poisoned");
-                if let Some(reader) = reader {
-                    layers.insert_file(Arc::new(reader));
-                }
+                let new_layer = reader.map(|reader| layers.insert_file(Arc::new(reader)));
                 layers.frozen.remove(0);
-            }
+                new_layer
+            };
             let disk_consistent = end - 1;
             self.update_metadata(|m| {
                 m.disk_consistent_lsn = disk_consistent;
@@ -164,6 +163,13 @@ impl Timeline {
                 m.record_lsn_time(unix_now(), disk_consistent);
             })
             .with_context(|| format!("cannot write metadata of timeline {}", self.name()))?;
+            // The flush never waits for uploads: the queue runs on its own.
+            if let Some(remote) = self.remote_client() {
+                if let Some(layer) = new_layer {
+                    remote.schedule_layer_upload(layer);
+                }
+                remote.schedule_index_upload(self.metadata());
+            }
             fail::fail_point!("flush-after-metadata", |_| anyhow::bail!(
                 "failpoint flush-after-metadata"
             ));
@@ -236,6 +242,7 @@ impl Timeline {
                 m.record_lsn_time(unix_now(), record.last);
             })
             .with_context(|| format!("cannot write metadata of timeline {}", self.name()))?;
+            self.schedule_index_upload();
         }
         Ok(())
     }

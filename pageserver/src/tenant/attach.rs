@@ -1,0 +1,215 @@
+//! A tenant and its remote storage: connecting timelines to their upload
+//! queues after a local load (scheduling whatever the remote index lacks),
+//! building timelines from remote indexes on attach (no layer downloads),
+//! the tenant manifest, and waiting for uploads before a detach.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pageserver_api::models::TenantState;
+use utils::id::TimelineId;
+
+use super::errors::TenantError;
+use super::remote::index::{IndexPart, TenantManifest, TENANT_MANIFEST_VERSION};
+use super::remote::{download, paths, RemoteTimelineClient};
+use super::timeline::Timeline;
+use super::{blocking, Tenant};
+
+impl Tenant {
+    /// Uploads the tenant manifest of this node's generation (so a node
+    /// with an older generation learns that it is stale).
+    pub async fn upload_manifest(&self) -> Result<(), String> {
+        let generation = self.attachment.generation();
+        let manifest = TenantManifest {
+            version: TENANT_MANIFEST_VERSION,
+            generation,
+            config: self.overrides(),
+        };
+        let path = paths::manifest_path(&self.tenant_id, generation);
+        let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
+        self.remote
+            .storage
+            .upload(&path, body.into(), &self.cancel)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Connects a timeline to an upload queue whose remote state is
+    /// `index`, and schedules the upload of every layer the index does not
+    /// name (a crash or shutdown before they went up), then an index.
+    fn connect_timeline(&self, timeline: &Arc<Timeline>, index: Option<&IndexPart>) {
+        if let Some(index) = index {
+            timeline.add_remote_layers(&index.parsed_layers());
+        }
+        let client = RemoteTimelineClient::new(
+            self.tenant_id,
+            timeline.timeline_id,
+            self.remote.clone(),
+            self.attachment.clone(),
+            index,
+        );
+        timeline.set_remote_client(client.clone());
+        let mut scheduled = 0;
+        for layer in timeline.all_layers() {
+            if layer.remote().is_none() {
+                client.schedule_layer_upload(layer);
+                scheduled += 1;
+            }
+        }
+        let behind = index.is_none_or(|i| {
+            i.disk_consistent_lsn() < timeline.disk_consistent_lsn()
+                || i.metadata.latest_gc_cutoff_lsn < timeline.gc_cutoff_lsn()
+        });
+        if scheduled > 0 || behind {
+            if scheduled > 0 {
+                tracing::info!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "{scheduled} local layers are not in the remote index; uploading them");
+            }
+            client.schedule_index_upload(timeline.metadata());
+        }
+    }
+
+    /// Connects a timeline that was just created here (no remote state).
+    pub(super) fn connect_new_timeline(&self, timeline: &Arc<Timeline>) {
+        self.connect_timeline(timeline, None);
+    }
+
+    /// After the local load: reads each timeline's remote index (the
+    /// highest generation at or below ours), adds the layers only in remote
+    /// storage, and connects the upload queues.
+    pub(super) async fn init_remote(&self) -> Result<(), String> {
+        for timeline in self.list_timelines() {
+            if timeline.state() != TenantState::Active {
+                continue;
+            }
+            let found = download::download_index(
+                &self.remote.storage,
+                &self.tenant_id,
+                &timeline.timeline_id,
+                self.attachment.generation(),
+                &self.cancel,
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the remote index of timeline {}: {e}; restart when object storage answers",
+                    timeline.timeline_id
+                )
+            })?;
+            let index = found.as_ref().map(|(i, _)| i);
+            let corrupt = timeline.take_corrupt_at_load();
+            let unrecoverable: Vec<String> = corrupt
+                .iter()
+                .filter(|(name, _)| {
+                    !index.is_some_and(|i| i.layers.contains_key(&name.to_string()))
+                })
+                .map(|(_, e)| e.clone())
+                .collect();
+            if !unrecoverable.is_empty() {
+                let reason = format!(
+                    "{}; the layer is not in remote storage, so it cannot be downloaded again",
+                    unrecoverable.join("; ")
+                );
+                tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
+                timeline.set_state(TenantState::Broken { reason });
+                continue;
+            }
+            for (name, e) in &corrupt {
+                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "local layer {name} is corrupt ({e}); it downloads again from remote storage on the next read");
+            }
+            self.connect_timeline(&timeline, index);
+        }
+        if let Err(e) = self.upload_manifest().await {
+            tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest: {e}");
+        }
+        Ok(())
+    }
+
+    /// Builds the timelines of an attaching tenant from their remote
+    /// indexes: directories and metadata are written locally, layers stay
+    /// remote until read.
+    pub(super) async fn attach_timelines(
+        &self,
+        timeline_ids: Vec<TimelineId>,
+    ) -> Result<(), String> {
+        let generation = self.attachment.generation();
+        let mut loaded = Vec::new();
+        for timeline_id in timeline_ids {
+            let found = download::download_index(
+                &self.remote.storage,
+                &self.tenant_id,
+                &timeline_id,
+                generation,
+                &self.cancel,
+            )
+            .await
+            .map_err(|e| format!("cannot read the remote index of timeline {timeline_id}: {e}"))?;
+            let Some((index, index_generation)) = found else {
+                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "timeline has no index at or below generation {generation}; skipping it");
+                continue;
+            };
+            let path = self.conf.timeline_path(&self.tenant_id, &timeline_id);
+            let (tenant_id, tenant_conf, cancel) =
+                (self.tenant_id, self.effective.clone(), self.cancel.clone());
+            let metadata = index.metadata.clone();
+            let timeline = blocking(move || {
+                Timeline::create_on_disk(&path, &metadata)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                Ok::<_, String>(Timeline::load(
+                    tenant_id,
+                    timeline_id,
+                    path,
+                    tenant_conf,
+                    &cancel,
+                ))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let timeline = Arc::new(timeline);
+            tracing::info!(tenant_id = %self.tenant_id, %timeline_id, layers = index.layers.len(), disk_consistent_lsn = %index.disk_consistent_lsn(), "attached timeline from index generation {index_generation}");
+            self.connect_timeline(&timeline, Some(&index));
+            loaded.push(timeline);
+        }
+        {
+            let mut timelines = self.timelines.lock().expect("timelines lock poisoned");
+            for t in &loaded {
+                timelines.active.insert(t.timeline_id, t.clone());
+            }
+            for t in &loaded {
+                if let Some(ancestor) = t.ancestor_timeline_id() {
+                    match timelines.active.get(&ancestor) {
+                        Some(a) => t.set_ancestor(a.clone()),
+                        None => t.set_state(TenantState::Broken {
+                            reason: format!(
+                                "ancestor timeline {ancestor} is missing in remote storage"
+                            ),
+                        }),
+                    }
+                }
+            }
+        }
+        self.upload_manifest()
+            .await
+            .map_err(|e| format!("cannot upload the tenant manifest: {e}"))?;
+        Ok(())
+    }
+
+    /// Makes everything ingested durable locally, then waits (at most
+    /// `timeout`) until every timeline's upload queue is empty.
+    pub async fn flush_and_wait_uploads(&self, timeout: Duration) -> Result<(), TenantError> {
+        for timeline in self.list_timelines() {
+            if timeline.state() != TenantState::Active {
+                continue;
+            }
+            let tl = timeline.clone();
+            blocking(move || tl.checkpoint_blocking()).await??;
+            if let Some(remote) = timeline.remote_client() {
+                remote
+                    .wait_drained(timeout, &self.cancel)
+                    .await
+                    .map_err(|e| TenantError::Unavailable(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}

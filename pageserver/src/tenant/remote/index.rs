@@ -1,0 +1,203 @@
+//! `index_part.json`: the remote index of one timeline, and the tenant
+//! manifest. Both are JSON, parsed with `deny_unknown_fields` (a file from a
+//! newer format is refused with a clear error, never half-understood).
+//!
+//! ```json
+//! {"version": 1,
+//!  "layers": {"LAYERNAME": {"file_size": 123, "generation": 1, "crc32c": 305419896}},
+//!  "metadata": {"disk_consistent_lsn": "0/16B5A50", ...}}
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utils::generation::Generation;
+use utils::lsn::Lsn;
+
+use crate::tenant::metadata::TimelineMetadata;
+use crate::tenant::storage_layer::LayerName;
+
+/// The `index_part.json` format version written and the only one read.
+pub const INDEX_PART_VERSION: u32 = 1;
+/// The tenant manifest format version.
+pub const TENANT_MANIFEST_VERSION: u32 = 1;
+
+/// What the index knows about one layer object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerFileMetadata {
+    /// Size of the object in bytes.
+    pub file_size: u64,
+    /// Generation suffix of the object (`LAYERNAME-GEN`).
+    pub generation: Generation,
+    /// CRC32C of the object as uploaded; downloads are checked against it.
+    pub crc32c: u32,
+}
+
+/// The remote index of a timeline: every layer it consists of, and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexPart {
+    /// Format version ([`INDEX_PART_VERSION`]).
+    pub version: u32,
+    /// Layer file name -> object metadata.
+    pub layers: BTreeMap<String, LayerFileMetadata>,
+    /// The timeline metadata the layers are consistent with.
+    pub metadata: TimelineMetadata,
+}
+
+/// A file that is not a valid index or manifest.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is invalid: {reason}")]
+pub struct IndexParseError {
+    /// Which object.
+    pub what: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl IndexPart {
+    /// An index of `layers` with `metadata`.
+    pub fn new(
+        layers: impl IntoIterator<Item = (LayerName, LayerFileMetadata)>,
+        metadata: TimelineMetadata,
+    ) -> IndexPart {
+        IndexPart {
+            version: INDEX_PART_VERSION,
+            layers: layers
+                .into_iter()
+                .map(|(n, m)| (n.to_string(), m))
+                .collect(),
+            metadata,
+        }
+    }
+
+    /// What the index makes durable remotely.
+    pub fn disk_consistent_lsn(&self) -> Lsn {
+        self.metadata.disk_consistent_lsn
+    }
+
+    /// JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an index serializes")
+    }
+
+    /// Parses and checks an index; `what` names the object in errors.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<IndexPart, IndexParseError> {
+        let err = |reason: String| IndexParseError {
+            what: what.to_string(),
+            reason,
+        };
+        let index: IndexPart = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+        if index.version != INDEX_PART_VERSION {
+            return Err(err(format!(
+                "format version {} is not the supported {INDEX_PART_VERSION}; upgrade the page server",
+                index.version
+            )));
+        }
+        for name in index.layers.keys() {
+            name.parse::<LayerName>().map_err(|e| err(e.to_string()))?;
+        }
+        Ok(index)
+    }
+
+    /// The layers with parsed names.
+    pub fn parsed_layers(&self) -> Vec<(LayerName, LayerFileMetadata)> {
+        self.layers
+            .iter()
+            .map(|(n, m)| (n.parse().expect("checked when parsed"), *m))
+            .collect()
+    }
+}
+
+/// `tenants/T/tenant-manifest-GEN.json`: written by each attachment, so the
+/// highest generation ever used for a tenant can be found by listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantManifest {
+    /// Format version ([`TENANT_MANIFEST_VERSION`]).
+    pub version: u32,
+    /// The generation that wrote it.
+    pub generation: Generation,
+    /// The tenant's configuration overrides, restored on attach.
+    pub config: pageserver_api::tenant_config::TenantConfig,
+}
+
+impl TenantManifest {
+    /// Parses and checks a manifest.
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<TenantManifest, IndexParseError> {
+        let err = |reason: String| IndexParseError {
+            what: what.to_string(),
+            reason,
+        };
+        let m: TenantManifest = serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?;
+        if m.version != TENANT_MANIFEST_VERSION {
+            return Err(err(format!(
+                "format version {} is not the supported {TENANT_MANIFEST_VERSION}",
+                m.version
+            )));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pageserver_api::key::Key;
+
+    fn layer(n: u64) -> LayerName {
+        LayerName {
+            key_range: Key::MIN..Key::MAX,
+            lsn_range: Lsn(n)..Lsn(n + 0x10),
+            is_delta: true,
+        }
+    }
+
+    #[test]
+    fn index_round_trips() {
+        let mut m = TimelineMetadata::new_root(15);
+        m.disk_consistent_lsn = Lsn(0x1234);
+        let meta = LayerFileMetadata {
+            file_size: 77,
+            generation: Generation(3),
+            crc32c: 0xdead_beef,
+        };
+        let index = IndexPart::new([(layer(0x10), meta), (layer(0x20), meta)], m);
+        let bytes = index.to_bytes();
+        let back = IndexPart::from_bytes(&bytes, "test").unwrap();
+        assert_eq!(back, index);
+        assert_eq!(back.disk_consistent_lsn(), Lsn(0x1234));
+        assert_eq!(back.parsed_layers()[1].0, layer(0x20));
+    }
+
+    #[test]
+    fn unknown_fields_and_versions_are_refused() {
+        let index = IndexPart::new([], TimelineMetadata::new_root(15));
+        let mut v: serde_json::Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        let e = IndexPart::from_bytes(&serde_json::to_vec(&v).unwrap(), "idx").unwrap_err();
+        assert!(e.to_string().contains("surprise"), "{e}");
+
+        let mut v: serde_json::Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        v["version"] = serde_json::json!(99);
+        let e = IndexPart::from_bytes(&serde_json::to_vec(&v).unwrap(), "idx").unwrap_err();
+        assert!(e.to_string().contains("99"), "{e}");
+
+        let mut v: serde_json::Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        v["layers"]["not-a-layer"] =
+            serde_json::json!({"file_size": 1, "generation": 1, "crc32c": 1});
+        assert!(IndexPart::from_bytes(&serde_json::to_vec(&v).unwrap(), "idx").is_err());
+
+        let mut v: serde_json::Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        v["layers"][layer(1).to_string()] =
+            serde_json::json!({"file_size": 1, "generation": 1, "crc32c": 1, "extra": 2});
+        let e = IndexPart::from_bytes(&serde_json::to_vec(&v).unwrap(), "idx").unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
+
+        let e =
+            TenantManifest::from_bytes(br#"{"version":1,"generation":1,"config":{},"x":1}"#, "m")
+                .unwrap_err();
+        assert!(e.to_string().contains('x'), "{e}");
+    }
+}
