@@ -2,7 +2,8 @@
 pgbench, each followed by a recorded (clock_timestamp(), current WAL LSN);
 every recorded time maps to a commit between the previous and this
 recording, a base backup there shows exactly what was committed by then,
-and the answers survive a restart and a GC that keeps the range. Also the past/future/nodata kinds and input errors."""
+and the answers survive a restart, a GC that keeps the range, and an attach
+on another node. Also the past/future/nodata kinds and input errors."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.neon_fixtures import NeonEnv
+from fixtures.neon_fixtures import NeonEnvBuilder
 from fixtures.pageserver_http import PageserverApiException, PageserverHttpClient
 from fixtures.pg import VanillaPostgres, wait_for
 from fixtures.port_distributor import PortDistributor
+from fixtures.s3 import local_remote_storage_config
+from fixtures.utils import wait_until
 from fixtures.storage import lsn_int
 
 ROUNDS = 8
@@ -31,9 +34,13 @@ def wait_caught_up(client: PageserverHttpClient, tenant_id: str, timeline_id: st
     wait_for(caught_up, timeout=120, what=f"ingest to reach {lsn}")
 
 
-def test_lsn_by_timestamp(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
-    env = neon_simple_env
-    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
+def test_lsn_by_timestamp(neon_env_builder: NeonEnvBuilder, test_output_dir: Path, port_distributor: PortDistributor):
+    # Two nodes sharing object storage, for the attach at the end.
+    neon_env_builder.num_pageservers = 2
+    neon_env_builder.pageserver_config_overrides["remote_storage"] = local_remote_storage_config(neon_env_builder.repo_dir / "remote_storage")
+    env = neon_env_builder.init_start()
+    for ps in env.pageservers:
+        ps.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
     pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
     try:
         client = env.pageserver.http_client()
@@ -118,6 +125,18 @@ def test_lsn_by_timestamp(neon_simple_env: NeonEnv, test_output_dir: Path, port_
         assert answers() == first
         client.timeline_compact(tenant_id, timeline_id)
         client.timeline_gc(tenant_id, timeline_id, gc_horizon=1 << 40)
+        assert answers() == first
+
+        # And on another node, attached from object storage.
+        client.tenant_detach(tenant_id)
+        client = env.pageservers[1].http_client()
+        client.tenant_attach(tenant_id)
+
+        def active() -> None:
+            state = client.tenant_status(tenant_id)["state"]
+            assert state == "Active", state
+
+        wait_until(active, timeout=60)
         assert answers() == first
     finally:
         pg.destroy()
