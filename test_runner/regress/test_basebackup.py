@@ -11,9 +11,10 @@ import pytest
 
 from fixtures.neon_fixtures import NeonEnv
 from fixtures.pageserver_http import PageserverApiException
-from fixtures.pg import VanillaPostgres, wait_for
+from fixtures.pg import VanillaPostgres
 from fixtures.port_distributor import PortDistributor
 from fixtures.storage import lsn_int
+from fixtures.workloads import streamed_primary, wait_ingested
 
 POINTS = 10
 
@@ -47,14 +48,10 @@ def start_from_backup(tar: bytes, out: Path, port: int) -> VanillaPostgres:
 
 def test_point_in_time_restore(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
     env = neon_simple_env
-    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
-    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
     client = env.pageserver.http_client()
-    try:
+    with streamed_primary(env.pageserver, test_output_dir, port_distributor.get_port()) as (pg, tenant_id, timeline_id):
         pg.pgbench("-i", "-s", "2", "-q")
         pg.sql("CREATE EXTENSION amcheck")
-        tenant_id = client.tenant_create()
-        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
 
         # pgbench runs while points are recorded between its commits.
         bench = threading.Thread(target=pg.pgbench, args=("-T", "20", "-c", "2", "-j", "1"))
@@ -70,12 +67,7 @@ def test_point_in_time_restore(neon_simple_env: NeonEnv, test_output_dir: Path, 
         assert len(points) == POINTS
         assert len({p[1:] for p in points}) > POINTS // 2, f"pgbench barely ran: {points}"
 
-        last = points[-1][0]
-        wait_for(
-            lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(last),
-            timeout=120,
-            what=f"ingest to reach {last}",
-        )
+        wait_ingested(client, tenant_id, timeline_id, points[-1][0])
         for i, (lsn, balance, history) in enumerate(points):
             tar, backup_lsn = client.basebackup(tenant_id, timeline_id, lsn=lsn, gzip=(i % 2 == 1))
             assert backup_lsn == lsn
@@ -91,8 +83,6 @@ def test_point_in_time_restore(neon_simple_env: NeonEnv, test_output_dir: Path, 
                 assert "redo starts" not in log, log
             finally:
                 restored.destroy()
-    finally:
-        pg.destroy()
 
 
 def test_basebackup_of_bootstrap_timeline_and_bad_requests(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):

@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 from fixtures.neon_fixtures import NeonEnv, raw_request
-from fixtures.pg import VanillaPostgres, wait_for
+from fixtures.pg import wait_for
 from fixtures.port_distributor import PortDistributor
 from fixtures.storage import lsn_int
+from fixtures.workloads import streamed_primary, wait_ingested
 
 PER_TIMELINE = [
     "pageserver_wal_ingest_bytes_total",
@@ -46,15 +47,11 @@ def test_metrics_pass_promtool(neon_simple_env: NeonEnv, test_output_dir: Path, 
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: scripts/common.sh ensure_promtool installs it (Debian package prometheus)"
     env = neon_simple_env
-    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
-    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
-    try:
+    with streamed_primary(env.pageserver, test_output_dir, port_distributor.get_port()) as (pg, tenant_id, timeline_id):
         client = env.pageserver.http_client()
-        tenant_id = client.tenant_create()
-        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
         pg.pgbench("-i", "-s", "1", "-q")
         lsn = pg.current_lsn()
-        wait_for(lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(lsn), timeout=120, what="ingest")
+        wait_ingested(client, tenant_id, timeline_id, lsn)
         client.timeline_compact(tenant_id, timeline_id)
         client.timeline_gc(tenant_id, timeline_id)
 
@@ -82,8 +79,6 @@ def test_metrics_pass_promtool(neon_simple_env: NeonEnv, test_output_dir: Path, 
         text = client.metrics()
         for name in PER_TIMELINE:
             assert not series(text, name, tenant_id, timeline_id), name
-    finally:
-        pg.destroy()
 
 
 def test_request_ids(neon_simple_env: NeonEnv):

@@ -34,6 +34,7 @@ from fixtures.page_service import (
 )
 from fixtures.pg import VanillaPostgres, wait_for
 from fixtures.port_distributor import PortDistributor
+from fixtures.workloads import streamed_primary, wait_ingested
 from fixtures.storage import lsn_int
 
 # pg_class of template1 in a fresh initdb cluster: present in every
@@ -62,26 +63,16 @@ def primary_timeline(neon_simple_env: NeonEnv, test_output_dir: Path, port_distr
     """A pgbench database on a primary, streamed into a timeline, quiescent
     and checkpointed: (env, primary, tenant_id, timeline_id, lsn)."""
     env = neon_simple_env
-    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
-    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
-    try:
+    with streamed_primary(env.pageserver, test_output_dir, port_distributor.get_port()) as (pg, tenant_id, timeline_id):
         client = env.pageserver.http_client()
-        tenant_id = client.tenant_create()
-        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
         pg.pgbench("-i", "-s", "1", "-q")
         pg.pgbench("-t", "200", "-c", "2", "-j", "1")
         pg.sql("CREATE TABLE t1 AS SELECT g AS id, repeat('x', g % 100) AS v FROM generate_series(1, 3000) g")
         pg.sql("CREATE INDEX t1_id ON t1 (id)")
         pg.sql("CHECKPOINT")
-        lsn = lsn_int(pg.current_lsn())
-        wait_for(
-            lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn,
-            timeout=120,
-            what="ingest to catch up",
-        )
-        yield env, pg, tenant_id, timeline_id, lsn
-    finally:
-        pg.destroy()
+        lsn = pg.current_lsn()
+        wait_ingested(client, tenant_id, timeline_id, lsn)
+        yield env, pg, tenant_id, timeline_id, lsn_int(lsn)
 
 
 def test_pagestream_matches_primary(primary_timeline):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fixtures.neon_fixtures import NeonEnv
 from fixtures.pageserver_http import PageserverHttpClient
+from fixtures.workloads import streamed_primary, wait_ingested
 from fixtures.pg import VanillaPostgres, wait_for
 from fixtures.port_distributor import PortDistributor
 from fixtures.storage import block_key, lsn_int, lsn_str
@@ -28,12 +29,8 @@ def sizes_agree(client: PageserverHttpClient, tenant_id: str, timeline_id: str) 
 
 def test_logical_size_incremental_equals_recount(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
     env = neon_simple_env
-    env.pageserver.allowed_errors.append(".*WAL streaming from .* failed, reconnecting.*")
-    pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
-    try:
+    with streamed_primary(env.pageserver, test_output_dir, port_distributor.get_port()) as (pg, tenant_id, timeline_id):
         client = env.pageserver.http_client()
-        tenant_id = client.tenant_create()
-        timeline_id = client.timeline_create(tenant_id, wal_source_connstr=pg.connstr())["timeline_id"]
         pg.pgbench("-i", "-s", "2", "-q")
         pg.pgbench("-T", "5", "-c", "2", "-j", "1")
         pg.sql("CREATE TABLE big AS SELECT g, repeat('x', 200) AS v FROM generate_series(1, 20000) g")
@@ -43,8 +40,7 @@ def test_logical_size_incremental_equals_recount(neon_simple_env: NeonEnv, test_
         pg.sql("CREATE DATABASE other")
         pg.sql("CREATE TABLE t AS SELECT generate_series(1, 5000) x", dbname="other")
         pg.sql("DROP DATABASE other")
-        lsn = pg.current_lsn()
-        wait_for(lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(lsn), timeout=120, what=f"ingest to reach {lsn}")
+        wait_ingested(client, tenant_id, timeline_id, pg.current_lsn())
         # Ingest has quiesced at (or just past) lsn: both sizes are taken at
         # the same last record LSN once no size-changing record arrives.
         wait_for(lambda: sizes_agree(client, tenant_id, timeline_id), timeout=60, what="incremental == non-incremental logical size")
@@ -56,8 +52,6 @@ def test_logical_size_incremental_equals_recount(neon_simple_env: NeonEnv, test_
         client = env.pageserver.http_client()
         wait_for(lambda: sizes_agree(client, tenant_id, timeline_id), timeout=60, what="logical size after restart")
         assert client.timeline_detail(tenant_id, timeline_id)["current_logical_size"] == size
-    finally:
-        pg.destroy()
 
 
 def put_wal(client: PageserverHttpClient, tenant_id: str, timeline_id: str, distance: int) -> int:
