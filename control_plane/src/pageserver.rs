@@ -198,7 +198,7 @@ impl<'a> PageServerNode<'a> {
     }
 
     /// Sends `req`; a non-2xx answer becomes an error carrying the server's `msg`.
-    fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
+    fn send_raw(&self, req: RequestBuilder) -> anyhow::Result<reqwest::blocking::Response> {
         let resp = self.authorized(req)?.send().with_context(|| {
             format!(
                 "page server {} at {} does not answer; is it started?",
@@ -206,13 +206,19 @@ impl<'a> PageServerNode<'a> {
             )
         })?;
         let status = resp.status();
-        let text = resp.text()?;
         if !status.is_success() {
+            let text = resp.text()?;
             let msg = serde_json::from_str::<pageserver_api::models::HttpErrorBody>(&text)
                 .map(|b| b.msg)
                 .unwrap_or(text);
             bail!("page server answered {status}: {msg}");
         }
+        Ok(resp)
+    }
+
+    /// Sends `req` and parses the JSON answer.
+    fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
+        let text = self.send_raw(req)?.text()?;
         serde_json::from_str(&text).with_context(|| format!("unexpected answer: {text}"))
     }
 
@@ -239,16 +245,7 @@ impl<'a> PageServerNode<'a> {
     /// enough for a large database. A non-2xx answer is an error.
     pub fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
         let client = Client::builder().timeout(STREAM_TIMEOUT).build()?;
-        let resp = self.authorized(client.get(self.url(path)))?.send()?;
-        let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text()?;
-            let msg = serde_json::from_str::<pageserver_api::models::HttpErrorBody>(&text)
-                .map(|b| b.msg)
-                .unwrap_or(text);
-            bail!("page server answered {status}: {msg}");
-        }
-        Ok(resp)
+        self.send_raw(client.get(self.url(path)))
     }
 
     /// POST `body` to `path`, parsed.

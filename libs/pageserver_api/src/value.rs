@@ -446,6 +446,20 @@ impl Directory {
         self.entries.iter()
     }
 
+    /// The relation forks of a relation directory, as relations of database
+    /// `dbnode` in tablespace `spcnode`.
+    pub fn rels(&self, spcnode: u32, dbnode: u32) -> impl Iterator<Item = crate::key::RelTag> + '_ {
+        self.entries.iter().filter_map(move |e| match e {
+            DirEntry::Rel { relnode, forknum } => Some(crate::key::RelTag {
+                spcnode,
+                dbnode,
+                relnode: *relnode,
+                forknum: *forknum,
+            }),
+            _ => None,
+        })
+    }
+
     fn check(&self, entry: &DirEntry) -> Result<(), DirError> {
         if entry.kind() != self.kind {
             return Err(DirError::WrongKind {

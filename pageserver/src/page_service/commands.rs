@@ -164,6 +164,16 @@ impl Command {
     }
 }
 
+/// The timeline a command names, of an active tenant.
+pub fn active_timeline(
+    env: &CommandEnv<'_>,
+    args: TimelineArgs,
+) -> Result<Arc<crate::tenant::timeline::Timeline>, PageServiceError> {
+    let tenant = env.tenants.get(args.tenant_id)?;
+    tenant.check_active()?;
+    Ok(tenant.get_timeline(args.timeline_id)?)
+}
+
 /// Refuses a command whose tenant the claims do not cover (SQLSTATE 42501).
 fn authorize(claims: Option<&Claims>, tenant_id: TenantId) -> Result<(), PageServiceError> {
     match claims {

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use utils::id::TimelineId;
 use utils::lsn::Lsn;
 
-use super::commands::{CommandEnv, Flow, TimelineArgs};
+use super::commands::{active_timeline, CommandEnv, Flow, TimelineArgs};
 use super::connection::PgConn;
 use super::PageServiceError;
 use crate::basebackup::{self, BasebackupError};
@@ -142,9 +142,7 @@ pub async fn handle_basebackup(
     args: BasebackupArgs,
     env: &CommandEnv<'_>,
 ) -> Result<Flow, PageServiceError> {
-    let tenant = env.tenants.get(args.timeline.tenant_id)?;
-    tenant.check_active()?;
-    let tl = tenant.get_timeline(args.timeline.timeline_id)?;
+    let tl = active_timeline(env, args.timeline)?;
     let (lsn, prev) = basebackup::resolve_lsn(&tl, args.lsn, env.conf.wait_lsn_timeout)
         .await
         .map_err(read_error)?;
@@ -321,9 +319,7 @@ pub async fn handle_import_wal(
     args: ImportArgs,
     env: &CommandEnv<'_>,
 ) -> Result<Flow, PageServiceError> {
-    let tenant = env.tenants.get(args.timeline.tenant_id)?;
-    tenant.check_active()?;
-    let tl = tenant.get_timeline(args.timeline.timeline_id)?;
+    let tl = active_timeline(env, args.timeline)?;
     let _gate = tl
         .gate
         .enter()

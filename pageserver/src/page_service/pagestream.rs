@@ -65,9 +65,7 @@ pub async fn handle_pagestream(
     args: TimelineArgs,
     env: &CommandEnv<'_>,
 ) -> Result<Flow, PageServiceError> {
-    let tenant = env.tenants.get(args.tenant_id)?;
-    tenant.check_active()?;
-    let timeline = tenant.get_timeline(args.timeline_id)?;
+    let timeline = super::commands::active_timeline(env, args)?;
     // Held for the stream: timeline shutdown waits for it, after cancelling
     // the timeline's token, which ends the stream below.
     let _gate = timeline

@@ -278,16 +278,7 @@ impl IngestState {
     ) -> Result<Vec<RelTag>, IngestError> {
         Ok(self
             .dir(tl, rel_dir_key(spcnode, dbnode), DirKind::Rel)?
-            .iter()
-            .filter_map(|e| match e {
-                DirEntry::Rel { relnode, forknum } => Some(RelTag {
-                    spcnode,
-                    dbnode,
-                    relnode: *relnode,
-                    forknum: *forknum,
-                }),
-                _ => None,
-            })
+            .rels(spcnode, dbnode)
             .collect())
     }
 

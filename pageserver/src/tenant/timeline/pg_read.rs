@@ -135,16 +135,7 @@ impl Timeline {
     ) -> Result<Vec<RelTag>, PgReadError> {
         Ok(self
             .directory(rel_dir_key(spcnode, dbnode), DirKind::Rel, lsn)?
-            .iter()
-            .filter_map(|e| match e {
-                DirEntry::Rel { relnode, forknum } => Some(RelTag {
-                    spcnode,
-                    dbnode,
-                    relnode: *relnode,
-                    forknum: *forknum,
-                }),
-                _ => None,
-            })
+            .rels(spcnode, dbnode)
             .collect())
     }
 
