@@ -128,6 +128,28 @@ pub static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Time writers waited because L0 layers piled up (compaction behind).
+/// Values served from the page cache.
+pub static PAGE_CACHE_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_page_cache_hits_total",
+            "Layer file values served from the page cache",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Values the page cache did not have.
+pub static PAGE_CACHE_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_page_cache_misses_total",
+            "Layer file values read from disk (then cached)",
+        )
+        .expect("valid metric"),
+    )
+});
+
 pub static INGEST_THROTTLE_SECONDS: LazyLock<prometheus::Counter> = LazyLock::new(|| {
     register(
         prometheus::Counter::new(
@@ -431,6 +453,8 @@ pub fn init() {
     LazyLock::force(&LAYER_COUNT);
     LazyLock::force(&LAYER_BYTES);
     LazyLock::force(&INGEST_THROTTLE_SECONDS);
+    LazyLock::force(&PAGE_CACHE_HITS);
+    LazyLock::force(&PAGE_CACHE_MISSES);
     LazyLock::force(&WAL_INGEST_BYTES);
     LazyLock::force(&WAL_INGEST_RECORDS);
     LazyLock::force(&LAST_RECORD_LSN);

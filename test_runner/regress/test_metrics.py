@@ -32,6 +32,8 @@ GLOBAL = [
     "pageserver_compaction_duration_seconds_count",
     "pageserver_gc_duration_seconds_sum",
     "pageserver_tenant_states",
+    "pageserver_page_cache_hits_total",
+    "pageserver_page_cache_misses_total",
 ]
 
 
@@ -60,6 +62,14 @@ def test_metrics_pass_promtool(neon_simple_env: NeonEnv, test_output_dir: Path, 
             return all(series(text, name, tenant_id, timeline_id) for name in PER_TIMELINE)
 
         wait_for(all_present, timeout=30, what="per-timeline series")
+        # A second base backup reads the same values: from the page cache.
+        def hits() -> float:
+            return float(re.search(r"^pageserver_page_cache_hits_total (\S+)", client.metrics(), re.M).group(1))
+
+        client.basebackup(tenant_id, timeline_id)
+        before = hits()
+        client.basebackup(tenant_id, timeline_id)
+        assert hits() > before
         text = client.metrics()
         for name in GLOBAL:
             assert re.search(rf"^{name}", text, re.M), name

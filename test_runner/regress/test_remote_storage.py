@@ -392,6 +392,10 @@ def test_eviction_and_on_demand_download(neon_env_builder: NeonEnvBuilder):
             data[off] ^= 0xFF
         layer.write_bytes(bytes(data))
     assert corrupted > 0
+    # Values already read are in the page cache (checked when read): a
+    # restart empties it, so the reads below go to the corrupted files.
+    ps.restart()
+    wait_active(client, w.tenant_id)
     w.check(lsns)
     assert ps.log_contains("is corrupt; downloading it again")
 

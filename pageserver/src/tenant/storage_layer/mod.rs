@@ -6,6 +6,7 @@ pub mod inmemory_layer;
 pub mod layer_file;
 pub mod layer_map;
 pub mod layer_name;
+pub mod page_cache;
 
 use std::ops::Range;
 

@@ -8,6 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+
+use crate::tenant::storage_layer::page_cache::PAGE_CACHE;
 use pageserver_api::key::Key;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
@@ -35,6 +37,8 @@ pub struct LayerReader {
     index: Vec<IndexEntry>,
     /// Where the blobs end and the index starts.
     index_offset: u64,
+    /// This opened file's key in the page cache.
+    cache_id: u64,
 }
 
 /// A value as stored in a layer file: possibly compressed.
@@ -153,6 +157,7 @@ impl LayerReader {
             timeline_id: header.timeline_id,
             index,
             index_offset,
+            cache_id: crate::tenant::storage_layer::page_cache::next_reader_id(),
         })
     }
 
@@ -192,6 +197,16 @@ impl LayerReader {
         if range.is_empty() {
             return Ok(Vec::new());
         }
+        // Checked and decoded values stay in the page cache.
+        let cache = &*PAGE_CACHE;
+        let cached: Option<Vec<(Lsn, Bytes)>> = range
+            .clone()
+            .rev()
+            .map(|i| Some((self.index[i].lsn, cache.get(self.cache_id, i as u32)?)))
+            .collect();
+        if let Some(values) = cached {
+            return Ok(values);
+        }
         // The values of one key are adjacent: one read for all of them.
         let start = self.index[range.start].offset;
         let buf = self.read_range(start, self.blob_end(range.end - 1))?;
@@ -199,7 +214,9 @@ impl LayerReader {
         for i in range.rev() {
             let entry = &self.index[i];
             let blob = &buf[(entry.offset - start) as usize..(self.blob_end(i) - start) as usize];
-            values.push((entry.lsn, self.decode_blob(blob, entry)?));
+            let value = self.decode_blob(blob, entry)?;
+            cache.insert(self.cache_id, i as u32, value.clone());
+            values.push((entry.lsn, value));
         }
         Ok(values)
     }
