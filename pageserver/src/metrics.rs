@@ -223,6 +223,15 @@ pub static DISK_CONSISTENT_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Last record LSN minus remote consistent LSN (what the latest uploaded
+/// index covers), for timelines backed by remote storage.
+pub static REMOTE_CONSISTENT_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    timeline_gauge(
+        "pageserver_remote_consistent_lag_bytes",
+        "Last record LSN minus remote consistent LSN of a timeline",
+    )
+});
+
 /// The incremental logical size, when known.
 pub static LOGICAL_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     timeline_gauge(
@@ -298,6 +307,11 @@ pub fn record_timeline_stats(timeline: &crate::tenant::timeline::Timeline) {
     DISK_CONSISTENT_LAG
         .with_label_values(&labels)
         .set(as_gauge(last.0.saturating_sub(durable.0)));
+    if let Some(remote) = timeline.remote_consistent_lsn() {
+        REMOTE_CONSISTENT_LAG
+            .with_label_values(&labels)
+            .set(as_gauge(last.0.saturating_sub(remote.0)));
+    }
     if let Some(size) = timeline.current_logical_size() {
         LOGICAL_SIZE.with_label_values(&labels).set(as_gauge(size));
     }
@@ -343,6 +357,7 @@ pub fn remove_timeline_metrics(tenant_id: &str, timeline_id: &str) {
         &LAST_RECORD_LSN,
         &DISK_CONSISTENT_LSN,
         &DISK_CONSISTENT_LAG,
+        &REMOTE_CONSISTENT_LAG,
         &LOGICAL_SIZE,
         &WALRECEIVER_CONNECTED,
         &WALRECEIVER_LAG,
@@ -460,6 +475,7 @@ pub fn init() {
     LazyLock::force(&LAST_RECORD_LSN);
     LazyLock::force(&DISK_CONSISTENT_LSN);
     LazyLock::force(&DISK_CONSISTENT_LAG);
+    LazyLock::force(&REMOTE_CONSISTENT_LAG);
     LazyLock::force(&LOGICAL_SIZE);
     LazyLock::force(&WALRECEIVER_CONNECTED);
     LazyLock::force(&WALRECEIVER_LAG);

@@ -4,12 +4,13 @@ timeline. Request ids: echoed, generated when missing, and in the log."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from fixtures.neon_fixtures import NeonEnv, raw_request
+from fixtures.neon_fixtures import NeonEnv, NeonEnvBuilder, raw_request
 from fixtures.pg import wait_for
 from fixtures.port_distributor import PortDistributor
 from fixtures.storage import lsn_int
@@ -21,6 +22,7 @@ PER_TIMELINE = [
     "pageserver_last_record_lsn",
     "pageserver_disk_consistent_lsn",
     "pageserver_disk_consistent_lag_bytes",
+    "pageserver_remote_consistent_lag_bytes",
     "pageserver_current_logical_size_bytes",
     "pageserver_walreceiver_connected",
     "pageserver_walreceiver_lag_bytes",
@@ -107,3 +109,21 @@ def test_request_ids(neon_simple_env: NeonEnv):
     line = env.pageserver.log_contains(r"request_id=lost-tenant-42")
     assert line is not None, "request id in the log"
     assert f"tenant_id={missing}" in line, line
+
+
+def test_json_logs(neon_env_builder: NeonEnvBuilder):
+    """log_format = "json": every log line is one JSON object, and a
+    request's lines carry its span fields (request id, tenant id)."""
+    neon_env_builder.pageserver_config_overrides["log_format"] = "json"
+    env = neon_env_builder.init_start()
+    client = env.pageserver.http_client()
+    tenant_id = client.tenant_create()
+    res = client.get(f"/v1/tenant/{tenant_id}", headers={"X-Request-Id": "json-log-check-1"})
+    assert res.status_code == 200
+    env.pageserver.stop()
+    lines = [line for line in env.pageserver.log_path.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert records and all("level" in r and "timestamp" in r for r in records)
+    tagged = [r for r in records if "json-log-check-1" in json.dumps(r)]
+    assert tagged, "no log line carries the request id"
+    assert any(tenant_id in json.dumps(r) for r in tagged), tagged
