@@ -109,26 +109,20 @@ fn run(workdir: PathBuf, overrides: &[String]) -> anyhow::Result<()> {
 }
 
 async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
-    let auth = match conf.http_auth_type {
-        config::AuthType::Jwt => {
+    // One set of validation keys, loaded once, for whichever API needs it.
+    let jwt = match (conf.http_auth_type, conf.pg_auth_type) {
+        (config::AuthType::Trust, config::AuthType::Trust) => None,
+        _ => {
             let path = conf
                 .auth_validation_public_key_path
                 .as_ref()
                 .expect("validated: JWT needs a key path");
             Some(Arc::new(JwtAuth::from_key_path(path)?))
         }
-        config::AuthType::Trust => None,
     };
-    let pg_auth = match conf.pg_auth_type {
-        config::AuthType::Jwt => {
-            let path = conf
-                .auth_validation_public_key_path
-                .as_ref()
-                .expect("validated: JWT needs a key path");
-            Some(Arc::new(JwtAuth::from_key_path(path)?))
-        }
-        config::AuthType::Trust => None,
-    };
+    let for_api = |kind| jwt.clone().filter(|_| kind == config::AuthType::Jwt);
+    let auth = for_api(conf.http_auth_type);
+    let pg_auth = for_api(conf.pg_auth_type);
     let listener = tokio::net::TcpListener::bind(conf.listen_http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", conf.listen_http_addr))?;

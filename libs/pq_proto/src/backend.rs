@@ -30,23 +30,32 @@ pub(crate) fn try_split_frame(
     buf: &mut BytesMut,
     max_body: usize,
 ) -> Result<Option<Frame>, ReplError> {
+    split_frame(buf, max_body).map_err(ReplError::Protocol)
+}
+
+/// Splits one complete frame (type byte, length word, body), sent by
+/// either side, off the front of `buf`: the framing both directions share.
+/// `Ok(None)`: more bytes are needed (the buffer is then reserved for the
+/// frame, whose size was checked against `max_body` first). The error is
+/// the protocol violation, described.
+pub(crate) fn split_frame(buf: &mut BytesMut, max_body: usize) -> Result<Option<Frame>, String> {
     if buf.len() < 5 {
         return Ok(None);
     }
     let tag = buf[0];
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
     if len < 4 {
-        return Err(ReplError::Protocol(format!(
+        return Err(format!(
             "message of type {} has invalid length {len} (less than 4)",
             tag_name(tag)
-        )));
+        ));
     }
     if len - 4 > max_body {
-        return Err(ReplError::Protocol(format!(
+        return Err(format!(
             "message of type {} announces {} bytes, more than the limit of {max_body} bytes",
             tag_name(tag),
             len - 4
-        )));
+        ));
     }
     let total = len + 1;
     if buf.len() < total {

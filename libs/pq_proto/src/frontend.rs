@@ -97,15 +97,6 @@ impl FrontendMessage {
     }
 }
 
-/// A printable form of a message type byte.
-pub(crate) fn tag_name(tag: u8) -> String {
-    if tag.is_ascii_graphic() {
-        format!("'{}'", tag as char)
-    } else {
-        format!("0x{tag:02x}")
-    }
-}
-
 fn protocol(msg: String) -> ServerError {
     ServerError::Protocol(msg)
 }
@@ -195,32 +186,10 @@ pub fn try_split_message(
     buf: &mut BytesMut,
     max_body: usize,
 ) -> Result<Option<FrontendMessage>, ServerError> {
-    if buf.len() < 5 {
-        return Ok(None);
+    match crate::backend::split_frame(buf, max_body).map_err(protocol)? {
+        Some(frame) => decode_message(frame.tag, frame.body).map(Some),
+        None => Ok(None),
     }
-    let tag = buf[0];
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len < 4 {
-        return Err(protocol(format!(
-            "message of type {} has invalid length {len} (less than 4)",
-            tag_name(tag)
-        )));
-    }
-    if len - 4 > max_body {
-        return Err(protocol(format!(
-            "message of type {} announces {} bytes, more than the limit of {max_body} bytes",
-            tag_name(tag),
-            len - 4
-        )));
-    }
-    let total = len + 1;
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
-    let mut frame = buf.split_to(total);
-    frame.advance(5);
-    decode_message(tag, frame.freeze()).map(Some)
 }
 
 fn decode_message(tag: u8, body: Bytes) -> Result<FrontendMessage, ServerError> {
@@ -306,6 +275,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::tag_name;
     use proptest::prelude::*;
 
     fn frame(tag: u8, body: &[u8]) -> BytesMut {
