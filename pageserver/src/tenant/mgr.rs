@@ -229,18 +229,25 @@ impl TenantManager {
         }
     }
 
+    /// Marks an attached tenant in progress (so no other exclusive operation
+    /// starts on it) and returns it; busy or unknown tenants are errors.
+    pub(crate) fn take_for_exclusive_work(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Arc<Tenant>, TenantError> {
+        let mut map = self.tenants.write().expect("tenant map lock poisoned");
+        let tenant = match map.get(&tenant_id) {
+            Some(TenantSlot::Attached(t)) => t.clone(),
+            Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
+            None => return Err(TenantError::TenantNotFound(tenant_id)),
+        };
+        map.insert(tenant_id, TenantSlot::InProgress);
+        Ok(tenant)
+    }
+
     /// Stops a tenant's tasks and removes it and all its timelines from disk.
     pub async fn delete_tenant(&self, tenant_id: TenantId) -> Result<(), TenantError> {
-        let tenant = {
-            let mut map = self.tenants.write().expect("tenant map lock poisoned");
-            let tenant = match map.get(&tenant_id) {
-                Some(TenantSlot::Attached(t)) => t.clone(),
-                Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
-                None => return Err(TenantError::TenantNotFound(tenant_id)),
-            };
-            map.insert(tenant_id, TenantSlot::InProgress);
-            tenant
-        };
+        let tenant = self.take_for_exclusive_work(tenant_id)?;
         tenant.shutdown().await;
         for timeline in tenant.list_timelines() {
             if let Ok(Some(source)) = super::bootstrap::read_wal_source(timeline.path()) {

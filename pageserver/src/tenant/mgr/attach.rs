@@ -165,16 +165,7 @@ impl TenantManager {
         tenant_id: TenantId,
         timeout: Duration,
     ) -> Result<(), TenantError> {
-        let tenant = {
-            let mut map = self.tenants.write().expect("tenant map lock poisoned");
-            let tenant = match map.get(&tenant_id) {
-                Some(TenantSlot::Attached(t)) => t.clone(),
-                Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
-                None => return Err(TenantError::TenantNotFound(tenant_id)),
-            };
-            map.insert(tenant_id, TenantSlot::InProgress);
-            tenant
-        };
+        let tenant = self.take_for_exclusive_work(tenant_id)?;
         if tenant.state() == TenantState::Active {
             if let Err(e) = tenant.flush_and_wait_uploads(timeout).await {
                 self.tenants
