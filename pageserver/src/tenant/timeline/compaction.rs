@@ -20,6 +20,7 @@ use utils::crashsafe;
 use utils::lsn::Lsn;
 
 use super::read::PageReconstructError;
+use super::write::stored_compressed;
 use super::Timeline;
 use crate::tenant::storage_layer::layer_file::{LayerError, LayerReader, LayerWriter, RawValue};
 use crate::tenant::storage_layer::LayerName;
@@ -138,15 +139,8 @@ impl Timeline {
                     lsn_range.clone(),
                 )?),
             };
-            // L0 layers store values uncompressed (flushes stay cheap);
-            // images are compressed here, in the background, and anything
-            // already compressed is copied as it is.
-            let stored = raw.stored();
-            if !raw.is_compressed() && stored.first() == Some(&Value::IMAGE_TAG) {
-                w.put(key, lsn, stored, true)?;
-            } else {
-                w.put_raw(key, lsn, &raw)?;
-            }
+            // The flush compressed what is worth compressing: copy as stored.
+            w.put_raw(key, lsn, &raw)?;
             last_key = Some(key);
         }
         if let (Some(w), Some(k)) = (writer, last_key) {
@@ -241,11 +235,16 @@ impl Timeline {
             )?;
             let mut buf = Vec::new();
             for key in chunk {
+                // Most keys' newest version is an image: copied as stored.
+                if let Some(raw) = self.newest_stored_image(*key, lsn)? {
+                    writer.put_raw(*key, lsn, &raw)?;
+                    continue;
+                }
                 match self.get_blocking(*key, lsn) {
                     Ok(img) => {
                         buf.clear();
                         Value::Image(img).ser_into(&mut buf);
-                        writer.put(*key, lsn, &buf, true)?;
+                        writer.put(*key, lsn, &buf, stored_compressed(&buf))?;
                     }
                     Err(PageReconstructError::MissingKey { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -272,6 +271,34 @@ impl Timeline {
             self.schedule_index_upload();
         }
         Ok(written.len())
+    }
+
+    /// The newest version of `key` at or below `lsn` in this timeline's
+    /// layer files, as stored, when it is a page image (the value as of
+    /// `lsn`); `None` when it is a record or the key has no version here.
+    /// Everything at or below `disk_consistent_lsn` is in layer files.
+    fn newest_stored_image(&self, key: Key, lsn: Lsn) -> Result<Option<RawValue>, LayerError> {
+        let mut cont_lsn = lsn + 1;
+        loop {
+            let found = {
+                let layers = self.layers.read().expect("layers lock poisoned");
+                layers
+                    .map
+                    .search(key, cont_lsn)
+                    .map(|r| (layers.layer(&r.layer), r.lsn_floor))
+            };
+            let Some((layer, floor)) = found else {
+                return Ok(None);
+            };
+            let range = floor..cont_lsn;
+            let newest = self.read_layer(&layer, |r| r.get_newest_raw(key, range.clone()))?;
+            if let Some((_, raw)) = newest {
+                // Only images are ever stored compressed (see `stored_compressed`).
+                let image = raw.is_compressed() || raw.stored().first() == Some(&Value::IMAGE_TAG);
+                return Ok(image.then_some(raw));
+            }
+            cont_lsn = floor;
+        }
     }
 
     /// Delta layers that a read of some key in `range` at `lsn` walks above

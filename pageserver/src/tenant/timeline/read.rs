@@ -238,13 +238,7 @@ impl Timeline {
             };
             let range = floor..*cont_lsn;
             *cont_lsn = floor;
-            let values = match self.layer_reader(&layer)?.get_values(key, range.clone()) {
-                Err(LayerError::Corrupt { .. }) if layer.remote().is_some() => {
-                    // A corrupt local copy is never served: download it again.
-                    self.redownload_corrupt(&layer)?.get_values(key, range)?
-                }
-                other => other?,
-            };
+            let values = self.read_layer(&layer, |r| r.get_values(key, range.clone()))?;
             if c.take(key, values)? {
                 return Ok(true);
             }

@@ -30,6 +30,22 @@ impl Timeline {
         self.download_locked(layer)
     }
 
+    /// Runs `read` on the reader of `layer`; when the local copy turns out
+    /// corrupt and the layer is in remote storage, downloads it again and
+    /// retries once: a corrupt local copy is never served.
+    pub fn read_layer<T>(
+        &self,
+        layer: &Arc<Layer>,
+        read: impl Fn(&LayerReader) -> Result<T, LayerError>,
+    ) -> Result<T, LayerError> {
+        match read(&*self.layer_reader(layer)?) {
+            Err(LayerError::Corrupt { .. }) if layer.remote().is_some() => {
+                read(&*self.redownload_corrupt(layer)?)
+            }
+            other => other,
+        }
+    }
+
     /// Drops a corrupt local copy and downloads the layer again.
     pub fn redownload_corrupt(&self, layer: &Arc<Layer>) -> Result<Arc<LayerReader>, LayerError> {
         let _guard = layer.lock_download();

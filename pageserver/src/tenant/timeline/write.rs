@@ -178,6 +178,8 @@ impl Timeline {
         Ok(())
     }
 
+    /// Writes a frozen layer to an L0 delta layer file. Page images are
+    /// compressed here, once: compaction copies stored values as they are.
     pub(super) fn write_l0(&self, layer: &InMemoryLayer, end: Lsn) -> anyhow::Result<LayerReader> {
         let mut writer = LayerWriter::new(
             &self.path,
@@ -187,10 +189,8 @@ impl Timeline {
             Key::MIN,
             layer.start_lsn..end,
         )?;
-        // Uncompressed: the flush is on the way to durability; compaction
-        // compresses images when it rewrites them into L1 layers.
         layer.for_each_value(|key, lsn, value| {
-            writer.put(key, lsn, value, false)?;
+            writer.put(key, lsn, value, stored_compressed(value))?;
             Ok(())
         })?;
         let (_, path) = writer.finish(Key::MAX)?;
@@ -337,4 +337,13 @@ impl Drop for TimelineWriter<'_> {
             }
         }
     }
+}
+
+/// Whether a serialized value is stored zstd-compressed in this timeline's
+/// layer files: page images are (when that makes them smaller), native
+/// records never are. Every writer of layer files decides with this, so a
+/// compressed stored value is always an image: image layer creation copies
+/// such values without decoding them.
+pub(super) fn stored_compressed(value: &[u8]) -> bool {
+    value.first() == Some(&Value::IMAGE_TAG)
 }

@@ -221,6 +221,22 @@ impl LayerReader {
         Ok(values)
     }
 
+    /// The newest value of `key` with lsn in `lsn_range`, as stored:
+    /// checked against its CRC, not decompressed (and not cached). Image
+    /// layer creation copies these.
+    pub fn get_newest_raw(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Option<(Lsn, RawValue)>, LayerError> {
+        let Some(i) = self.entry_range(key, &lsn_range).last() else {
+            return Ok(None);
+        };
+        let entry = &self.index[i];
+        let blob = self.read_range(entry.offset, self.blob_end(i))?;
+        Ok(Some((entry.lsn, self.check_blob(&blob, entry)?)))
+    }
+
     /// Every (key, lsn) with a value, in order (index only).
     pub fn index_entries(&self) -> impl Iterator<Item = (Key, Lsn)> + '_ {
         self.index.iter().map(|e| (e.key, e.lsn))
