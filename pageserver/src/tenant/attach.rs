@@ -50,6 +50,14 @@ impl Tenant {
             index,
         );
         timeline.set_remote_client(client.clone());
+        let source = match super::bootstrap::read_wal_source(timeline.path()) {
+            Ok(s) => s.map(|c| c.to_connstr()),
+            Err(e) => {
+                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "{e:#}; the remote index keeps the WAL source it has");
+                index.and_then(|i| i.wal_source_connstr.clone())
+            }
+        };
+        let source_changed = client.set_wal_source(source);
         let mut scheduled = 0;
         for layer in timeline.all_layers() {
             if layer.remote().is_none() {
@@ -61,7 +69,7 @@ impl Tenant {
             i.disk_consistent_lsn() < timeline.disk_consistent_lsn()
                 || i.metadata.latest_gc_cutoff_lsn < timeline.gc_cutoff_lsn()
         });
-        if scheduled > 0 || behind {
+        if scheduled > 0 || behind || source_changed {
             if scheduled > 0 {
                 tracing::info!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "{scheduled} local layers are not in the remote index; uploading them");
             }
@@ -128,9 +136,14 @@ impl Tenant {
     /// Builds the timelines of an attaching tenant from their remote
     /// indexes: directories and metadata are written locally, layers stay
     /// remote until read.
+    ///
+    /// `warm` is a secondary location's directory (`secondary/TENANT`):
+    /// its layers that the index names, with matching size and CRC32C, are
+    /// moved in and start resident.
     pub(super) async fn attach_timelines(
         &self,
         timeline_ids: Vec<TimelineId>,
+        warm: Option<std::path::PathBuf>,
     ) -> Result<(), String> {
         let generation = self.attachment.generation();
         let mut loaded = Vec::new();
@@ -152,19 +165,48 @@ impl Tenant {
             let (tenant_id, tenant_conf, cancel) =
                 (self.tenant_id, self.effective.clone(), self.cancel.clone());
             let metadata = index.metadata.clone();
-            let timeline = blocking(move || {
+            let source = match index
+                .wal_source_connstr
+                .as_deref()
+                .map(pq_proto::ConnConfig::parse)
+            {
+                Some(Ok(cfg)) => Some(cfg),
+                Some(Err(e)) => {
+                    tracing::warn!(tenant_id = %self.tenant_id, %timeline_id, "the WAL source in the remote index does not parse ({e}); set it with PUT .../wal_source");
+                    None
+                }
+                None => None,
+            };
+            let warm_dir = warm.as_ref().map(|w| w.join(timeline_id.to_string()));
+            let adopt_index = index.clone();
+            let (timeline, adopted) = blocking(move || {
                 Timeline::create_on_disk(&path, &metadata)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                Ok::<_, String>(Timeline::load(
-                    tenant_id,
-                    timeline_id,
-                    path,
-                    tenant_conf,
-                    &cancel,
+                if let Some(cfg) = &source {
+                    super::bootstrap::write_wal_source(&path, Some(cfg)).map_err(|e| {
+                        format!("cannot write the WAL source into {}: {e}", path.display())
+                    })?;
+                }
+                let adopted = match &warm_dir {
+                    Some(w) => {
+                        super::secondary::downloader::adopt_warm_layers(w, &path, &adopt_index)
+                            .map_err(|e| {
+                                format!("cannot take the layers of {}: {e}", w.display())
+                            })?
+                    }
+                    None => (0, 0),
+                };
+                Ok::<_, String>((
+                    Timeline::load(tenant_id, timeline_id, path, tenant_conf, &cancel),
+                    adopted,
                 ))
             })
             .await
             .map_err(|e| e.to_string())??;
+            if adopted.0 > 0 {
+                crate::metrics::SECONDARY_LAYERS_ADOPTED.inc_by(adopted.0);
+                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "{} layers ({} bytes) of the secondary location are resident at once", adopted.0, adopted.1);
+            }
             let timeline = Arc::new(timeline);
             tracing::info!(tenant_id = %self.tenant_id, %timeline_id, layers = index.layers.len(), disk_consistent_lsn = %index.disk_consistent_lsn(), "attached timeline from index generation {index_generation}");
             self.connect_timeline(&timeline, Some(&index));

@@ -15,12 +15,16 @@ use super::remote::{self, RemoteContext, TenantAttachment};
 use super::{blocking, Tenant};
 
 mod attach;
+mod secondary;
+use super::secondary::SecondaryTenant;
 use crate::config::PageServerConf;
 use crate::metrics;
 pub use attach::DETACH_UPLOAD_TIMEOUT;
 
 enum TenantSlot {
     Attached(Arc<Tenant>),
+    /// A secondary location: a warm cache, no timelines.
+    Secondary(Arc<SecondaryTenant>),
     /// Being created or deleted: other operations on the id wait their turn.
     InProgress,
 }
@@ -86,6 +90,8 @@ impl TenantManager {
             map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
             found.push(tenant);
         }
+        drop(map);
+        self.discover_secondaries_blocking()?;
         Ok(found)
     }
 
@@ -141,6 +147,7 @@ impl TenantManager {
             .get(&tenant_id)
         {
             Some(TenantSlot::Attached(t)) => Ok(t.clone()),
+            Some(TenantSlot::Secondary(_)) => Err(TenantError::TenantIsSecondary(tenant_id)),
             Some(TenantSlot::InProgress) => Err(TenantError::TenantBusy(tenant_id)),
             None => Err(TenantError::TenantNotFound(tenant_id)),
         }
@@ -154,7 +161,7 @@ impl TenantManager {
             .values()
             .filter_map(|slot| match slot {
                 TenantSlot::Attached(t) => Some(t.clone()),
-                TenantSlot::InProgress => None,
+                TenantSlot::Secondary(_) | TenantSlot::InProgress => None,
             })
             .collect()
     }
@@ -177,6 +184,9 @@ impl TenantManager {
             match map.get(&tenant_id) {
                 Some(TenantSlot::Attached(_)) => {
                     return Err(TenantError::TenantAlreadyExists(tenant_id))
+                }
+                Some(TenantSlot::Secondary(_)) => {
+                    return Err(TenantError::TenantIsSecondary(tenant_id))
                 }
                 Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
                 None => {}
@@ -238,6 +248,9 @@ impl TenantManager {
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
         let tenant = match map.get(&tenant_id) {
             Some(TenantSlot::Attached(t)) => t.clone(),
+            Some(TenantSlot::Secondary(_)) => {
+                return Err(TenantError::TenantIsSecondary(tenant_id))
+            }
             Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
             None => return Err(TenantError::TenantNotFound(tenant_id)),
         };
@@ -309,6 +322,9 @@ impl TenantManager {
         let mut set = tokio::task::JoinSet::new();
         for tenant in tenants {
             set.spawn(async move { tenant.shutdown().await });
+        }
+        for secondary in self.list_secondaries() {
+            set.spawn(async move { secondary.shutdown().await });
         }
         while set.join_next().await.is_some() {}
     }

@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod metadata;
 pub mod mgr;
 pub mod remote;
+pub mod secondary;
 pub mod size;
 pub mod storage_layer;
 pub mod timeline;

@@ -54,6 +54,8 @@ struct QueueState {
     unlinked: Vec<(LayerName, LayerFileMetadata)>,
     /// What the latest uploaded index covers.
     remote_consistent_lsn: Option<Lsn>,
+    /// The WAL source the next index carries.
+    wal_source: Option<String>,
 }
 
 /// The upload queue of one timeline; see the module documentation.
@@ -113,6 +115,7 @@ impl RemoteTimelineClient {
         if let Some(index) = index {
             state.remote_view = index.parsed_layers().into_iter().collect();
             state.remote_consistent_lsn = Some(index.disk_consistent_lsn());
+            state.wal_source = index.wal_source_connstr.clone();
         }
         Arc::new(RemoteTimelineClient {
             tenant_id,
@@ -166,6 +169,15 @@ impl RemoteTimelineClient {
     /// Schedules an index upload with `metadata`.
     pub fn schedule_index_upload(&self, metadata: TimelineMetadata) {
         self.push(QueueOp::UploadIndex(Box::new(metadata)));
+    }
+
+    /// Sets the WAL source that indexes carry from now on; returns whether
+    /// it changed (then the caller schedules an index upload).
+    pub fn set_wal_source(&self, connstr: Option<String>) -> bool {
+        let mut s = self.lock();
+        let changed = s.wal_source != connstr;
+        s.wal_source = connstr;
+        changed
     }
 
     /// What the latest uploaded index covers.
@@ -382,7 +394,8 @@ impl RemoteTimelineClient {
                 IndexPart::new(
                     s.remote_view.iter().map(|(n, m)| (n.clone(), *m)),
                     metadata.clone(),
-                ),
+                )
+                .with_wal_source(s.wal_source.clone()),
                 s.unlinked.len(),
             )
         };

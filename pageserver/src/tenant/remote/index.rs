@@ -44,6 +44,12 @@ pub struct IndexPart {
     pub layers: BTreeMap<String, LayerFileMetadata>,
     /// The timeline metadata the layers are consistent with.
     pub metadata: TimelineMetadata,
+    /// The timeline's WAL source (connection string, with its password if
+    /// it has one), so that an attach on another node resumes ingest from
+    /// it. Absent in indexes written before it existed, and for timelines
+    /// without a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_source_connstr: Option<String>,
 }
 
 /// A file that is not a valid index or manifest.
@@ -69,7 +75,14 @@ impl IndexPart {
                 .map(|(n, m)| (n.to_string(), m))
                 .collect(),
             metadata,
+            wal_source_connstr: None,
         }
+    }
+
+    /// The index with `wal_source_connstr` set.
+    pub fn with_wal_source(mut self, connstr: Option<String>) -> IndexPart {
+        self.wal_source_connstr = connstr;
+        self
     }
 
     /// What the index makes durable remotely.
@@ -169,6 +182,25 @@ mod tests {
         assert_eq!(back, index);
         assert_eq!(back.disk_consistent_lsn(), Lsn(0x1234));
         assert_eq!(back.parsed_layers()[1].0, layer(0x20));
+    }
+
+    #[test]
+    fn wal_source_is_optional() {
+        // An index written before the field existed parses, without a source.
+        let old = br#"{"version":1,"layers":{},"metadata":{"disk_consistent_lsn":"0/16B5A50","prev_record_lsn":null,"ancestor_timeline":null,"ancestor_lsn":"0/0","latest_gc_cutoff_lsn":"0/0","initdb_lsn":"0/0","pg_version":15,"lsn_history":[]}}"#;
+        let index = IndexPart::from_bytes(old, "old").unwrap();
+        assert_eq!(index.wal_source_connstr, None);
+        assert_eq!(index.disk_consistent_lsn(), Lsn(0x16B5A50));
+        // Without a source nothing is written, so older readers still parse it.
+        assert!(!String::from_utf8(index.to_bytes())
+            .unwrap()
+            .contains("wal_source"));
+        let with = index.with_wal_source(Some("host=127.0.0.1 port=5432 user=u".into()));
+        let back = IndexPart::from_bytes(&with.to_bytes(), "new").unwrap();
+        assert_eq!(
+            back.wal_source_connstr.as_deref(),
+            Some("host=127.0.0.1 port=5432 user=u")
+        );
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //!   then deletions of what the index no longer names);
 //! * `download.rs`: listing generations, downloading indexes and layers;
 //! * `deletion_queue.rs`: the node's persisted deletion queue, which deletes
-//!   only after the tenant's generation is validated.
+//!   only after the tenant's generation is validated;
+//! * `heatmap.rs`: the tenant heatmap that secondary locations follow.
 //!
 //! [`RemoteContext`] is the node-wide part, shared by every tenant.
 
 pub mod client;
 pub mod deletion_queue;
 pub mod download;
+pub mod heatmap;
 pub mod index;
 pub mod paths;
 #[cfg(all(test, feature = "testing"))]
