@@ -115,6 +115,12 @@ pub struct PageServerConfigFile {
         with = "humantime_serde"
     )]
     pub secondary_download_interval: Duration,
+    /// Test builds: faults injected into object storage from start-up (as
+    /// `PUT /v1/remote_storage/faults` sets them later), e.g.
+    /// `{ unreachable_for_ms = 8000 }`.
+    #[cfg(feature = "testing")]
+    #[serde(default)]
+    pub remote_storage_faults: Option<remote_storage::fault::FaultConfig>,
 }
 
 mod defaults {
@@ -205,6 +211,9 @@ pub struct PageServerConf {
     pub heatmap_upload_period: Duration,
     /// Period of secondary locations' download passes.
     pub secondary_download_interval: Duration,
+    /// Faults injected into object storage from start-up (test builds).
+    #[cfg(feature = "testing")]
+    pub remote_storage_faults: Option<remote_storage::fault::FaultConfig>,
 }
 
 /// Directory of the default local remote storage inside the work directory.
@@ -405,6 +414,12 @@ impl PageServerConf {
                 anyhow::bail!("max_disk_usage_pct must be 1 to 100, got {pct}");
             }
         }
+        #[cfg(feature = "testing")]
+        if let Some(faults) = &f.remote_storage_faults {
+            faults
+                .validate()
+                .map_err(|e| anyhow::anyhow!("remote_storage_faults: {e}"))?;
+        }
         if f.secondary_download_interval.is_zero() {
             anyhow::bail!("secondary_download_interval must be greater than 0");
         }
@@ -439,6 +454,8 @@ impl PageServerConf {
             max_disk_usage_pct: f.max_disk_usage_pct,
             heatmap_upload_period: f.heatmap_upload_period,
             secondary_download_interval: f.secondary_download_interval,
+            #[cfg(feature = "testing")]
+            remote_storage_faults: f.remote_storage_faults,
         })
     }
 

@@ -10,8 +10,9 @@ use pageserver_api::models::TenantState;
 use utils::id::TimelineId;
 
 use super::errors::TenantError;
-use super::remote::index::{IndexPart, TenantManifest, TENANT_MANIFEST_VERSION};
-use super::remote::{download, paths, RemoteTimelineClient};
+use super::load_remote::RemoteInitError;
+use super::remote::index::{IndexPart, LocalIndexCopy, TenantManifest, TENANT_MANIFEST_VERSION};
+use super::remote::{paths, RemoteTimelineClient};
 use super::timeline::Timeline;
 use super::{blocking, Tenant};
 
@@ -38,7 +39,7 @@ impl Tenant {
     /// Connects a timeline to an upload queue whose remote state is
     /// `index`, and schedules the upload of every layer the index does not
     /// name (a crash or shutdown before they went up), then an index.
-    fn connect_timeline(&self, timeline: &Arc<Timeline>, index: Option<&IndexPart>) {
+    pub(super) fn connect_timeline(&self, timeline: &Arc<Timeline>, index: Option<&IndexPart>) {
         if let Some(index) = index {
             timeline.add_remote_layers(&index.parsed_layers());
         }
@@ -50,6 +51,7 @@ impl Tenant {
             index,
         );
         timeline.set_remote_client(client.clone());
+        client.keep_local_copy(timeline.path().to_path_buf());
         let source = match super::bootstrap::read_wal_source(timeline.path()) {
             Ok(s) => s.map(|c| c.to_connstr()),
             Err(e) => {
@@ -82,57 +84,6 @@ impl Tenant {
         self.connect_timeline(timeline, None);
     }
 
-    /// After the local load: reads each timeline's remote index (the
-    /// highest generation at or below ours), adds the layers only in remote
-    /// storage, and connects the upload queues.
-    pub(super) async fn init_remote(&self) -> Result<(), String> {
-        for timeline in self.list_timelines() {
-            if timeline.state() != TenantState::Active {
-                continue;
-            }
-            let found = download::download_index(
-                &self.remote.storage,
-                &self.tenant_id,
-                &timeline.timeline_id,
-                self.attachment.generation(),
-                &self.cancel,
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot read the remote index of timeline {}: {e}; restart when object storage answers",
-                    timeline.timeline_id
-                )
-            })?;
-            let index = found.as_ref().map(|(i, _)| i);
-            let corrupt = timeline.take_corrupt_at_load();
-            let unrecoverable: Vec<String> = corrupt
-                .iter()
-                .filter(|(name, _)| {
-                    !index.is_some_and(|i| i.layers.contains_key(&name.to_string()))
-                })
-                .map(|(_, e)| e.clone())
-                .collect();
-            if !unrecoverable.is_empty() {
-                let reason = format!(
-                    "{}; the layer is not in remote storage, so it cannot be downloaded again",
-                    unrecoverable.join("; ")
-                );
-                tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
-                timeline.set_state(TenantState::Broken { reason });
-                continue;
-            }
-            for (name, e) in &corrupt {
-                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "local layer {name} is corrupt ({e}); it downloads again from remote storage on the next read");
-            }
-            self.connect_timeline(&timeline, index);
-        }
-        if let Err(e) = self.upload_manifest().await {
-            tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest: {e}");
-        }
-        Ok(())
-    }
-
     /// Builds the timelines of an attaching tenant from their remote
     /// indexes: directories and metadata are written locally, layers stay
     /// remote until read.
@@ -146,17 +97,13 @@ impl Tenant {
         warm: Option<std::path::PathBuf>,
     ) -> Result<(), String> {
         let generation = self.attachment.generation();
+        let found_all = self
+            .retry_remote("cannot read the remote indexes", || {
+                self.download_indexes(&timeline_ids)
+            })
+            .await?;
         let mut loaded = Vec::new();
-        for timeline_id in timeline_ids {
-            let found = download::download_index(
-                &self.remote.storage,
-                &self.tenant_id,
-                &timeline_id,
-                generation,
-                &self.cancel,
-            )
-            .await
-            .map_err(|e| format!("cannot read the remote index of timeline {timeline_id}: {e}"))?;
+        for (timeline_id, found) in found_all {
             let Some((index, index_generation)) = found else {
                 tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "timeline has no index at or below generation {generation}; skipping it");
                 continue;
@@ -179,9 +126,12 @@ impl Tenant {
             };
             let warm_dir = warm.as_ref().map(|w| w.join(timeline_id.to_string()));
             let adopt_index = index.clone();
+            let copy_index = index.clone();
             let (timeline, adopted) = blocking(move || {
                 Timeline::create_on_disk(&path, &metadata)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                LocalIndexCopy::write(&path, index_generation, &copy_index)
+                    .map_err(|e| format!("cannot write into {}: {e}", path.display()))?;
                 if let Some(cfg) = &source {
                     super::bootstrap::write_wal_source(&path, Some(cfg)).map_err(|e| {
                         format!("cannot write the WAL source into {}: {e}", path.display())
@@ -230,9 +180,12 @@ impl Tenant {
                 }
             }
         }
-        self.upload_manifest()
-            .await
-            .map_err(|e| format!("cannot upload the tenant manifest: {e}"))?;
+        self.retry_remote("cannot upload the tenant manifest", || async {
+            self.upload_manifest()
+                .await
+                .map_err(RemoteInitError::Storage)
+        })
+        .await?;
         Ok(())
     }
 

@@ -95,7 +95,9 @@ impl TenantManager {
         Ok(found)
     }
 
-    /// Loads the discovered tenants from disk, each becoming Active or Broken.
+    /// Loads the discovered tenants from disk, each becoming Active or
+    /// Broken, or staying Loading while it waits for object storage in the
+    /// background (`load_remote.rs`).
     pub async fn load_tenants(&self, tenants: Vec<Arc<Tenant>>) {
         let count = tenants.len();
         for tenant in tenants {
@@ -105,16 +107,8 @@ impl TenantManager {
             };
             let t = tenant.clone();
             match blocking(move || t.load_blocking()).await {
-                Ok(()) if tenant.state() == TenantState::Active => {
-                    match tenant.init_remote().await {
-                        Ok(()) => tenant.activate(),
-                        Err(reason) => {
-                            tracing::error!(%tenant.tenant_id, "tenant is broken: {reason}");
-                            tenant.set_state(TenantState::Broken { reason });
-                        }
-                    }
-                }
-                Ok(()) => {}
+                Ok(true) => tenant.finish_load().await,
+                Ok(false) => {}
                 Err(e) => tenant.set_state(TenantState::Broken {
                     reason: e.to_string(),
                 }),

@@ -71,6 +71,8 @@ pub struct RemoteTimelineClient {
     scheduled: Notify,
     /// Woken when an op finishes.
     progressed: Notify,
+    /// The timeline directory, where each uploaded index is copied.
+    local_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RemoteTimelineClient {
@@ -125,7 +127,14 @@ impl RemoteTimelineClient {
             state: Mutex::new(state),
             scheduled: Notify::new(),
             progressed: Notify::new(),
+            local_dir: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Copies every uploaded index into `timeline_dir`
+    /// ([`super::index::LOCAL_INDEX_COPY`]).
+    pub fn keep_local_copy(&self, timeline_dir: std::path::PathBuf) {
+        let _ = self.local_dir.set(timeline_dir);
     }
 
     /// The node's object storage.
@@ -412,6 +421,16 @@ impl RemoteTimelineClient {
         metrics::REMOTE_UPLOAD_OPS
             .with_label_values(&["index"])
             .inc();
+        if let Some(dir) = self.local_dir.get().cloned() {
+            let written = tokio::task::spawn_blocking(move || {
+                super::index::LocalIndexCopy::write(&dir, generation, &index)
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+                // Only a start-up without object storage needs it.
+                tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot keep a local copy of the index: {e}");
+            }
+        }
         let doomed: Vec<(LayerName, LayerFileMetadata)> = {
             let mut s = self.lock();
             s.remote_consistent_lsn = Some(

@@ -123,6 +123,55 @@ impl IndexPart {
     }
 }
 
+/// File in a timeline directory holding the remote index as this node last
+/// uploaded or downloaded it, so a start-up while object storage is
+/// unreachable can still load a timeline whose layers are all local.
+pub const LOCAL_INDEX_COPY: &str = "remote_index.json";
+
+/// The content of [`LOCAL_INDEX_COPY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalIndexCopy {
+    /// The generation of the remote object (`index_part.json-GEN`).
+    pub generation: Generation,
+    /// The index.
+    pub index: IndexPart,
+}
+
+impl LocalIndexCopy {
+    /// Writes the copy into `timeline_dir`, crash safely (blocking).
+    pub fn write(
+        timeline_dir: &std::path::Path,
+        generation: Generation,
+        index: &IndexPart,
+    ) -> std::io::Result<()> {
+        let copy = LocalIndexCopy {
+            generation,
+            index: index.clone(),
+        };
+        let body = serde_json::to_vec(&copy).expect("an index copy serializes");
+        utils::crashsafe::overwrite(&timeline_dir.join(LOCAL_INDEX_COPY), &body)
+    }
+
+    /// Reads the copy of `timeline_dir`; `None` when there is none
+    /// (blocking).
+    pub fn read(timeline_dir: &std::path::Path) -> Result<Option<LocalIndexCopy>, String> {
+        let path = timeline_dir.join(LOCAL_INDEX_COPY);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let copy: LocalIndexCopy = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                // The same checks as a downloaded index.
+                IndexPart::from_bytes(&copy.index.to_bytes(), &path.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(copy))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
 /// `tenants/T/tenant-manifest-GEN.json`: written by each attachment, so the
 /// highest generation ever used for a tenant can be found by listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +231,18 @@ mod tests {
         assert_eq!(back, index);
         assert_eq!(back.disk_consistent_lsn(), Lsn(0x1234));
         assert_eq!(back.parsed_layers()[1].0, layer(0x20));
+    }
+
+    #[test]
+    fn local_copy_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(LocalIndexCopy::read(dir.path()).unwrap(), None);
+        let index = IndexPart::new([], TimelineMetadata::new_root(15));
+        LocalIndexCopy::write(dir.path(), Generation(4), &index).unwrap();
+        let copy = LocalIndexCopy::read(dir.path()).unwrap().unwrap();
+        assert_eq!((copy.generation, copy.index), (Generation(4), index));
+        std::fs::write(dir.path().join(LOCAL_INDEX_COPY), b"{").unwrap();
+        assert!(LocalIndexCopy::read(dir.path()).is_err());
     }
 
     #[test]

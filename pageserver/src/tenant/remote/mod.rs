@@ -102,6 +102,11 @@ impl RemoteContext {
     pub fn new(conf: &crate::config::PageServerConf) -> anyhow::Result<Arc<RemoteContext>> {
         #[cfg(feature = "testing")]
         let faults = remote_storage::fault::FaultHandle::default();
+        #[cfg(feature = "testing")]
+        if let Some(config) = &conf.remote_storage_faults {
+            tracing::info!(?config, "remote storage faults set from the configuration");
+            faults.set(config.clone())?;
+        }
         #[cfg_attr(not(feature = "testing"), allow(unused_mut))]
         let mut builder = GenericRemoteStorage::builder(&conf.remote_storage);
         #[cfg(feature = "testing")]
