@@ -88,7 +88,8 @@ def test_attach_on_second_node_s3(
 ):
     """The main path, on a real S3-compatible server: ingest with pgbench on
     node 1, detach, wipe, attach on node 2 from the bucket; base backups at
-    recorded LSNs give the recorded sums, layers download on demand."""
+    recorded LSNs give the recorded sums, layers download on demand, and the
+    WAL source comes with the index, so node 2 streams new writes."""
     bucket = "pageserver"
     moto_server.create_bucket(bucket)
     neon_env_builder.num_pageservers = 2
@@ -96,6 +97,7 @@ def test_attach_on_second_node_s3(
     env = neon_env_builder.init_start()
     ps1, ps2 = env.pageservers
     ps1.allowed_errors.append(WAL_RECONNECT)
+    ps2.allowed_errors.append(WAL_RECONNECT)
     c1, c2 = ps1.http_client(), ps2.http_client()
     pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
     try:
@@ -142,7 +144,17 @@ def test_attach_on_second_node_s3(
         assert c2.metric_value("pageserver_layer_downloads_total") > downloads_before
         assert sum_at(tar, test_output_dir / "first", port_distributor.get_port()) == points[-1][1]
         check_points(c2, tenant_id, timeline_id, points, test_output_dir, port_distributor)
+        # The WAL source travelled in the index: node 2 streams new writes.
+        assert c2.timeline_detail(tenant_id, timeline_id)["wal_source_connstr"] is not None
+        before = record_point(pg)
+        pg.sql("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 100")
+        after = record_point(pg)
+        assert after[1] == before[1] + 700
+        wait_ingested(c2, tenant_id, timeline_id, after[0])
+        tar, _ = c2.basebackup(tenant_id, timeline_id, lsn=after[0])
+        assert sum_at(tar, test_output_dir / "after_attach", port_distributor.get_port()) == after[1]
         index = json.loads(moto_server.client().get_object(Bucket=bucket, Key=f"neon/tenants/{tenant_id}/timelines/{timeline_id}/index_part.json-00000001")["Body"].read())
+        assert f"127.0.0.1:{pg.port}/" in index["wal_source_connstr"], index.get("wal_source_connstr")
         size = sum(layer["file_size"] for layer in index["layers"].values())
         print(
             f"FIGURE attach: tenant of {size / 2**20:.1f} MiB in {len(index['layers'])} layers; "
