@@ -21,6 +21,10 @@ use crate::config::PageServerConf;
 use crate::metrics;
 pub use attach::DETACH_UPLOAD_TIMEOUT;
 
+/// File written into a tenant directory before its deletion starts; a
+/// start-up that finds it finishes the deletion.
+pub const DELETE_MARKER: &str = "deleted";
+
 enum TenantSlot {
     Attached(Arc<Tenant>),
     /// A secondary location: a warm cache, no timelines.
@@ -106,6 +110,12 @@ impl TenantManager {
                 continue;
             };
             let t = tenant.clone();
+            let marker = tenant.path.join(DELETE_MARKER);
+            if blocking(move || marker.exists()).await.unwrap_or(false) {
+                drop(guard);
+                self.resume_delete(tenant).await;
+                continue;
+            }
             match blocking(move || t.load_blocking()).await {
                 Ok(true) => tenant.finish_load().await,
                 Ok(false) => {}
@@ -117,6 +127,60 @@ impl TenantManager {
         }
         self.update_state_metrics();
         tracing::info!("loaded {count} tenants");
+    }
+
+    /// Finishes a tenant deletion interrupted by a crash (its directory has
+    /// the [`DELETE_MARKER`]): queues the remote deletion again (it is
+    /// idempotent) and removes the local state.
+    async fn resume_delete(&self, tenant: Arc<Tenant>) {
+        let tenant_id = tenant.tenant_id;
+        let path = tenant.path.clone();
+        let dir = path.clone();
+        let generation = match blocking(move || remote::TenantAttachment::read(&dir)).await {
+            Ok(Ok(a)) => a.generation(),
+            Ok(Err(e)) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: format!("{e}; cannot finish its deletion, retry the delete"),
+                });
+                return;
+            }
+            Err(e) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        tracing::info!(%tenant_id, "finishing a tenant deletion interrupted by a restart");
+        let queued = self
+            .remote
+            .deletion_queue
+            .push_prefix(
+                tenant_id,
+                generation,
+                remote::paths::tenant_prefix(&tenant_id),
+            )
+            .await;
+        let result = match queued {
+            Ok(()) => blocking(move || crashsafe::remove_dir_all(&path))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(format!("cannot queue the remote deletion: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                tenant.set_state(TenantState::Stopping);
+                tenant.cancel.cancel();
+                self.release(tenant_id);
+                tracing::info!(%tenant_id, "tenant deleted");
+            }
+            Err(e) => {
+                let reason = format!("deletion failed: {e}; retry the delete");
+                tracing::error!(%tenant_id, "{reason}");
+                tenant.set_state(TenantState::Broken { reason });
+            }
+        }
     }
 
     /// Every timeline of every tenant.
@@ -263,20 +327,35 @@ impl TenantManager {
         }
         // Remote objects go through the deletion queue, persisted before the
         // local state goes, so the deletion resumes after a crash.
-        if let Err(e) = self
-            .remote
-            .deletion_queue
-            .push_prefix(
-                tenant_id,
-                tenant.attachment.generation(),
-                remote::paths::tenant_prefix(&tenant_id),
-            )
-            .await
-        {
-            tracing::error!(%tenant_id, "cannot queue the remote deletion of the tenant: {e}");
-        }
+        // The marker first: a crash from here on finishes the deletion at
+        // the next start instead of bringing the tenant back without its
+        // remote objects.
         let path = self.conf.tenant_path(&tenant_id);
-        let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
+        let marker = path.join(DELETE_MARKER);
+        let queued = match blocking(move || crashsafe::overwrite(&marker, b"")).await {
+            Ok(Ok(())) => self
+                .remote
+                .deletion_queue
+                .push_prefix(
+                    tenant_id,
+                    tenant.attachment.generation(),
+                    remote::paths::tenant_prefix(&tenant_id),
+                )
+                .await
+                .map_err(|e| format!("cannot queue the remote deletion: {e}")),
+            Ok(Err(e)) => Err(format!("cannot write the deletion marker: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let result = match queued {
+            Ok(()) => {
+                blocking(move || {
+                    fail::fail_point!("tenant-delete-before-local-remove");
+                    crashsafe::remove_dir_all(&path)
+                })
+                .await
+            }
+            Err(e) => Ok(Err(std::io::Error::other(e))),
+        };
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
         let outcome = match result {
             Ok(Ok(())) => {
