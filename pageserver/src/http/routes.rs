@@ -199,6 +199,12 @@ pub fn routes() -> Vec<Route> {
         ),
         route(
             Method::PUT,
+            "/v1/testing/disk_usage",
+            Node,
+            location::set_disk_usage,
+        ),
+        route(
+            Method::PUT,
             "/v1/tenant/{tenant_id}/timeline/{timeline_id}/evict",
             Node,
             location::evict,
