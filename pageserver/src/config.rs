@@ -104,6 +104,23 @@ pub struct PageServerConfigFile {
     /// stay in remote storage). Off when unset.
     #[serde(default)]
     pub max_disk_usage_pct: Option<u8>,
+    /// How often an attached tenant uploads its heatmap (the layers it
+    /// keeps resident) for secondary locations; "0s" turns it off.
+    #[serde(default = "defaults::heatmap_upload_period", with = "humantime_serde")]
+    pub heatmap_upload_period: Duration,
+    /// How often a secondary location downloads the heatmap and the layers
+    /// it names.
+    #[serde(
+        default = "defaults::secondary_download_interval",
+        with = "humantime_serde"
+    )]
+    pub secondary_download_interval: Duration,
+    /// Test builds: faults injected into object storage from start-up (as
+    /// `PUT /v1/remote_storage/faults` sets them later), e.g.
+    /// `{ unreachable_for_ms = 8000 }`.
+    #[cfg(feature = "testing")]
+    #[serde(default)]
+    pub remote_storage_faults: Option<remote_storage::fault::FaultConfig>,
 }
 
 mod defaults {
@@ -137,6 +154,12 @@ mod defaults {
     }
     pub fn page_service_pipeline_depth() -> usize {
         32
+    }
+    pub fn heatmap_upload_period() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn secondary_download_interval() -> Duration {
+        Duration::from_secs(60)
     }
 }
 
@@ -184,6 +207,13 @@ pub struct PageServerConf {
     pub remote_storage: remote_storage::RemoteStorageConfig,
     /// Disk usage (percent) above which layers are evicted.
     pub max_disk_usage_pct: Option<u8>,
+    /// Period of heatmap uploads (zero: off).
+    pub heatmap_upload_period: Duration,
+    /// Period of secondary locations' download passes.
+    pub secondary_download_interval: Duration,
+    /// Faults injected into object storage from start-up (test builds).
+    #[cfg(feature = "testing")]
+    pub remote_storage_faults: Option<remote_storage::fault::FaultConfig>,
 }
 
 /// Directory of the default local remote storage inside the work directory.
@@ -239,6 +269,11 @@ pg_distrib_dir = "/usr/lib/postgresql/15"
 # remote_storage = {{ backend = {{ kind = "aws_s3", bucket_name = "layers", bucket_region = "eu-west-1", endpoint = "http://127.0.0.1:5000", allow_http = true }} }}
 # Evict resident layer files, least recently read first, above this disk usage (percent).
 # max_disk_usage_pct = 90
+# Secondary locations: an attached tenant uploads its heatmap (the layers it
+# keeps resident) this often ("0s": never); a secondary location downloads
+# the heatmap and those layers this often.
+heatmap_upload_period = "1m"
+secondary_download_interval = "1m"
 
 # Defaults for every tenant; a tenant may override each of them.
 [tenant_config]
@@ -379,6 +414,15 @@ impl PageServerConf {
                 anyhow::bail!("max_disk_usage_pct must be 1 to 100, got {pct}");
             }
         }
+        #[cfg(feature = "testing")]
+        if let Some(faults) = &f.remote_storage_faults {
+            faults
+                .validate()
+                .map_err(|e| anyhow::anyhow!("remote_storage_faults: {e}"))?;
+        }
+        if f.secondary_download_interval.is_zero() {
+            anyhow::bail!("secondary_download_interval must be greater than 0");
+        }
         let remote_storage = match f.remote_storage {
             Some(c) => c,
             None => remote_storage::RemoteStorageConfig::local_fs(
@@ -408,6 +452,10 @@ impl PageServerConf {
                 .merged_over(&TenantConfig::builtin_defaults()),
             remote_storage,
             max_disk_usage_pct: f.max_disk_usage_pct,
+            heatmap_upload_period: f.heatmap_upload_period,
+            secondary_download_interval: f.secondary_download_interval,
+            #[cfg(feature = "testing")]
+            remote_storage_faults: f.remote_storage_faults,
         })
     }
 
@@ -451,6 +499,8 @@ mod tests {
         assert_eq!(conf.page_service_idle_timeout, Duration::from_secs(600));
         assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(60));
         assert_eq!(conf.page_service_pipeline_depth, 32);
+        assert_eq!(conf.heatmap_upload_period, Duration::from_secs(60));
+        assert_eq!(conf.secondary_download_interval, Duration::from_secs(60));
         let conf = parse("id = 1", &[]).unwrap();
         assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(60));
     }
@@ -479,6 +529,10 @@ mod tests {
                 "page_service_pipeline_depth",
             ),
             ("wait_lsn_timeout=\"soon\"", "soon"),
+            (
+                "secondary_download_interval=\"0s\"",
+                "secondary_download_interval",
+            ),
         ] {
             let e = parse("id = 1", &[o]).unwrap_err().to_string();
             assert!(e.contains(key), "{o}: {e}");

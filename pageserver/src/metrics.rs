@@ -457,6 +457,52 @@ pub static DELETION_QUEUE_OBJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+}
+
+/// Heatmap uploads of attached tenants, by outcome (uploaded, skipped, error).
+pub static HEATMAP_UPLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "pageserver_heatmap_uploads_total",
+        "Heatmap uploads of attached tenants, by outcome (uploaded, skipped, error)",
+        "outcome",
+    )
+});
+
+/// Download passes of secondary locations, by result (ok, error).
+pub static SECONDARY_DOWNLOAD_PASSES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "pageserver_secondary_download_passes_total",
+        "Download passes of secondary locations, by result (ok, error)",
+        "result",
+    )
+});
+
+/// Layer files downloaded by secondary locations (not on demand).
+pub static SECONDARY_LAYERS_DOWNLOADED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_secondary_layers_downloaded_total",
+        "Layer files downloaded ahead of time by secondary locations",
+    )
+});
+
+/// Bytes of layer files downloaded by secondary locations.
+pub static SECONDARY_BYTES_DOWNLOADED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_secondary_bytes_downloaded_total",
+        "Bytes of layer files downloaded ahead of time by secondary locations",
+    )
+});
+
+/// Layers of a secondary location used by an attach (no download needed).
+pub static SECONDARY_LAYERS_ADOPTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "pageserver_secondary_layers_adopted_total",
+        "Layer files of a secondary location that an attach used as resident layers",
+    )
+});
+
 /// Registers every metric so that `/metrics` lists them before first use.
 pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
@@ -491,6 +537,11 @@ pub fn init() {
     LazyLock::force(&LAYER_EVICTIONS);
     LazyLock::force(&REMOTE_OP_FAILURES);
     LazyLock::force(&DELETION_QUEUE_OBJECTS);
+    LazyLock::force(&HEATMAP_UPLOADS);
+    LazyLock::force(&SECONDARY_DOWNLOAD_PASSES);
+    LazyLock::force(&SECONDARY_LAYERS_DOWNLOADED);
+    LazyLock::force(&SECONDARY_BYTES_DOWNLOADED);
+    LazyLock::force(&SECONDARY_LAYERS_ADOPTED);
     if let Err(e) = remote_storage::StorageMetrics::global().register(&REGISTRY) {
         tracing::warn!("cannot register remote storage metrics: {e}");
     }

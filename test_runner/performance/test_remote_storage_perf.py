@@ -22,7 +22,7 @@ from fixtures.neon_fixtures import NeonEnvBuilder
 from fixtures.pg import VanillaPostgres
 from fixtures.port_distributor import PortDistributor
 from fixtures.s3 import MotoServer
-from regress.test_remote_storage import wait_active, wait_uploaded
+from fixtures.remote import wait_active, wait_uploaded
 
 BUCKET = "perf"
 

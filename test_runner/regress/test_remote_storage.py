@@ -17,16 +17,14 @@ from fixtures.neon_fixtures import NeonEnvBuilder, NeonPageserver
 from fixtures.pageserver_http import PageserverApiException, PageserverHttpClient
 from fixtures.pg import VanillaPostgres, wait_for
 from fixtures.port_distributor import PortDistributor
-from fixtures.s3 import MotoServer, local_remote_storage_config
+from fixtures.remote import TENANT_CONF, make_writer, remote_files, shared_local, wait_active, wait_uploaded
+from fixtures.s3 import MotoServer
 from fixtures.storage import ModelWriter, lsn_int
 from fixtures.utils import wait_until
 
 WAL_RECONNECT = ".*WAL streaming from .* failed, reconnecting.*"
 UPLOAD_RETRY = ".*upload failed \\(attempt.*"
 STORAGE_FAILING = ".*object storage is failing.*"
-
-# Small layers so that a short run makes several of them.
-TENANT_CONF = {"checkpoint_distance": 1 << 20, "compaction_threshold": 4}
 
 
 def record_point(pg: VanillaPostgres) -> tuple[str, int]:
@@ -77,29 +75,6 @@ def check_points(client: PageserverHttpClient, tenant_id: str, timeline_id: str,
         assert sum_at(tar, out / f"restore_{i}", ports.get_port()) == balance, f"point {i} at {lsn}"
 
 
-def wait_active(client: PageserverHttpClient, tenant_id: str, timeout: float = 60) -> None:
-    def active() -> None:
-        state = client.tenant_status(tenant_id)["state"]
-        assert state == "Active", state
-
-    wait_until(active, timeout=timeout, interval=0.1)
-
-
-def wait_uploaded(client: PageserverHttpClient, tenant_id: str, timeline_id: str, at_least: Optional[str] = None, timeout: float = 120) -> dict:
-    """Waits until the uploaded index covers disk_consistent_lsn (and ``at_least``)."""
-
-    def caught_up() -> dict:
-        d = client.timeline_detail(tenant_id, timeline_id)
-        remote = d["remote_consistent_lsn"]
-        assert remote is not None
-        assert lsn_int(remote) >= lsn_int(d["disk_consistent_lsn"]), d
-        if at_least is not None:
-            assert lsn_int(remote) >= lsn_int(at_least), d
-        return d
-
-    return wait_until(caught_up, timeout=timeout, interval=0.2)
-
-
 def wait_ingested(client: PageserverHttpClient, tenant_id: str, timeline_id: str, lsn: str) -> None:
     wait_for(
         lambda: lsn_int(client.timeline_detail(tenant_id, timeline_id)["last_record_lsn"]) >= lsn_int(lsn),
@@ -108,19 +83,13 @@ def wait_ingested(client: PageserverHttpClient, tenant_id: str, timeline_id: str
     )
 
 
-def shared_local(builder: NeonEnvBuilder, pageservers: int = 1) -> Path:
-    path = builder.repo_dir / "remote_storage"
-    builder.num_pageservers = pageservers
-    builder.pageserver_config_overrides["remote_storage"] = local_remote_storage_config(path)
-    return path
-
-
 def test_attach_on_second_node_s3(
     moto_server: MotoServer, neon_env_builder: NeonEnvBuilder, test_output_dir: Path, port_distributor: PortDistributor
 ):
     """The main path, on a real S3-compatible server: ingest with pgbench on
     node 1, detach, wipe, attach on node 2 from the bucket; base backups at
-    recorded LSNs give the recorded sums, layers download on demand."""
+    recorded LSNs give the recorded sums, layers download on demand, and the
+    WAL source comes with the index, so node 2 streams new writes."""
     bucket = "pageserver"
     moto_server.create_bucket(bucket)
     neon_env_builder.num_pageservers = 2
@@ -128,6 +97,7 @@ def test_attach_on_second_node_s3(
     env = neon_env_builder.init_start()
     ps1, ps2 = env.pageservers
     ps1.allowed_errors.append(WAL_RECONNECT)
+    ps2.allowed_errors.append(WAL_RECONNECT)
     c1, c2 = ps1.http_client(), ps2.http_client()
     pg = VanillaPostgres(test_output_dir / "primary", port_distributor.get_port(), conf={"autovacuum": "off"}).start()
     try:
@@ -174,7 +144,17 @@ def test_attach_on_second_node_s3(
         assert c2.metric_value("pageserver_layer_downloads_total") > downloads_before
         assert sum_at(tar, test_output_dir / "first", port_distributor.get_port()) == points[-1][1]
         check_points(c2, tenant_id, timeline_id, points, test_output_dir, port_distributor)
+        # The WAL source travelled in the index: node 2 streams new writes.
+        assert c2.timeline_detail(tenant_id, timeline_id)["wal_source_connstr"] is not None
+        before = record_point(pg)
+        pg.sql("UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= 100")
+        after = record_point(pg)
+        assert after[1] == before[1] + 700
+        wait_ingested(c2, tenant_id, timeline_id, after[0])
+        tar, _ = c2.basebackup(tenant_id, timeline_id, lsn=after[0])
+        assert sum_at(tar, test_output_dir / "after_attach", port_distributor.get_port()) == after[1]
         index = json.loads(moto_server.client().get_object(Bucket=bucket, Key=f"neon/tenants/{tenant_id}/timelines/{timeline_id}/index_part.json-00000001")["Body"].read())
+        assert f"127.0.0.1:{pg.port}/" in index["wal_source_connstr"], index.get("wal_source_connstr")
         size = sum(layer["file_size"] for layer in index["layers"].values())
         print(
             f"FIGURE attach: tenant of {size / 2**20:.1f} MiB in {len(index['layers'])} layers; "
@@ -243,12 +223,6 @@ def test_upload_faults_and_outage(neon_env_builder: NeonEnvBuilder, test_output_
         pg.destroy()
 
 
-def make_writer(client: PageserverHttpClient, conf: Optional[dict] = None) -> ModelWriter:
-    tenant_id = client.tenant_create(conf={**TENANT_CONF, **(conf or {})})
-    timeline_id = client.timeline_create(tenant_id)["timeline_id"]
-    return ModelWriter(client, tenant_id, timeline_id, seed=3)
-
-
 def test_kill9_during_upload(neon_env_builder: NeonEnvBuilder):
     """Layers went up but their index did not when the node was killed: after
     the restart the layers not in the remote index are uploaded again, the
@@ -279,10 +253,6 @@ def test_kill9_during_upload(neon_env_builder: NeonEnvBuilder):
     client.tenant_attach(w.tenant_id)
     wait_active(client, w.tenant_id)
     w.check([mid, end])
-
-
-def remote_files(root: Path, tenant_id: str, timeline_id: str) -> set[str]:
-    return {p.name for p in (root / "tenants" / tenant_id / "timelines" / timeline_id).iterdir()}
 
 
 def test_split_brain_generations(neon_env_builder: NeonEnvBuilder):

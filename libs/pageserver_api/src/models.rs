@@ -145,8 +145,10 @@ pub enum LocationMode {
     /// way): serves reads and uploads under its generation, never deletes
     /// remote objects.
     AttachedStale,
-    /// A secondary location. This node holds no tenant state for it (no warm
-    /// cache): the tenant is detached here if it was attached.
+    /// A secondary location: a warm cache. This node downloads the tenant's
+    /// heatmap and the layers it names in the background, serves no reads,
+    /// ingests nothing, uploads and deletes nothing remotely; a later switch
+    /// to an attached mode uses the downloaded layers.
     Secondary,
     /// Not held by this node: detached if attached.
     Detached,
@@ -436,6 +438,43 @@ pub struct TenantSizeResponse {
     pub segments: Vec<SizeSegment>,
     /// What the size was computed from.
     pub inputs: SyntheticSizeInputs,
+}
+
+/// Response of `GET /v1/tenant/{tenant_id}/secondary/status` and of
+/// `POST /v1/tenant/{tenant_id}/secondary/download`: the progress of a
+/// secondary location's warm cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryStatus {
+    /// Generation of the attached node that wrote the heatmap in use
+    /// (`None` until one was read).
+    pub heatmap_generation: Option<u32>,
+    /// Layers the heatmap names (and the remote index confirms).
+    pub layers_total: u64,
+    /// Bytes of those layers.
+    pub bytes_total: u64,
+    /// Of those, layers present locally and checked.
+    pub layers_downloaded: u64,
+    /// Bytes of the layers present locally.
+    pub bytes_downloaded: u64,
+    /// Download passes finished since this location started.
+    pub passes: u64,
+    /// Unix seconds at which the last pass finished.
+    pub last_pass_at: Option<u64>,
+    /// A download pass is running now.
+    pub in_progress: bool,
+    /// What the last pass failed on, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// Response of `POST /v1/tenant/{tenant_id}/heatmap_upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeatmapUploadResponse {
+    /// Whether a heatmap was uploaded (`false`: skipped, see `reason`).
+    pub uploaded: bool,
+    /// Layers it names.
+    pub layers: u64,
+    /// Why nothing was uploaded.
+    pub reason: Option<String>,
 }
 
 /// Response of `GET /v1/status`.

@@ -84,7 +84,9 @@ impl From<TenantError> for ApiError {
             | TenantError::NoRemoteData(_) => ApiError::NotFound(msg),
             TenantError::TenantAlreadyExists(_)
             | TenantError::TimelineAlreadyExists(..)
-            | TenantError::TimelineHasChildren { .. } => ApiError::Conflict(msg),
+            | TenantError::TimelineHasChildren { .. }
+            | TenantError::TenantIsSecondary(_)
+            | TenantError::WrongMode(_) => ApiError::Conflict(msg),
             TenantError::TenantBusy(_)
             | TenantError::TenantNotActive { .. }
             | TenantError::TimelineBusy(..)

@@ -110,3 +110,31 @@ pub async fn evict(
         not_resident,
     }))
 }
+
+/// Body of `PUT /v1/testing/disk_usage`.
+#[cfg(feature = "testing")]
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUsageOverride {
+    /// Size of the simulated disk; `null` measures the file system again.
+    pub total_bytes: Option<u64>,
+}
+
+/// `PUT /v1/testing/disk_usage` (test builds): disk-usage eviction measures
+/// a simulated disk of `total_bytes` whose used bytes are the resident
+/// layer files.
+#[cfg(feature = "testing")]
+pub async fn set_disk_usage(
+    JsonBody(req): JsonBody<DiskUsageOverride>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if req.total_bytes == Some(0) {
+        return Err(ApiError::BadRequest(
+            "total_bytes must be greater than 0 (or null to measure the file system)".to_string(),
+        ));
+    }
+    *crate::tenant::timeline::residence::DISK_USAGE_OVERRIDE
+        .lock()
+        .expect("lock poisoned") = req.total_bytes;
+    tracing::info!(total_bytes = ?req.total_bytes, "simulated disk for disk-usage eviction set");
+    Ok(Json(json!({})))
+}

@@ -11,6 +11,7 @@ pub mod location;
 pub mod lsn_time;
 pub mod node;
 pub mod routes;
+pub mod secondary;
 pub mod size_svg;
 pub mod sizes;
 pub mod timeline_ops;

@@ -62,7 +62,8 @@ pub async fn liveness(State(state): State<AppState>) -> Response {
 
 /// `GET /readiness`: 503 until tenants are loaded, while shutting down,
 /// while the work directory cannot be written, and while object storage is
-/// failing (consecutive remote operations failed after their retries).
+/// failing (consecutive remote operations failed after their retries; the
+/// answer counts the tenants that wait for it to load).
 pub async fn readiness(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     checks.insert(
@@ -83,7 +84,20 @@ pub async fn readiness(State(state): State<AppState>) -> Response {
             .clone()
             .unwrap_or_else(|| "ok".to_string())),
     );
-    let remote_problem = state.tenants.remote().health.failing();
+    let waiting = state
+        .tenants
+        .list()
+        .iter()
+        .filter(|t| t.state() == pageserver_api::models::TenantState::Loading)
+        .count();
+    checks.insert("tenants_loading".into(), json!(waiting));
+    let remote_problem = state.tenants.remote().health.failing().map(|p| {
+        if waiting > 0 {
+            format!("{p}; {waiting} tenants wait for it to load")
+        } else {
+            p
+        }
+    });
     checks.insert(
         "remote_storage".into(),
         json!(remote_problem.clone().unwrap_or_else(|| "ok".to_string())),

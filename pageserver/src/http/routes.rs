@@ -7,7 +7,9 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 
 use super::access::Access;
-use super::{basebackup, handlers, location, lsn_time, node, sizes, timeline_ops, AppState};
+use super::{
+    basebackup, handlers, location, lsn_time, node, secondary, sizes, timeline_ops, AppState,
+};
 
 /// One route of the HTTP API.
 pub struct Route {
@@ -82,6 +84,24 @@ pub fn routes() -> Vec<Route> {
             "/v1/tenant/{tenant_id}/location_config",
             Node,
             location::location_config,
+        ),
+        route(
+            Method::POST,
+            "/v1/tenant/{tenant_id}/secondary/download",
+            Node,
+            secondary::download,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenant/{tenant_id}/secondary/status",
+            Node,
+            secondary::status,
+        ),
+        route(
+            Method::POST,
+            "/v1/tenant/{tenant_id}/heatmap_upload",
+            Node,
+            secondary::heatmap_upload,
         ),
         route(
             Method::GET,
@@ -176,6 +196,12 @@ pub fn routes() -> Vec<Route> {
             "/v1/remote_storage/faults",
             Node,
             location::set_faults,
+        ),
+        route(
+            Method::PUT,
+            "/v1/testing/disk_usage",
+            Node,
+            location::set_disk_usage,
         ),
         route(
             Method::PUT,

@@ -19,6 +19,19 @@ fn ids(params: &PathParams) -> ApiResult<(TenantId, TimelineId)> {
     Ok((params.parse("tenant_id")?, params.parse("timeline_id")?))
 }
 
+/// A timeline of an Active tenant (reads of a Loading or Attaching tenant
+/// are refused, as on the page service).
+#[cfg(feature = "testing")]
+fn active_timeline(
+    state: &AppState,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
+) -> ApiResult<std::sync::Arc<crate::tenant::timeline::Timeline>> {
+    let tenant = state.tenants.get(tenant_id)?;
+    tenant.check_active()?;
+    Ok(tenant.get_timeline(timeline_id)?)
+}
+
 /// `PUT .../checkpoint`: freezes and flushes; answers once durable.
 pub async fn checkpoint(
     State(state): State<AppState>,
@@ -214,7 +227,7 @@ mod testing {
             forknum: query.parse("forknum")?,
         };
         let lsn: Lsn = query.parse("lsn")?;
-        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        let tl = active_timeline(&state, tenant_id, timeline_id)?;
         tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
         let body = tokio::task::spawn_blocking(move || {
             let size = stored_rel_size(&tl, rel, lsn)?;
@@ -270,7 +283,7 @@ mod testing {
             forknum: 0,
         };
         let lsn: Lsn = query.parse("lsn")?;
-        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        let tl = active_timeline(&state, tenant_id, timeline_id)?;
         tl.wait_lsn(lsn, Duration::from_secs(30)).await?;
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<CompareReport> {
             let mut file = Vec::new();
@@ -328,7 +341,7 @@ mod testing {
         let (tenant_id, timeline_id) = ids(&params)?;
         let key: Key = query.parse("key")?;
         let lsn: Lsn = query.parse("lsn")?;
-        let tl = state.tenants.get(tenant_id)?.get_timeline(timeline_id)?;
+        let tl = active_timeline(&state, tenant_id, timeline_id)?;
         let img = tl.get(key, lsn, Duration::from_secs(5)).await?;
         Ok(Json(TestGetResponse {
             image_hex: hex::encode(&img),

@@ -10,8 +10,9 @@ use pageserver_api::models::TenantState;
 use utils::id::TimelineId;
 
 use super::errors::TenantError;
-use super::remote::index::{IndexPart, TenantManifest, TENANT_MANIFEST_VERSION};
-use super::remote::{download, paths, RemoteTimelineClient};
+use super::load_remote::RemoteInitError;
+use super::remote::index::{IndexPart, LocalIndexCopy, TenantManifest, TENANT_MANIFEST_VERSION};
+use super::remote::{paths, RemoteTimelineClient};
 use super::timeline::Timeline;
 use super::{blocking, Tenant};
 
@@ -38,7 +39,7 @@ impl Tenant {
     /// Connects a timeline to an upload queue whose remote state is
     /// `index`, and schedules the upload of every layer the index does not
     /// name (a crash or shutdown before they went up), then an index.
-    fn connect_timeline(&self, timeline: &Arc<Timeline>, index: Option<&IndexPart>) {
+    pub(super) fn connect_timeline(&self, timeline: &Arc<Timeline>, index: Option<&IndexPart>) {
         if let Some(index) = index {
             timeline.add_remote_layers(&index.parsed_layers());
         }
@@ -50,6 +51,15 @@ impl Tenant {
             index,
         );
         timeline.set_remote_client(client.clone());
+        client.keep_local_copy(timeline.path().to_path_buf());
+        let source = match super::bootstrap::read_wal_source(timeline.path()) {
+            Ok(s) => s.map(|c| c.to_connstr()),
+            Err(e) => {
+                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "{e:#}; the remote index keeps the WAL source it has");
+                index.and_then(|i| i.wal_source_connstr.clone())
+            }
+        };
+        let source_changed = client.set_wal_source(source);
         let mut scheduled = 0;
         for layer in timeline.all_layers() {
             if layer.remote().is_none() {
@@ -61,7 +71,7 @@ impl Tenant {
             i.disk_consistent_lsn() < timeline.disk_consistent_lsn()
                 || i.metadata.latest_gc_cutoff_lsn < timeline.gc_cutoff_lsn()
         });
-        if scheduled > 0 || behind {
+        if scheduled > 0 || behind || source_changed {
             if scheduled > 0 {
                 tracing::info!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "{scheduled} local layers are not in the remote index; uploading them");
             }
@@ -74,76 +84,26 @@ impl Tenant {
         self.connect_timeline(timeline, None);
     }
 
-    /// After the local load: reads each timeline's remote index (the
-    /// highest generation at or below ours), adds the layers only in remote
-    /// storage, and connects the upload queues.
-    pub(super) async fn init_remote(&self) -> Result<(), String> {
-        for timeline in self.list_timelines() {
-            if timeline.state() != TenantState::Active {
-                continue;
-            }
-            let found = download::download_index(
-                &self.remote.storage,
-                &self.tenant_id,
-                &timeline.timeline_id,
-                self.attachment.generation(),
-                &self.cancel,
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot read the remote index of timeline {}: {e}; restart when object storage answers",
-                    timeline.timeline_id
-                )
-            })?;
-            let index = found.as_ref().map(|(i, _)| i);
-            let corrupt = timeline.take_corrupt_at_load();
-            let unrecoverable: Vec<String> = corrupt
-                .iter()
-                .filter(|(name, _)| {
-                    !index.is_some_and(|i| i.layers.contains_key(&name.to_string()))
-                })
-                .map(|(_, e)| e.clone())
-                .collect();
-            if !unrecoverable.is_empty() {
-                let reason = format!(
-                    "{}; the layer is not in remote storage, so it cannot be downloaded again",
-                    unrecoverable.join("; ")
-                );
-                tracing::error!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "timeline is broken: {reason}");
-                timeline.set_state(TenantState::Broken { reason });
-                continue;
-            }
-            for (name, e) in &corrupt {
-                tracing::warn!(tenant_id = %self.tenant_id, timeline_id = %timeline.timeline_id, "local layer {name} is corrupt ({e}); it downloads again from remote storage on the next read");
-            }
-            self.connect_timeline(&timeline, index);
-        }
-        if let Err(e) = self.upload_manifest().await {
-            tracing::warn!(tenant_id = %self.tenant_id, "cannot upload the tenant manifest: {e}");
-        }
-        Ok(())
-    }
-
     /// Builds the timelines of an attaching tenant from their remote
     /// indexes: directories and metadata are written locally, layers stay
     /// remote until read.
+    ///
+    /// `warm` is a secondary location's directory (`secondary/TENANT`):
+    /// its layers that the index names, with matching size and CRC32C, are
+    /// moved in and start resident.
     pub(super) async fn attach_timelines(
         &self,
         timeline_ids: Vec<TimelineId>,
+        warm: Option<std::path::PathBuf>,
     ) -> Result<(), String> {
         let generation = self.attachment.generation();
+        let found_all = self
+            .retry_remote("cannot read the remote indexes", || {
+                self.download_indexes(&timeline_ids)
+            })
+            .await?;
         let mut loaded = Vec::new();
-        for timeline_id in timeline_ids {
-            let found = download::download_index(
-                &self.remote.storage,
-                &self.tenant_id,
-                &timeline_id,
-                generation,
-                &self.cancel,
-            )
-            .await
-            .map_err(|e| format!("cannot read the remote index of timeline {timeline_id}: {e}"))?;
+        for (timeline_id, found) in found_all {
             let Some((index, index_generation)) = found else {
                 tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "timeline has no index at or below generation {generation}; skipping it");
                 continue;
@@ -152,19 +112,51 @@ impl Tenant {
             let (tenant_id, tenant_conf, cancel) =
                 (self.tenant_id, self.effective.clone(), self.cancel.clone());
             let metadata = index.metadata.clone();
-            let timeline = blocking(move || {
+            let source = match index
+                .wal_source_connstr
+                .as_deref()
+                .map(pq_proto::ConnConfig::parse)
+            {
+                Some(Ok(cfg)) => Some(cfg),
+                Some(Err(e)) => {
+                    tracing::warn!(tenant_id = %self.tenant_id, %timeline_id, "the WAL source in the remote index does not parse ({e}); set it with PUT .../wal_source");
+                    None
+                }
+                None => None,
+            };
+            let warm_dir = warm.as_ref().map(|w| w.join(timeline_id.to_string()));
+            let adopt_index = index.clone();
+            let copy_index = index.clone();
+            let (timeline, adopted) = blocking(move || {
                 Timeline::create_on_disk(&path, &metadata)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                Ok::<_, String>(Timeline::load(
-                    tenant_id,
-                    timeline_id,
-                    path,
-                    tenant_conf,
-                    &cancel,
+                LocalIndexCopy::write(&path, index_generation, &copy_index)
+                    .map_err(|e| format!("cannot write into {}: {e}", path.display()))?;
+                if let Some(cfg) = &source {
+                    super::bootstrap::write_wal_source(&path, Some(cfg)).map_err(|e| {
+                        format!("cannot write the WAL source into {}: {e}", path.display())
+                    })?;
+                }
+                let adopted = match &warm_dir {
+                    Some(w) => {
+                        super::secondary::downloader::adopt_warm_layers(w, &path, &adopt_index)
+                            .map_err(|e| {
+                                format!("cannot take the layers of {}: {e}", w.display())
+                            })?
+                    }
+                    None => (0, 0),
+                };
+                Ok::<_, String>((
+                    Timeline::load(tenant_id, timeline_id, path, tenant_conf, &cancel),
+                    adopted,
                 ))
             })
             .await
             .map_err(|e| e.to_string())??;
+            if adopted.0 > 0 {
+                crate::metrics::SECONDARY_LAYERS_ADOPTED.inc_by(adopted.0);
+                tracing::info!(tenant_id = %self.tenant_id, %timeline_id, "{} layers ({} bytes) of the secondary location are resident at once", adopted.0, adopted.1);
+            }
             let timeline = Arc::new(timeline);
             tracing::info!(tenant_id = %self.tenant_id, %timeline_id, layers = index.layers.len(), disk_consistent_lsn = %index.disk_consistent_lsn(), "attached timeline from index generation {index_generation}");
             self.connect_timeline(&timeline, Some(&index));
@@ -188,9 +180,12 @@ impl Tenant {
                 }
             }
         }
-        self.upload_manifest()
-            .await
-            .map_err(|e| format!("cannot upload the tenant manifest: {e}"))?;
+        self.retry_remote("cannot upload the tenant manifest", || async {
+            self.upload_manifest()
+                .await
+                .map_err(RemoteInitError::Storage)
+        })
+        .await?;
         Ok(())
     }
 

@@ -31,6 +31,12 @@ pub enum TenantError {
         /// Why.
         reason: String,
     },
+    /// The tenant is held here as a secondary location (a warm cache).
+    #[error("tenant {0} is a secondary location on this node: it keeps a warm cache of layers and serves no reads or changes; use the attached node, or attach it here with location_config AttachedSingle")]
+    TenantIsSecondary(TenantId),
+    /// The tenant is held here in another mode than the operation needs.
+    #[error("{0}")]
+    WrongMode(String),
     /// No such timeline in the tenant.
     #[error("timeline {1} not found in tenant {0}")]
     TimelineNotFound(TenantId, TimelineId),

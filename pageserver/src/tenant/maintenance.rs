@@ -21,14 +21,15 @@ const LOOP_TICK: Duration = Duration::from_millis(200);
 const EVICTION_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 impl Tenant {
-    /// Starts the tenant's background work: each timeline's flush loop and
-    /// the maintenance loop. Tasks hold the gates, so shutdown waits for them.
+    /// Starts the tenant's background work: each timeline's flush loop, the
+    /// heatmap upload and the maintenance loop. Tasks hold the gates, so shutdown waits for them.
     pub fn activate(self: &Arc<Self>) {
         for timeline in self.list_timelines() {
             if timeline.state() == pageserver_api::models::TenantState::Active {
                 timeline.spawn_background();
             }
         }
+        self.spawn_heatmap_uploader();
         let Ok(guard) = self.gate.enter() else { return };
         let tenant = self.clone();
         let span = tracing::info_span!("maintenance_loop", tenant_id = %self.tenant_id);

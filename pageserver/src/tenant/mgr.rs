@@ -15,12 +15,20 @@ use super::remote::{self, RemoteContext, TenantAttachment};
 use super::{blocking, Tenant};
 
 mod attach;
+mod secondary;
+use super::secondary::SecondaryTenant;
 use crate::config::PageServerConf;
 use crate::metrics;
 pub use attach::DETACH_UPLOAD_TIMEOUT;
 
+/// File written into a tenant directory before its deletion starts; a
+/// start-up that finds it finishes the deletion.
+pub const DELETE_MARKER: &str = "deleted";
+
 enum TenantSlot {
     Attached(Arc<Tenant>),
+    /// A secondary location: a warm cache, no timelines.
+    Secondary(Arc<SecondaryTenant>),
     /// Being created or deleted: other operations on the id wait their turn.
     InProgress,
 }
@@ -86,10 +94,14 @@ impl TenantManager {
             map.insert(tenant_id, TenantSlot::Attached(tenant.clone()));
             found.push(tenant);
         }
+        drop(map);
+        self.discover_secondaries_blocking()?;
         Ok(found)
     }
 
-    /// Loads the discovered tenants from disk, each becoming Active or Broken.
+    /// Loads the discovered tenants from disk, each becoming Active or
+    /// Broken, or staying Loading while it waits for object storage in the
+    /// background (`load_remote.rs`).
     pub async fn load_tenants(&self, tenants: Vec<Arc<Tenant>>) {
         let count = tenants.len();
         for tenant in tenants {
@@ -98,17 +110,15 @@ impl TenantManager {
                 continue;
             };
             let t = tenant.clone();
+            let marker = tenant.path.join(DELETE_MARKER);
+            if blocking(move || marker.exists()).await.unwrap_or(false) {
+                drop(guard);
+                self.resume_delete(tenant).await;
+                continue;
+            }
             match blocking(move || t.load_blocking()).await {
-                Ok(()) if tenant.state() == TenantState::Active => {
-                    match tenant.init_remote().await {
-                        Ok(()) => tenant.activate(),
-                        Err(reason) => {
-                            tracing::error!(%tenant.tenant_id, "tenant is broken: {reason}");
-                            tenant.set_state(TenantState::Broken { reason });
-                        }
-                    }
-                }
-                Ok(()) => {}
+                Ok(true) => tenant.finish_load().await,
+                Ok(false) => {}
                 Err(e) => tenant.set_state(TenantState::Broken {
                     reason: e.to_string(),
                 }),
@@ -117,6 +127,60 @@ impl TenantManager {
         }
         self.update_state_metrics();
         tracing::info!("loaded {count} tenants");
+    }
+
+    /// Finishes a tenant deletion interrupted by a crash (its directory has
+    /// the [`DELETE_MARKER`]): queues the remote deletion again (it is
+    /// idempotent) and removes the local state.
+    async fn resume_delete(&self, tenant: Arc<Tenant>) {
+        let tenant_id = tenant.tenant_id;
+        let path = tenant.path.clone();
+        let dir = path.clone();
+        let generation = match blocking(move || remote::TenantAttachment::read(&dir)).await {
+            Ok(Ok(a)) => a.generation(),
+            Ok(Err(e)) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: format!("{e}; cannot finish its deletion, retry the delete"),
+                });
+                return;
+            }
+            Err(e) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        tracing::info!(%tenant_id, "finishing a tenant deletion interrupted by a restart");
+        let queued = self
+            .remote
+            .deletion_queue
+            .push_prefix(
+                tenant_id,
+                generation,
+                remote::paths::tenant_prefix(&tenant_id),
+            )
+            .await;
+        let result = match queued {
+            Ok(()) => blocking(move || crashsafe::remove_dir_all(&path))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(format!("cannot queue the remote deletion: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                tenant.set_state(TenantState::Stopping);
+                tenant.cancel.cancel();
+                self.release(tenant_id);
+                tracing::info!(%tenant_id, "tenant deleted");
+            }
+            Err(e) => {
+                let reason = format!("deletion failed: {e}; retry the delete");
+                tracing::error!(%tenant_id, "{reason}");
+                tenant.set_state(TenantState::Broken { reason });
+            }
+        }
     }
 
     /// Every timeline of every tenant.
@@ -141,6 +205,7 @@ impl TenantManager {
             .get(&tenant_id)
         {
             Some(TenantSlot::Attached(t)) => Ok(t.clone()),
+            Some(TenantSlot::Secondary(_)) => Err(TenantError::TenantIsSecondary(tenant_id)),
             Some(TenantSlot::InProgress) => Err(TenantError::TenantBusy(tenant_id)),
             None => Err(TenantError::TenantNotFound(tenant_id)),
         }
@@ -154,7 +219,7 @@ impl TenantManager {
             .values()
             .filter_map(|slot| match slot {
                 TenantSlot::Attached(t) => Some(t.clone()),
-                TenantSlot::InProgress => None,
+                TenantSlot::Secondary(_) | TenantSlot::InProgress => None,
             })
             .collect()
     }
@@ -177,6 +242,9 @@ impl TenantManager {
             match map.get(&tenant_id) {
                 Some(TenantSlot::Attached(_)) => {
                     return Err(TenantError::TenantAlreadyExists(tenant_id))
+                }
+                Some(TenantSlot::Secondary(_)) => {
+                    return Err(TenantError::TenantIsSecondary(tenant_id))
                 }
                 Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
                 None => {}
@@ -238,6 +306,9 @@ impl TenantManager {
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
         let tenant = match map.get(&tenant_id) {
             Some(TenantSlot::Attached(t)) => t.clone(),
+            Some(TenantSlot::Secondary(_)) => {
+                return Err(TenantError::TenantIsSecondary(tenant_id))
+            }
             Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
             None => return Err(TenantError::TenantNotFound(tenant_id)),
         };
@@ -256,20 +327,35 @@ impl TenantManager {
         }
         // Remote objects go through the deletion queue, persisted before the
         // local state goes, so the deletion resumes after a crash.
-        if let Err(e) = self
-            .remote
-            .deletion_queue
-            .push_prefix(
-                tenant_id,
-                tenant.attachment.generation(),
-                remote::paths::tenant_prefix(&tenant_id),
-            )
-            .await
-        {
-            tracing::error!(%tenant_id, "cannot queue the remote deletion of the tenant: {e}");
-        }
+        // The marker first: a crash from here on finishes the deletion at
+        // the next start instead of bringing the tenant back without its
+        // remote objects.
         let path = self.conf.tenant_path(&tenant_id);
-        let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
+        let marker = path.join(DELETE_MARKER);
+        let queued = match blocking(move || crashsafe::overwrite(&marker, b"")).await {
+            Ok(Ok(())) => self
+                .remote
+                .deletion_queue
+                .push_prefix(
+                    tenant_id,
+                    tenant.attachment.generation(),
+                    remote::paths::tenant_prefix(&tenant_id),
+                )
+                .await
+                .map_err(|e| format!("cannot queue the remote deletion: {e}")),
+            Ok(Err(e)) => Err(format!("cannot write the deletion marker: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        let result = match queued {
+            Ok(()) => {
+                blocking(move || {
+                    fail::fail_point!("tenant-delete-before-local-remove");
+                    crashsafe::remove_dir_all(&path)
+                })
+                .await
+            }
+            Err(e) => Ok(Err(std::io::Error::other(e))),
+        };
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
         let outcome = match result {
             Ok(Ok(())) => {
@@ -309,6 +395,9 @@ impl TenantManager {
         let mut set = tokio::task::JoinSet::new();
         for tenant in tenants {
             set.spawn(async move { tenant.shutdown().await });
+        }
+        for secondary in self.list_secondaries() {
+            set.spawn(async move { secondary.shutdown().await });
         }
         while set.join_next().await.is_some() {}
     }

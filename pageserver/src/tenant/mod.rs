@@ -9,10 +9,12 @@
 pub mod attach;
 pub mod bootstrap;
 pub mod errors;
+pub mod load_remote;
 pub mod maintenance;
 pub mod metadata;
 pub mod mgr;
 pub mod remote;
+pub mod secondary;
 pub mod size;
 pub mod storage_layer;
 pub mod timeline;
@@ -149,15 +151,17 @@ impl Tenant {
         crashsafe::rename(&tmp, &path)
     }
 
-    /// Reads config and timelines from disk into a Loading tenant and makes
-    /// it Active, or Broken with the reason.
-    fn load_blocking(&self) {
-        fail::fail_point!("tenant-load");
+    /// Reads config and timelines from disk into a Loading tenant, which
+    /// stays Loading (the remote state comes next, `load_remote.rs`), or
+    /// becomes Broken with the reason. Returns whether it loaded.
+    fn load_blocking(&self) -> bool {
+        fail::fail_point!("tenant-load", |_| false);
         match self.try_load() {
-            Ok(()) => self.set_state(TenantState::Active),
+            Ok(()) => true,
             Err(reason) => {
                 tracing::error!(tenant_id = %self.tenant_id, "tenant is broken: {reason}");
                 self.set_state(TenantState::Broken { reason });
+                false
             }
         }
     }

@@ -13,23 +13,31 @@ use utils::id::TenantId;
 use super::{TenantManager, TenantSlot};
 use crate::tenant::errors::TenantError;
 use crate::tenant::remote::{download, TenantAttachment};
+use crate::tenant::secondary::SecondaryTenant;
 use crate::tenant::{blocking, Tenant};
 
 /// How long a detach waits for the upload queues to drain.
 pub const DETACH_UPLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl TenantManager {
-    /// Claims `tenant_id` for an operation; 409 when attached, 503 when busy.
-    fn claim_absent(&self, tenant_id: TenantId) -> Result<(), TenantError> {
+    /// Claims `tenant_id` for an attach; 409 when attached, 503 when busy.
+    /// A secondary location is claimed too and returned: its layers warm
+    /// the attach.
+    fn claim_for_attach(
+        &self,
+        tenant_id: TenantId,
+    ) -> Result<Option<Arc<SecondaryTenant>>, TenantError> {
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
-        match map.get(&tenant_id) {
-            Some(TenantSlot::Attached(_)) => Err(TenantError::TenantAlreadyExists(tenant_id)),
-            Some(TenantSlot::InProgress) => Err(TenantError::TenantBusy(tenant_id)),
-            None => {
-                map.insert(tenant_id, TenantSlot::InProgress);
-                Ok(())
+        let warm = match map.get(&tenant_id) {
+            Some(TenantSlot::Attached(_)) => {
+                return Err(TenantError::TenantAlreadyExists(tenant_id))
             }
-        }
+            Some(TenantSlot::InProgress) => return Err(TenantError::TenantBusy(tenant_id)),
+            Some(TenantSlot::Secondary(s)) => Some(s.clone()),
+            None => None,
+        };
+        map.insert(tenant_id, TenantSlot::InProgress);
+        Ok(warm)
     }
 
     pub(super) fn release(&self, tenant_id: TenantId) {
@@ -59,9 +67,24 @@ impl TenantManager {
                 "generation 0 is never handed out; use 1 or more".to_string(),
             ));
         }
-        self.claim_absent(tenant_id)?;
-        match self.attach_claimed(tenant_id, generation, stale).await {
+        let warm = self.claim_for_attach(tenant_id)?;
+        if let Some(secondary) = &warm {
+            // Its downloads stop; its files stay for the attach to take.
+            secondary.shutdown().await;
+        }
+        let warm_dir = warm.as_ref().map(|s| s.dir().to_path_buf());
+        match self
+            .attach_claimed(tenant_id, generation, stale, warm_dir)
+            .await
+        {
             Ok(g) => Ok(g),
+            Err(e) if warm.is_some() => {
+                // Nothing changed: the secondary location resumes.
+                if let Err(restore) = self.install_secondary(tenant_id).await {
+                    tracing::error!(%tenant_id, "cannot resume the secondary location after a failed attach: {restore}");
+                }
+                Err(e)
+            }
             Err(e) => {
                 self.release(tenant_id);
                 Err(e)
@@ -74,6 +97,7 @@ impl TenantManager {
         tenant_id: TenantId,
         generation: Option<Generation>,
         stale: bool,
+        warm: Option<std::path::PathBuf>,
     ) -> Result<Generation, TenantError> {
         let storage = &self.remote.storage;
         let listing = download::list_tenant(storage, &tenant_id, &self.cancel)
@@ -136,7 +160,20 @@ impl TenantManager {
         tokio::spawn(async move {
             let _guard = guard;
             let started = std::time::Instant::now();
-            match t.attach_timelines(timelines).await {
+            let result = t.attach_timelines(timelines, warm.clone()).await;
+            if let Some(dir) = warm {
+                // What the attach did not take is of no further use.
+                match blocking(move || crashsafe::remove_dir_all(&dir)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(%tenant_id, "cannot remove the rest of the secondary location: {e}; it is removed at the next start")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%tenant_id, "cannot remove the rest of the secondary location: {e}")
+                    }
+                }
+            }
+            match result {
                 Ok(()) => {
                     t.set_state(TenantState::Active);
                     t.activate();
@@ -160,10 +197,25 @@ impl TenantManager {
     /// queue to drain, then stops it and removes its local state. Remote
     /// state stays; another node (or this one) can attach it again. When
     /// the queues do not drain, nothing changes and the error says so.
+    /// A secondary location is removed.
     pub async fn detach_tenant(
         &self,
         tenant_id: TenantId,
         timeout: Duration,
+    ) -> Result<(), TenantError> {
+        if self.is_secondary(tenant_id) {
+            return self.remove_secondary(tenant_id).await;
+        }
+        self.detach_tenant_keeping(tenant_id, timeout, false).await
+    }
+
+    /// Detaches an attached tenant; with `keep_warm` its resident uploaded
+    /// layers move to its secondary location's directory first.
+    pub(super) async fn detach_tenant_keeping(
+        &self,
+        tenant_id: TenantId,
+        timeout: Duration,
+        keep_warm: bool,
     ) -> Result<(), TenantError> {
         let tenant = self.take_for_exclusive_work(tenant_id)?;
         if tenant.state() == TenantState::Active {
@@ -185,7 +237,17 @@ impl TenantManager {
             );
         }
         let path = self.conf.tenant_path(&tenant_id);
-        let result = blocking(move || crashsafe::remove_dir_all(&path)).await;
+        let (conf, t) = (self.conf.clone(), tenant.clone());
+        let result = blocking(move || {
+            if keep_warm {
+                match super::secondary::keep_resident_layers(&conf, &t) {
+                    Ok(n) => tracing::info!(%tenant_id, "{n} resident layers kept for the secondary location"),
+                    Err(e) => tracing::warn!(%tenant_id, "cannot keep the resident layers for the secondary location: {e}; it downloads them"),
+                }
+            }
+            crashsafe::remove_dir_all(&path)
+        })
+        .await;
         self.release(tenant_id);
         self.update_state_metrics();
         match result {
@@ -201,9 +263,11 @@ impl TenantManager {
     }
 
     /// `PUT location_config`: moves the tenant to `mode`. Attached modes
-    /// attach when the tenant is not here, or change generation and mode
-    /// in place; `Secondary` and `Detached` detach (this node keeps no
-    /// secondary cache). Returns the generation in force.
+    /// attach when the tenant is not here (or is a secondary location, whose
+    /// layers warm the attach), or change generation and mode in place;
+    /// `Secondary` makes a secondary location (from an attached tenant, after
+    /// its uploads drained, keeping its resident layers); `Detached` detaches
+    /// either. Returns the generation in force (attached modes).
     pub async fn set_location(
         &self,
         tenant_id: TenantId,
@@ -213,13 +277,35 @@ impl TenantManager {
         let stale = match mode {
             LocationMode::AttachedSingle => false,
             LocationMode::AttachedStale => true,
-            LocationMode::Secondary | LocationMode::Detached => {
+            LocationMode::Secondary => {
+                if generation.is_some() {
+                    return Err(TenantError::BadRequest(
+                        "a Secondary location has no generation; leave generation out".to_string(),
+                    ));
+                }
+                return self
+                    .make_secondary(tenant_id, DETACH_UPLOAD_TIMEOUT)
+                    .await
+                    .map(|()| None);
+            }
+            LocationMode::Detached => {
                 return match self.detach_tenant(tenant_id, DETACH_UPLOAD_TIMEOUT).await {
                     Ok(()) | Err(TenantError::TenantNotFound(_)) => Ok(None),
                     Err(e) => Err(e),
                 };
             }
         };
+        if generation == Some(Generation(0)) {
+            return Err(TenantError::BadRequest(
+                "generation 0 is never handed out; use 1 or more".to_string(),
+            ));
+        }
+        if self.is_secondary(tenant_id) {
+            return self
+                .attach_tenant(tenant_id, generation, stale)
+                .await
+                .map(Some);
+        }
         let tenant = match self.get(tenant_id) {
             Ok(t) => t,
             Err(TenantError::TenantNotFound(_)) => {

@@ -54,6 +54,8 @@ struct QueueState {
     unlinked: Vec<(LayerName, LayerFileMetadata)>,
     /// What the latest uploaded index covers.
     remote_consistent_lsn: Option<Lsn>,
+    /// The WAL source the next index carries.
+    wal_source: Option<String>,
 }
 
 /// The upload queue of one timeline; see the module documentation.
@@ -69,6 +71,8 @@ pub struct RemoteTimelineClient {
     scheduled: Notify,
     /// Woken when an op finishes.
     progressed: Notify,
+    /// The timeline directory, where each uploaded index is copied.
+    local_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RemoteTimelineClient {
@@ -113,6 +117,7 @@ impl RemoteTimelineClient {
         if let Some(index) = index {
             state.remote_view = index.parsed_layers().into_iter().collect();
             state.remote_consistent_lsn = Some(index.disk_consistent_lsn());
+            state.wal_source = index.wal_source_connstr.clone();
         }
         Arc::new(RemoteTimelineClient {
             tenant_id,
@@ -122,7 +127,14 @@ impl RemoteTimelineClient {
             state: Mutex::new(state),
             scheduled: Notify::new(),
             progressed: Notify::new(),
+            local_dir: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Copies every uploaded index into `timeline_dir`
+    /// ([`super::index::LOCAL_INDEX_COPY`]).
+    pub fn keep_local_copy(&self, timeline_dir: std::path::PathBuf) {
+        let _ = self.local_dir.set(timeline_dir);
     }
 
     /// The node's object storage.
@@ -166,6 +178,15 @@ impl RemoteTimelineClient {
     /// Schedules an index upload with `metadata`.
     pub fn schedule_index_upload(&self, metadata: TimelineMetadata) {
         self.push(QueueOp::UploadIndex(Box::new(metadata)));
+    }
+
+    /// Sets the WAL source that indexes carry from now on; returns whether
+    /// it changed (then the caller schedules an index upload).
+    pub fn set_wal_source(&self, connstr: Option<String>) -> bool {
+        let mut s = self.lock();
+        let changed = s.wal_source != connstr;
+        s.wal_source = connstr;
+        changed
     }
 
     /// What the latest uploaded index covers.
@@ -382,7 +403,8 @@ impl RemoteTimelineClient {
                 IndexPart::new(
                     s.remote_view.iter().map(|(n, m)| (n.clone(), *m)),
                     metadata.clone(),
-                ),
+                )
+                .with_wal_source(s.wal_source.clone()),
                 s.unlinked.len(),
             )
         };
@@ -399,6 +421,16 @@ impl RemoteTimelineClient {
         metrics::REMOTE_UPLOAD_OPS
             .with_label_values(&["index"])
             .inc();
+        if let Some(dir) = self.local_dir.get().cloned() {
+            let written = tokio::task::spawn_blocking(move || {
+                super::index::LocalIndexCopy::write(&dir, generation, &index)
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+                // Only a start-up without object storage needs it.
+                tracing::info!(tenant_id = %self.tenant_id, timeline_id = %self.timeline_id, "cannot keep a local copy of the index: {e}");
+            }
+        }
         let doomed: Vec<(LayerName, LayerFileMetadata)> = {
             let mut s = self.lock();
             s.remote_consistent_lsn = Some(

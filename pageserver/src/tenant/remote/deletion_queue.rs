@@ -260,6 +260,9 @@ impl DeletionQueue {
                 .map_err(|e| e.to_string())?;
             paths.extend(found.keys());
         }
+        fail::fail_point!("deletion-queue-before-delete", |_| Err(
+            "failpoint deletion-queue-before-delete".to_string()
+        ));
         self.storage
             .delete_objects(&paths, cancel)
             .await
@@ -268,6 +271,10 @@ impl DeletionQueue {
             .with_label_values(&["deleted"])
             .inc_by(paths.len() as u64);
         tracing::info!(tenant_id = %list.tenant_id, "deleted {} remote objects", paths.len());
+        // The objects are gone, the list is not: a crash here runs it again.
+        fail::fail_point!("deletion-queue-after-delete", |_| Err(
+            "failpoint deletion-queue-after-delete".to_string()
+        ));
         Ok(ListOutcome::Executed)
     }
 }

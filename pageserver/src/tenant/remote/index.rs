@@ -44,6 +44,12 @@ pub struct IndexPart {
     pub layers: BTreeMap<String, LayerFileMetadata>,
     /// The timeline metadata the layers are consistent with.
     pub metadata: TimelineMetadata,
+    /// The timeline's WAL source (connection string, with its password if
+    /// it has one), so that an attach on another node resumes ingest from
+    /// it. Absent in indexes written before it existed, and for timelines
+    /// without a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_source_connstr: Option<String>,
 }
 
 /// A file that is not a valid index or manifest.
@@ -69,7 +75,14 @@ impl IndexPart {
                 .map(|(n, m)| (n.to_string(), m))
                 .collect(),
             metadata,
+            wal_source_connstr: None,
         }
+    }
+
+    /// The index with `wal_source_connstr` set.
+    pub fn with_wal_source(mut self, connstr: Option<String>) -> IndexPart {
+        self.wal_source_connstr = connstr;
+        self
     }
 
     /// What the index makes durable remotely.
@@ -107,6 +120,55 @@ impl IndexPart {
             .iter()
             .map(|(n, m)| (n.parse().expect("checked when parsed"), *m))
             .collect()
+    }
+}
+
+/// File in a timeline directory holding the remote index as this node last
+/// uploaded or downloaded it, so a start-up while object storage is
+/// unreachable can still load a timeline whose layers are all local.
+pub const LOCAL_INDEX_COPY: &str = "remote_index.json";
+
+/// The content of [`LOCAL_INDEX_COPY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalIndexCopy {
+    /// The generation of the remote object (`index_part.json-GEN`).
+    pub generation: Generation,
+    /// The index.
+    pub index: IndexPart,
+}
+
+impl LocalIndexCopy {
+    /// Writes the copy into `timeline_dir`, crash safely (blocking).
+    pub fn write(
+        timeline_dir: &std::path::Path,
+        generation: Generation,
+        index: &IndexPart,
+    ) -> std::io::Result<()> {
+        let copy = LocalIndexCopy {
+            generation,
+            index: index.clone(),
+        };
+        let body = serde_json::to_vec(&copy).expect("an index copy serializes");
+        utils::crashsafe::overwrite(&timeline_dir.join(LOCAL_INDEX_COPY), &body)
+    }
+
+    /// Reads the copy of `timeline_dir`; `None` when there is none
+    /// (blocking).
+    pub fn read(timeline_dir: &std::path::Path) -> Result<Option<LocalIndexCopy>, String> {
+        let path = timeline_dir.join(LOCAL_INDEX_COPY);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let copy: LocalIndexCopy = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                // The same checks as a downloaded index.
+                IndexPart::from_bytes(&copy.index.to_bytes(), &path.display().to_string())
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(copy))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
     }
 }
 
@@ -169,6 +231,37 @@ mod tests {
         assert_eq!(back, index);
         assert_eq!(back.disk_consistent_lsn(), Lsn(0x1234));
         assert_eq!(back.parsed_layers()[1].0, layer(0x20));
+    }
+
+    #[test]
+    fn local_copy_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(LocalIndexCopy::read(dir.path()).unwrap(), None);
+        let index = IndexPart::new([], TimelineMetadata::new_root(15));
+        LocalIndexCopy::write(dir.path(), Generation(4), &index).unwrap();
+        let copy = LocalIndexCopy::read(dir.path()).unwrap().unwrap();
+        assert_eq!((copy.generation, copy.index), (Generation(4), index));
+        std::fs::write(dir.path().join(LOCAL_INDEX_COPY), b"{").unwrap();
+        assert!(LocalIndexCopy::read(dir.path()).is_err());
+    }
+
+    #[test]
+    fn wal_source_is_optional() {
+        // An index written before the field existed parses, without a source.
+        let old = br#"{"version":1,"layers":{},"metadata":{"disk_consistent_lsn":"0/16B5A50","prev_record_lsn":null,"ancestor_timeline":null,"ancestor_lsn":"0/0","latest_gc_cutoff_lsn":"0/0","initdb_lsn":"0/0","pg_version":15,"lsn_history":[]}}"#;
+        let index = IndexPart::from_bytes(old, "old").unwrap();
+        assert_eq!(index.wal_source_connstr, None);
+        assert_eq!(index.disk_consistent_lsn(), Lsn(0x16B5A50));
+        // Without a source nothing is written, so older readers still parse it.
+        assert!(!String::from_utf8(index.to_bytes())
+            .unwrap()
+            .contains("wal_source"));
+        let with = index.with_wal_source(Some("host=127.0.0.1 port=5432 user=u".into()));
+        let back = IndexPart::from_bytes(&with.to_bytes(), "new").unwrap();
+        assert_eq!(
+            back.wal_source_connstr.as_deref(),
+            Some("host=127.0.0.1 port=5432 user=u")
+        );
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //!   then deletions of what the index no longer names);
 //! * `download.rs`: listing generations, downloading indexes and layers;
 //! * `deletion_queue.rs`: the node's persisted deletion queue, which deletes
-//!   only after the tenant's generation is validated.
+//!   only after the tenant's generation is validated;
+//! * `heatmap.rs`: the tenant heatmap that secondary locations follow.
 //!
 //! [`RemoteContext`] is the node-wide part, shared by every tenant.
 
 pub mod client;
 pub mod deletion_queue;
 pub mod download;
+pub mod heatmap;
 pub mod index;
 pub mod paths;
 #[cfg(all(test, feature = "testing"))]
@@ -100,6 +102,11 @@ impl RemoteContext {
     pub fn new(conf: &crate::config::PageServerConf) -> anyhow::Result<Arc<RemoteContext>> {
         #[cfg(feature = "testing")]
         let faults = remote_storage::fault::FaultHandle::default();
+        #[cfg(feature = "testing")]
+        if let Some(config) = &conf.remote_storage_faults {
+            tracing::info!(?config, "remote storage faults set from the configuration");
+            faults.set(config.clone())?;
+        }
         #[cfg_attr(not(feature = "testing"), allow(unused_mut))]
         let mut builder = GenericRemoteStorage::builder(&conf.remote_storage);
         #[cfg(feature = "testing")]

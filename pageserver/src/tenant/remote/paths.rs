@@ -14,6 +14,9 @@ use crate::tenant::storage_layer::LayerName;
 
 /// Base name of timeline indexes (before the generation suffix).
 pub const INDEX_PART_NAME: &str = "index_part.json";
+/// Name of the tenant heatmap object (no generation suffix: each attached
+/// node overwrites it; it is a hint, checked against the indexes).
+pub const HEATMAP_NAME: &str = "heatmap-v1.json";
 const MANIFEST_PREFIX: &str = "tenant-manifest-";
 const MANIFEST_SUFFIX: &str = ".json";
 
@@ -59,6 +62,11 @@ pub fn index_path(
         "tenants/{tenant_id}/timelines/{timeline_id}/{}",
         generation.apply(INDEX_PART_NAME)
     ))
+}
+
+/// `tenants/TENANT/heatmap-v1.json`.
+pub fn heatmap_path(tenant_id: &TenantId) -> RemotePath {
+    path(format!("tenants/{tenant_id}/{HEATMAP_NAME}"))
 }
 
 /// A tenant manifest object.
@@ -127,6 +135,11 @@ mod tests {
             Some(RemoteObjectKind::Manifest(Generation(3)))
         );
         assert_eq!(parse_object_name("index_part.json"), None);
+        assert_eq!(parse_object_name(HEATMAP_NAME), None);
+        assert_eq!(
+            heatmap_path(&t).as_str(),
+            format!("tenants/{t}/heatmap-v1.json")
+        );
         assert_eq!(parse_object_name("junk-00000001"), None);
     }
 }

@@ -84,7 +84,10 @@ impl LayerManager {
                 tracing::warn!(%tenant_id, %timeline_id, "ignoring file with a non-UTF-8 name in {}", dir.display());
                 continue;
             };
-            if name == METADATA_FILE || name == crate::tenant::bootstrap::WAL_SOURCE_FILE {
+            if name == METADATA_FILE
+                || name == crate::tenant::bootstrap::WAL_SOURCE_FILE
+                || name == crate::tenant::remote::index::LOCAL_INDEX_COPY
+            {
                 continue;
             }
             let Ok(layer_name) = name.parse::<LayerName>() else {
@@ -105,7 +108,7 @@ impl LayerManager {
                     // Never served: left out of the map. When the remote
                     // index names the layer it is downloaded again;
                     // otherwise the timeline is Broken (see
-                    // `Tenant::init_remote`).
+                    // `tenant/load_remote.rs`).
                     mgr.corrupt_at_load.push((layer_name, e.to_string()));
                     continue;
                 }

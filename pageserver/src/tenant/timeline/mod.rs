@@ -621,6 +621,12 @@ impl Timeline {
         source: Option<pq_proto::ConnConfig>,
     ) -> io::Result<()> {
         crate::tenant::bootstrap::write_wal_source(&self.path, source.as_ref())?;
+        // The index carries the source to the next attachment.
+        if let Some(remote) = self.remote.get() {
+            if remote.set_wal_source(source.as_ref().map(|c| c.to_connstr())) {
+                remote.schedule_index_upload(self.metadata());
+            }
+        }
         match source {
             Some(cfg) => self.start_wal_receiver(cfg),
             None => {

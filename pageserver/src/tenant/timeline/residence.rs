@@ -159,6 +159,29 @@ impl Timeline {
     }
 }
 
+/// Test builds: a simulated disk of this many bytes replaces the file
+/// system's figures; its used bytes are the resident layer files' bytes
+/// (`PUT /v1/testing/disk_usage`), so disk-usage eviction is deterministic.
+#[cfg(feature = "testing")]
+pub static DISK_USAGE_OVERRIDE: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+
+/// Percentage of the disk that is used: the file system holding `path`, or
+/// in test builds the simulated disk when one is set.
+fn measured_usage_pct(path: &std::path::Path, timelines: &[Arc<Timeline>]) -> std::io::Result<f64> {
+    #[cfg(feature = "testing")]
+    if let Some(total) = *DISK_USAGE_OVERRIDE.lock().expect("lock poisoned") {
+        let used: u64 = timelines
+            .iter()
+            .flat_map(|t| t.all_layers())
+            .filter(|l| l.is_resident())
+            .map(|l| l.desc.file_size)
+            .sum();
+        return Ok(100.0 * used as f64 / total.max(1) as f64);
+    }
+    let _ = timelines;
+    disk_usage_pct(path)
+}
+
 /// Percentage of the file system holding `path` that is used.
 fn disk_usage_pct(path: &std::path::Path) -> std::io::Result<f64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
@@ -178,7 +201,7 @@ pub fn evict_for_disk_usage(
     max_pct: u8,
     timelines: &[Arc<Timeline>],
 ) -> std::io::Result<usize> {
-    if disk_usage_pct(workdir)? <= f64::from(max_pct) {
+    if measured_usage_pct(workdir, timelines)? <= f64::from(max_pct) {
         return Ok(0);
     }
     let mut candidates: Vec<Arc<Layer>> = timelines
@@ -189,7 +212,7 @@ pub fn evict_for_disk_usage(
     candidates.sort_by_key(|l| l.last_access());
     let mut evicted = 0;
     for layer in candidates {
-        if disk_usage_pct(workdir)? <= f64::from(max_pct) {
+        if measured_usage_pct(workdir, timelines)? <= f64::from(max_pct) {
             break;
         }
         if layer.evict()? {
