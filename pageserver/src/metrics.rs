@@ -127,7 +127,50 @@ pub static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
-/// Time writers waited because L0 layers piled up (compaction behind).
+/// GetPage images served from the reconstructed image cache.
+pub static IMAGE_CACHE_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_image_cache_hits_total",
+            "Page images served from the reconstructed image cache",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// GetPage images the reconstructed image cache did not hold.
+pub static IMAGE_CACHE_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_image_cache_misses_total",
+            "Page image lookups the reconstructed image cache could not answer",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Fills of the image cache refused because ingest wrote meanwhile.
+pub static IMAGE_CACHE_FILLS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "pageserver_image_cache_fills_refused_total",
+            "Reconstructed images not cached because ingest wrote a newer version meanwhile",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Bytes of images the reconstructed image cache holds.
+pub static IMAGE_CACHE_BYTES_HELD: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(
+        prometheus::IntGauge::new(
+            "pageserver_image_cache_bytes",
+            "Bytes of page images held by the reconstructed image cache",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Values served from the page cache.
 pub static PAGE_CACHE_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
@@ -150,6 +193,7 @@ pub static PAGE_CACHE_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Time writers waited because L0 layers piled up (compaction behind).
 pub static INGEST_THROTTLE_SECONDS: LazyLock<prometheus::Counter> = LazyLock::new(|| {
     register(
         prometheus::Counter::new(
@@ -516,6 +560,10 @@ pub fn init() {
     LazyLock::force(&INGEST_THROTTLE_SECONDS);
     LazyLock::force(&PAGE_CACHE_HITS);
     LazyLock::force(&PAGE_CACHE_MISSES);
+    LazyLock::force(&IMAGE_CACHE_HITS);
+    LazyLock::force(&IMAGE_CACHE_MISSES);
+    LazyLock::force(&IMAGE_CACHE_FILLS_REFUSED);
+    LazyLock::force(&IMAGE_CACHE_BYTES_HELD);
     LazyLock::force(&WAL_INGEST_BYTES);
     LazyLock::force(&WAL_INGEST_RECORDS);
     LazyLock::force(&LAST_RECORD_LSN);

@@ -42,8 +42,10 @@ def test_pagebench(neon_simple_env: NeonEnv, test_output_dir: Path, port_distrib
             timeout=600,
             what="ingest of the pgbench database",
         )
-        # Reads come from layer files, as in steady state.
+        # Reads come from compacted layer files, as in steady state (and no
+        # background compaction competes with the measurement).
         client.timeline_checkpoint(tenant_id, timeline_id)
+        client.timeline_compact(tenant_id, timeline_id)
         results = []
         for depth in (1, 32):
             for conns in (1, 4):

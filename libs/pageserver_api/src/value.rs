@@ -753,6 +753,19 @@ impl Value {
         }
     }
 
+    /// [`Value::des`] of a shared buffer: an image is a slice of `buf`,
+    /// not a copy (what the read path wants for 8 KiB pages).
+    pub fn des_shared(buf: &Bytes) -> Result<Value, ValueError> {
+        if let [TAG_IMAGE, len @ ..] = &buf[..] {
+            if let Some(len) = len.first_chunk::<8>().map(|l| u64::from_le_bytes(*l)) {
+                if len.checked_add(9) == Some(buf.len() as u64) {
+                    return Ok(Value::Image(buf.slice(9..)));
+                }
+            }
+        }
+        Value::des(buf)
+    }
+
     /// Reads [`Value::ser`] output. Truncated input, unknown tags, counts
     /// larger than the input and trailing bytes are errors. Directory entries
     /// are checked when applied, not here.

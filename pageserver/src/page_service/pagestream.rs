@@ -4,15 +4,23 @@
 //! Requests are pipelined: the connection reads ahead and processes up to
 //! `page_service_pipeline_depth` requests at once, answering strictly in
 //! request order, and flushes its output whenever no further request is
-//! waiting in the input buffer. A request that fails gets an Error response
-//! (103) and the stream goes on; only a broken stream (oversized or
-//! undecodable frame, a message other than CopyData/CopyDone/Terminate)
-//! ends it with an ErrorResponse.
+//! waiting in the input buffer, so responses that are ready together leave
+//! in one write. A request that fails gets an Error response (103) and the
+//! stream goes on; only a broken stream (oversized or undecodable frame, a
+//! message other than CopyData/CopyDone/Terminate) ends it with an
+//! ErrorResponse.
+//!
+//! A GetPage that memory answers (the LSN is ingested, the relation size
+//! and the page image are cached: [`Timeline::cached_rel_page`]) is
+//! answered on the spot, on the connection's task; every other request runs
+//! as a future of its own, its blocking read in place on the worker thread.
 
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{self, Either};
 use futures::stream::{FuturesOrdered, StreamExt};
 use futures::FutureExt;
 use pageserver_api::pagestream::{
@@ -23,6 +31,7 @@ use pq_proto::{
     write_copy_data_with, BeMessage, ErrorFields, FrontendMessage, ServerError,
     SQLSTATE_PROTOCOL_VIOLATION,
 };
+use prometheus::Histogram;
 use utils::lsn::Lsn;
 
 use super::commands::{CommandEnv, Flow, TimelineArgs};
@@ -59,6 +68,34 @@ impl Drop for InFlight {
     }
 }
 
+/// Request type names, the label of the latency histogram.
+const TYPE_NAMES: [&str; 6] = [
+    "exists",
+    "nblocks",
+    "get_page",
+    "db_size",
+    "get_slru_segment",
+    "invalid",
+];
+
+/// The latency histogram of each request type, looked up once (a label
+/// lookup per request hashes and locks).
+static REQUEST_SECONDS: LazyLock<[Histogram; 6]> = LazyLock::new(|| {
+    TYPE_NAMES.map(|name| {
+        metrics::PAGE_SERVICE_REQUEST_SECONDS
+            .get_metric_with_label_values(&[name])
+            .expect("one label")
+    })
+});
+
+fn observe(type_name: &'static str, started: Instant) {
+    let i = TYPE_NAMES
+        .iter()
+        .position(|n| *n == type_name)
+        .unwrap_or(TYPE_NAMES.len() - 1);
+    REQUEST_SECONDS[i].observe(started.elapsed().as_secs_f64());
+}
+
 /// Runs the stream until CopyDone, Terminate or an error.
 pub async fn handle_pagestream(
     conn: &mut PgConn,
@@ -81,6 +118,10 @@ pub async fn handle_pagestream(
     result
 }
 
+fn write_response(conn: &mut PgConn, response: &PagestreamResponse) {
+    write_copy_data_with(conn.output(), |b| response.encode(b));
+}
+
 async fn stream_loop(
     conn: &mut PgConn,
     timeline: &Arc<Timeline>,
@@ -91,6 +132,12 @@ async fn stream_loop(
     let idle = env.conf.page_service_idle_timeout;
     let mut inflight = FuturesOrdered::new();
     let mut end: Option<StreamEnd> = None;
+    // Made once: a fresh one per turn would register with the timer wheel
+    // and the tokens' waiter lists every time.
+    let mut node_cancelled = pin!(env.cancel.cancelled());
+    let mut timeline_cancelled = pin!(timeline.cancel.cancelled());
+    let mut idle_timer = pin!(tokio::time::sleep(idle));
+    let mut last_input = tokio::time::Instant::now();
     loop {
         // Without I/O: take the requests already buffered (while there is
         // room) and write the responses already done, until neither moves.
@@ -103,14 +150,27 @@ async fn stream_loop(
                 progressed = true;
                 match msg {
                     FrontendMessage::CopyData(frame) => {
-                        inflight.push_back(process(timeline.clone(), frame, wait_timeout))
+                        match answer_from_memory(timeline, &frame) {
+                            // Nothing ahead of it: straight to the output.
+                            Some(response) if inflight.is_empty() => {
+                                write_response(conn, &response)
+                            }
+                            Some(response) => {
+                                inflight.push_back(Either::Left(future::ready(response)))
+                            }
+                            None => inflight.push_back(Either::Right(process(
+                                timeline.clone(),
+                                frame,
+                                wait_timeout,
+                            ))),
+                        }
                     }
                     other => end = Some(classify_end(other)),
                 }
             }
-            while let Some(Some(body)) = inflight.next().now_or_never() {
+            while let Some(Some(response)) = inflight.next().now_or_never() {
                 progressed = true;
-                write_copy_data_with(conn.output(), |b| b.extend_from_slice(&body));
+                write_response(conn, &response);
             }
             if !progressed {
                 break;
@@ -118,8 +178,9 @@ async fn stream_loop(
         }
         if conn.pending_output() > 0 {
             tokio::select! {
-                _ = env.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
+                biased;
                 r = conn.flush() => r?,
+                _ = &mut node_cancelled => return Err(PageServiceError::ShuttingDown),
             }
         }
         if inflight.is_empty() {
@@ -152,18 +213,25 @@ async fn stream_loop(
         let can_read = end.is_none() && inflight.len() < depth;
         tokio::select! {
             biased;
-            _ = env.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
-            _ = timeline.cancel.cancelled() => return Err(PageServiceError::ShuttingDown),
-            Some(body) = inflight.next(), if !inflight.is_empty() => {
-                write_copy_data_with(conn.output(), |b| b.extend_from_slice(&body));
+            _ = &mut node_cancelled => return Err(PageServiceError::ShuttingDown),
+            _ = &mut timeline_cancelled => return Err(PageServiceError::ShuttingDown),
+            Some(response) = inflight.next(), if !inflight.is_empty() => {
+                write_response(conn, &response);
             }
             more = conn.read_more(), if can_read => {
                 if !more? {
                     end = Some(StreamEnd::ClientGone);
                 }
+                last_input = tokio::time::Instant::now();
             }
-            _ = tokio::time::sleep(idle), if inflight.is_empty() => {
-                return Err(ServerError::IdleTimeout(idle).into());
+            _ = &mut idle_timer, if inflight.is_empty() => {
+                // The timer is set once and moved on lazily: input since it
+                // was set pushes the deadline instead of ending the stream.
+                let deadline = last_input + idle;
+                if deadline <= tokio::time::Instant::now() {
+                    return Err(ServerError::IdleTimeout(idle).into());
+                }
+                idle_timer.as_mut().reset(deadline);
             }
         }
     }
@@ -177,30 +245,48 @@ fn classify_end(msg: FrontendMessage) -> StreamEnd {
     }
 }
 
-/// Answers one request frame: the encoded response (a CopyData body).
-async fn process(timeline: Arc<Timeline>, frame: Bytes, wait_timeout: Duration) -> Bytes {
+/// The response to a GetPage that memory alone answers: the LSN to read at
+/// is ingested and readable, and the relation size and the page image at
+/// it are cached. `None` for anything else (which [`process`] then
+/// answers, errors included).
+fn answer_from_memory(timeline: &Timeline, frame: &[u8]) -> Option<PagestreamResponse> {
+    let started = Instant::now();
+    let Ok(PagestreamRequest::GetPage { lsns, rel, blkno }) = PagestreamRequest::parse(frame)
+    else {
+        return None;
+    };
+    if lsns.not_modified_since > lsns.request_lsn {
+        return None;
+    }
+    let last = timeline.last_record_lsn();
+    if lsns.not_modified_since > last {
+        return None;
+    }
+    let page = timeline.cached_rel_page(rel, blkno, read_lsn(lsns, last))?;
+    observe("get_page", started);
+    Some(PagestreamResponse::GetPage(page))
+}
+
+/// Answers one request frame.
+async fn process(
+    timeline: Arc<Timeline>,
+    frame: Bytes,
+    wait_timeout: Duration,
+) -> PagestreamResponse {
     let _inflight = InFlight::start();
     let started = Instant::now();
     let (type_name, response) = match PagestreamRequest::parse(&frame) {
         Ok(req) => (req.type_name(), answer(&timeline, req, wait_timeout).await),
         Err(e) => ("invalid", Err(("bad_request", e.to_string()))),
     };
-    metrics::PAGE_SERVICE_REQUEST_SECONDS
-        .with_label_values(&[type_name])
-        .observe(started.elapsed().as_secs_f64());
-    let response = response.unwrap_or_else(|(kind, message)| {
+    observe(type_name, started);
+    response.unwrap_or_else(|(kind, message)| {
         metrics::PAGE_SERVICE_ERRORS
             .with_label_values(&[kind])
             .inc();
         tracing::debug!("{type_name} request failed: {message}");
         PagestreamResponse::Error(message)
-    });
-    let mut buf = bytes::BytesMut::with_capacity(match &response {
-        PagestreamResponse::GetPage(_) => BLCKSZ + 1,
-        _ => 64,
-    });
-    response.encode(&mut buf);
-    buf.freeze()
+    })
 }
 
 /// The LSN to read a request at, once `not_modified_since` is ingested:

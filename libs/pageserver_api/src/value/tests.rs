@@ -291,6 +291,27 @@ fn will_init() {
 }
 
 #[test]
+fn des_shared_slices_images_and_checks_like_des() {
+    let buf = Bytes::from(Value::Image(Bytes::from_static(b"page")).ser());
+    let Ok(Value::Image(img)) = Value::des_shared(&buf) else {
+        panic!("an image");
+    };
+    assert_eq!(&img[..], b"page");
+    assert_eq!(img.as_ptr(), buf[9..].as_ptr(), "a slice, not a copy");
+    // A length that does not match is the same error as des gives.
+    for bad in [&buf[..buf.len() - 1], &buf[..5]] {
+        let bad = Bytes::copy_from_slice(bad);
+        assert_eq!(Value::des_shared(&bad), Value::des(&bad));
+        assert!(Value::des_shared(&bad).is_err());
+    }
+    let mut long = buf.to_vec();
+    long.push(0);
+    let long = Bytes::from(long);
+    assert_eq!(Value::des_shared(&long), Value::des(&long));
+    assert!(Value::des_shared(&long).is_err());
+}
+
+#[test]
 fn des_rejects_malformed_input() {
     assert!(matches!(Value::des(&[]), Err(ValueError::Truncated { .. })));
     assert_eq!(
@@ -372,6 +393,7 @@ proptest! {
     fn ser_des_round_trip(v in any_value()) {
         let bytes = v.ser();
         prop_assert_eq!(Value::des(&bytes), Ok(v.clone()));
+        prop_assert_eq!(Value::des_shared(&Bytes::from(bytes.clone())), Ok(v.clone()));
         let mut appended = vec![1, 2, 3];
         v.ser_into(&mut appended);
         prop_assert_eq!(&appended[3..], &bytes[..]);

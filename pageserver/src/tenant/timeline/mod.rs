@@ -10,6 +10,7 @@
 
 pub mod compaction;
 pub mod gc;
+pub mod image_cache;
 pub mod layer;
 pub mod layers;
 pub mod logical_size;
@@ -91,6 +92,8 @@ pub struct Timeline {
     logical_size: logical_size::LogicalSize,
     /// Relation sizes for reads at recent LSNs.
     rel_sizes: rel_cache::RelSizeCache,
+    /// This timeline object's id in the node's image cache.
+    image_cache_id: u64,
     /// The upload queue, when the timeline is backed by remote storage.
     remote: OnceLock<Arc<crate::tenant::remote::RemoteTimelineClient>>,
     /// Stops the upload queue: cancelled by `shutdown` after the queue had
@@ -110,6 +113,12 @@ impl std::fmt::Debug for Timeline {
             .field("tenant_id", &self.tenant_id)
             .field("timeline_id", &self.timeline_id)
             .finish()
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        image_cache::IMAGE_CACHE.forget(self.image_cache_id);
     }
 }
 
@@ -245,6 +254,7 @@ impl Timeline {
             wal_receiver: Mutex::new(None),
             logical_size: logical_size::LogicalSize::default(),
             rel_sizes,
+            image_cache_id: image_cache::next_cache_id(),
             remote: OnceLock::new(),
             upload_cancel: CancellationToken::new(),
             downloads_in_progress: Default::default(),
@@ -385,6 +395,12 @@ impl Timeline {
             .clone()
     }
 
+    /// One field of the metadata, without copying the rest (its LSN history
+    /// is a few KiB): for the read path.
+    fn metadata_field<T>(&self, f: impl FnOnce(&TimelineMetadata) -> T) -> T {
+        f(&self.metadata.lock().expect("metadata lock poisoned"))
+    }
+
     /// Changes the metadata with `f` and writes it durably; the in-memory
     /// copy changes only once the file is written.
     fn update_metadata(&self, f: impl FnOnce(&mut TimelineMetadata)) -> io::Result<()> {
@@ -415,12 +431,12 @@ impl Timeline {
 
     /// Parent timeline, if this is a branch.
     pub fn ancestor_timeline_id(&self) -> Option<TimelineId> {
-        self.metadata().ancestor_timeline
+        self.metadata_field(|m| m.ancestor_timeline)
     }
 
     /// Branch point in the parent.
     pub fn ancestor_lsn(&self) -> Lsn {
-        self.metadata().ancestor_lsn
+        self.metadata_field(|m| m.ancestor_lsn)
     }
 
     /// End (and start) of the last record ingested.
@@ -435,12 +451,12 @@ impl Timeline {
 
     /// Everything at or below this LSN is in durable local files.
     pub fn disk_consistent_lsn(&self) -> Lsn {
-        self.metadata().disk_consistent_lsn
+        self.metadata_field(|m| m.disk_consistent_lsn)
     }
 
     /// Reads below this LSN are refused.
     pub fn gc_cutoff_lsn(&self) -> Lsn {
-        self.metadata().latest_gc_cutoff_lsn
+        self.metadata_field(|m| m.latest_gc_cutoff_lsn)
     }
 
     /// Number of L0 delta layers (compaction backlog).

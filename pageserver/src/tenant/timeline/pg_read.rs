@@ -202,6 +202,7 @@ impl Timeline {
 
     /// Block `blkno` of a relation fork: its stored image, or zeroes for a
     /// block that was extended but never written. An error past the end.
+    /// Goes through the image cache (the page service's GetPage).
     pub fn rel_page(&self, rel: RelTag, blkno: u32, lsn: Lsn) -> Result<Bytes, PgReadError> {
         let nblocks = self.rel_size(rel, lsn)?;
         if blkno >= nblocks {
@@ -212,11 +213,27 @@ impl Timeline {
                 lsn,
             });
         }
-        self.rel_page_within(rel, blkno, lsn)
+        Ok(
+            optional(self.get_page_cached(rel_block_key(rel, blkno), lsn))?
+                .unwrap_or_else(|| Bytes::from_static(&ZERO_PAGE)),
+        )
+    }
+
+    /// [`Timeline::rel_page`] when memory alone answers it: the relation
+    /// size is in the relation size cache, the block is within it, and the
+    /// image is in the image cache. `None` otherwise (including every error
+    /// case, left to `rel_page` to report). `lsn` must be ingested.
+    pub fn cached_rel_page(&self, rel: RelTag, blkno: u32, lsn: Lsn) -> Option<Bytes> {
+        match self.rel_size_cache().get(rel, lsn) {
+            Some(Some(nblocks)) if blkno < nblocks => {}
+            _ => return None,
+        }
+        self.cached_page(rel_block_key(rel, blkno), lsn)
     }
 
     /// Like [`Timeline::rel_page`] for a block known to be within the
-    /// relation (skips the size check, for whole-relation scans).
+    /// relation (skips the size check, and the image cache: for
+    /// whole-relation scans).
     pub fn rel_page_within(&self, rel: RelTag, blkno: u32, lsn: Lsn) -> Result<Bytes, PgReadError> {
         Ok(optional(self.get_blocking(rel_block_key(rel, blkno), lsn))?
             .unwrap_or_else(|| Bytes::from_static(&ZERO_PAGE)))

@@ -12,6 +12,7 @@ use pageserver_api::key::Key;
 use pageserver_api::value::{reconstruct, ApplyError, NativeRecord, Value, ValueError};
 use utils::lsn::Lsn;
 
+use super::image_cache::IMAGE_CACHE;
 use super::Timeline;
 use crate::tenant::storage_layer::layer_file::LayerError;
 
@@ -79,17 +80,17 @@ struct Collected {
     records: Vec<NativeRecord>,
     base: Option<Bytes>,
     done: bool,
+    /// LSN of the first (newest) value taken.
+    newest: Option<Lsn>,
 }
 
 impl Collected {
     /// Takes values newest first; returns true once complete.
     fn take(&mut self, key: Key, values: Vec<(Lsn, Bytes)>) -> Result<bool, PageReconstructError> {
         for (lsn, bytes) in values {
-            let value = Value::des(&bytes).map_err(|source| PageReconstructError::Value {
-                key,
-                lsn,
-                source,
-            })?;
+            self.newest.get_or_insert(lsn);
+            let value = Value::des_shared(&bytes)
+                .map_err(|source| PageReconstructError::Value { key, lsn, source })?;
             match value {
                 Value::Image(img) => {
                     self.base = Some(img);
@@ -149,6 +150,40 @@ impl Timeline {
 
     /// The value of `key` as of `lsn` (which must be ingested). Blocking.
     pub fn get_blocking(&self, key: Key, lsn: Lsn) -> Result<Bytes, PageReconstructError> {
+        self.check_gc_cutoff(lsn)?;
+        Ok(self.reconstruct(key, lsn)?.0)
+    }
+
+    /// [`Timeline::get_blocking`] through the node's image cache
+    /// ([`super::image_cache`]): answered from it when it can, otherwise
+    /// read and offered to it. For the page service's GetPage, whose blocks
+    /// are read again and again; `lsn` must be ingested. Only relation
+    /// blocks are cached (the keys ingest invalidates). Blocking.
+    pub fn get_page_cached(&self, key: Key, lsn: Lsn) -> Result<Bytes, PageReconstructError> {
+        self.check_gc_cutoff(lsn)?;
+        if !key.is_rel_block() {
+            // Ingest invalidates relation blocks only.
+            return Ok(self.reconstruct(key, lsn)?.0);
+        }
+        if let Some(image) = IMAGE_CACHE.get(self.image_cache_id, key, lsn) {
+            return Ok(image);
+        }
+        let (image, version) = self.reconstruct(key, lsn)?;
+        IMAGE_CACHE.fill(self.image_cache_id, key, lsn, version, image.clone());
+        Ok(image)
+    }
+
+    /// The image of `key` at `lsn` if the image cache answers it (`lsn`
+    /// must be ingested). Never blocks on I/O.
+    pub fn cached_page(&self, key: Key, lsn: Lsn) -> Option<Bytes> {
+        if !key.is_rel_block() || lsn < self.gc_cutoff_lsn() {
+            return None;
+        }
+        IMAGE_CACHE.get(self.image_cache_id, key, lsn)
+    }
+
+    /// Refuses reads below the GC cutoff.
+    fn check_gc_cutoff(&self, lsn: Lsn) -> Result<(), PageReconstructError> {
         let cutoff = self.gc_cutoff_lsn();
         if lsn < cutoff {
             return Err(PageReconstructError::BelowGcCutoff {
@@ -157,21 +192,24 @@ impl Timeline {
                 timeline: self.name_for_errors(),
             });
         }
-        self.reconstruct(key, lsn)
+        Ok(())
     }
 
     /// The newest value of `key` (as of the last record LSN), for the write
     /// path: ingest reads what it wrote, even where reads by clients are
     /// refused (below the point a base backup becomes consistent). Blocking.
     pub fn get_latest_blocking(&self, key: Key) -> Result<Bytes, PageReconstructError> {
-        self.reconstruct(key, self.last_record_lsn())
+        Ok(self.reconstruct(key, self.last_record_lsn())?.0)
     }
 
-    fn reconstruct(&self, key: Key, lsn: Lsn) -> Result<Bytes, PageReconstructError> {
+    /// The value of `key` at `lsn` and the LSN of its newest version at or
+    /// below `lsn`.
+    fn reconstruct(&self, key: Key, lsn: Lsn) -> Result<(Bytes, Lsn), PageReconstructError> {
         let mut c = Collected {
             records: Vec::new(),
             base: None,
             done: false,
+            newest: None,
         };
         let mut timeline = self;
         let mut cont_lsn = lsn + 1;
@@ -195,7 +233,9 @@ impl Timeline {
             }
         }
         c.records.reverse();
-        Ok(reconstruct(key, c.base, &c.records)?)
+        // Something was taken: a walk that found nothing returned above.
+        let newest = c.newest.unwrap_or(lsn);
+        Ok((reconstruct(key, c.base, &c.records)?, newest))
     }
 
     /// Collects values of `key` below `cont_lsn` from this timeline's own

@@ -278,12 +278,160 @@ fn branches_read_their_parent_below_the_branch_point() {
     }
     check_reads(&child, &child_model, &mut rng, lsn, 300);
     check_reads(&parent, &model, &mut rng, lsn, 300);
+    check_cached_reads(&child, &child_model, &mut rng, lsn);
+    check_cached_reads(&parent, &model, &mut rng, lsn);
+    // The parent moves on; the branch's cached images do not follow it.
+    for _ in 0..20 {
+        lsn += 16;
+        put_batch(&parent, &mut model, &mut rng, lsn);
+    }
+    check_cached_reads(&child, &child_model, &mut rng, child.last_record_lsn());
+    check_cached_reads(&parent, &model, &mut rng, lsn);
     // GC of the parent keeps what the branch point needs.
     let stats = parent.gc_blocking(|| vec![branch_lsn], Some(0)).unwrap();
     assert!(stats.cutoff > branch_lsn);
     check_reads(&child, &child_model, &mut rng, lsn, 300);
     let child = reload(&child, &c);
     check_reads(&child, &child_model, &mut rng, lsn, 300);
+}
+
+/// Reads of every block through the image cache ([`Timeline::get_page_cached`]),
+/// at the latest LSN (twice: the second is answered by the cache) and at
+/// random readable LSNs, against the model.
+fn check_cached_reads(tl: &Timeline, model: &Model, rng: &mut StdRng, upto: Lsn) {
+    let cutoff = tl.gc_cutoff_lsn();
+    for blk in 0..40 {
+        let key = rel_block_key(REL, blk);
+        for lsn in [upto, upto, Lsn(rng.gen_range(cutoff.0..=upto.0))] {
+            match (tl.get_page_cached(key, lsn), model.get(key, lsn)) {
+                (Ok(got), Some(want)) => assert_eq!(&got[..], &want[..], "key {key} at {lsn}"),
+                (Err(PageReconstructError::MissingKey { .. }), None) => {}
+                (got, want) => panic!("key {key} at {lsn}: got {got:?}, model has {want:?}"),
+            }
+        }
+        if model.get(key, upto).is_some() {
+            let cached = tl.cached_page(key, upto).expect("filled by the read above");
+            assert_eq!(&cached[..], &model.get(key, upto).unwrap()[..]);
+        }
+    }
+    if cutoff.0 > 0 {
+        let err = tl
+            .get_page_cached(rel_block_key(REL, 0), cutoff - 1)
+            .unwrap_err();
+        assert!(
+            matches!(err, PageReconstructError::BelowGcCutoff { .. }),
+            "{err}"
+        );
+        assert!(tl.cached_page(rel_block_key(REL, 0), cutoff - 1).is_none());
+    }
+}
+
+/// The image cache never answers with a stale image: new WAL, flushes,
+/// compaction (which rewrites layers and creates images), GC and restarts
+/// are interleaved with cached reads at the latest and at older LSNs.
+#[test]
+fn image_cache_follows_writes_compaction_gc_and_restarts() {
+    for seed in 0..2u64 {
+        let mut rng = StdRng::seed_from_u64(100 + seed);
+        let dir = tempfile::tempdir().unwrap();
+        let c = conf();
+        let mut tl = create(
+            dir.path(),
+            (TenantId::generate(), TimelineId::generate()),
+            root_metadata(),
+            &c,
+        );
+        let mut model = Model::default();
+        let mut lsn = Lsn(0x100);
+        for step in 0..150 {
+            lsn += rng.gen_range(1..40) * 8;
+            put_batch(&tl, &mut model, &mut rng, lsn);
+            match rng.gen_range(0..20) {
+                0..=2 => tl.checkpoint_blocking().unwrap(),
+                3..=4 => {
+                    tl.checkpoint_blocking().unwrap();
+                    tl.compact_blocking(true).unwrap();
+                }
+                5 => {
+                    tl.checkpoint_blocking().unwrap();
+                    tl.compact_blocking(true).unwrap();
+                    tl.gc_blocking(Vec::new, Some(rng.gen_range(0..0x800)))
+                        .unwrap();
+                }
+                6 => {
+                    tl.checkpoint_blocking().unwrap();
+                    tl = reload(&tl, &c);
+                }
+                _ => {}
+            }
+            if step % 3 == 0 {
+                check_cached_reads(&tl, &model, &mut rng, lsn);
+            }
+        }
+    }
+}
+
+/// Readers at the latest LSN race a writer: every image a cached read
+/// returns is the model's value at the LSN it read at, though fills and
+/// writes interleave arbitrarily.
+#[test]
+fn image_cache_reads_racing_ingest_are_never_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf();
+    let tl = create(
+        dir.path(),
+        (TenantId::generate(), TimelineId::generate()),
+        root_metadata(),
+        &c,
+    );
+    let model = RwLock::new(Model::default());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let blocks = 4;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut lsn = Lsn(0x100);
+            for i in 0..3000u32 {
+                lsn += 8;
+                let key = rel_block_key(REL, i % blocks);
+                let v = i.to_le_bytes().repeat(4);
+                let mut w = tl.writer();
+                w.put(key, lsn, &Value::Image(Bytes::from(v.clone())))
+                    .unwrap();
+                // In the model before the LSN is published.
+                model
+                    .write()
+                    .unwrap()
+                    .versions
+                    .entry(key)
+                    .or_default()
+                    .insert(lsn, v);
+                w.finish_write(lsn).unwrap();
+                drop(w);
+                if i % 500 == 499 {
+                    tl.checkpoint_blocking().unwrap();
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut rng = StdRng::seed_from_u64(7);
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) || reads < 1000 {
+                    let lsn = tl.last_record_lsn();
+                    let key = rel_block_key(REL, rng.gen_range(0..blocks));
+                    let got = match tl.get_page_cached(key, lsn) {
+                        Ok(v) => Some(v),
+                        Err(PageReconstructError::MissingKey { .. }) => None,
+                        Err(e) => panic!("{e}"),
+                    };
+                    let want = model.read().unwrap().get(key, lsn).cloned();
+                    assert_eq!(got.as_deref(), want.as_deref(), "key {key} at {lsn}");
+                    reads += 1;
+                }
+            });
+        }
+    });
 }
 
 #[test]

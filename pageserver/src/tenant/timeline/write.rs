@@ -12,6 +12,7 @@ use pageserver_api::key::Key;
 use pageserver_api::value::Value;
 use utils::lsn::Lsn;
 
+use super::image_cache::IMAGE_CACHE;
 use super::layers::FrozenLayer;
 use super::{unix_now, RecordLsn, Timeline};
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
@@ -284,6 +285,11 @@ impl TimelineWriter<'_> {
         self.buf.clear();
         value.ser_into(&mut self.buf);
         open.put(key, lsn, &self.buf).map_err(io_err)?;
+        if key.is_rel_block() {
+            // Before `lsn` is published: no read at `lsn` or later may use
+            // an image from before it (see `image_cache`).
+            IMAGE_CACHE.invalidate(tl.image_cache_id, key, lsn);
+        }
         self.pending = self.pending.max(Some(lsn));
         Ok(())
     }
