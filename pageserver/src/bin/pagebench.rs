@@ -4,9 +4,9 @@
 //! (at the latest LSN) for a duration or a request count; the relations are
 //! given as `--rel spc/db/rel[:nblocks]` or discovered from the primary
 //! (`--connstr`, `--table`). It prints requests/s and p50/p99/p99.9 latency,
-//! then runs the same client loop against a built-in loopback server that
-//! answers every request with 8 KiB at once (the floor), and prints the
-//! ratios. `--json` prints one JSON object instead, for scripts.
+//! then runs the same client loop against a trivial loopback server that
+//! answers every request with 8 KiB at once (the floor; a child process
+//! running this binary's own server loop), and prints the ratios. `--json` prints one JSON object instead, for scripts.
 //!
 //! ```text
 //! pagebench --page-service 127.0.0.1:64000 --tenant T --timeline TL \
@@ -282,13 +282,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let floor = if args.no_floor {
         None
     } else {
-        let cancel = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        let addr = client::start_floor_server(cancel.clone(), &tasks).await?;
-        let floor = run_load(&addr.to_string(), &args, None, &rels, load).await;
-        cancel.cancel();
-        tasks.close();
-        tasks.wait().await;
+        let mut server = FloorProcess::start().await?;
+        let floor = run_load(&server.addr, &args, None, &rels, load).await;
+        server.stop().await;
         Some(floor?)
     };
     if args.json {
@@ -327,12 +323,84 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The floor server in a child process (this binary with [`FLOOR_MODE`]):
+/// a separate process, like the page service, so that every response
+/// crosses the same process boundary and wakes a thread in another process.
+/// Run in the client's own process, the floor would skip those wake-ups and
+/// measure less than any real server can do.
+struct FloorProcess {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+/// First argument that makes this binary serve the floor: it prints the
+/// floor server's address on a line, then serves until its stdin closes.
+const FLOOR_MODE: &str = "__serve-floor";
+
+impl FloorProcess {
+    async fn start() -> anyhow::Result<FloorProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("cannot find the pagebench binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg(FLOOR_MODE)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the floor server process")?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .context("cannot read the floor server's address")?;
+        let addr = line.trim().to_string();
+        if addr.is_empty() {
+            bail!("the floor server process exited before listening");
+        }
+        Ok(FloorProcess { child, addr })
+    }
+
+    async fn stop(&mut self) {
+        // Closing stdin tells it to stop; kill it if it does not.
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// [`FLOOR_MODE`]: serves the floor until stdin closes.
+async fn serve_floor() -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let addr = client::start_floor_server(cancel.clone(), &tasks).await?;
+    println!("{addr}");
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
 fn main() {
-    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if std::env::args().nth(1).as_deref() == Some(FLOOR_MODE) {
+        if let Err(e) = runtime.block_on(serve_floor()) {
+            eprintln!("pagebench floor server: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let args = Args::parse();
     if let Err(e) = runtime.block_on(run(args)) {
         eprintln!("pagebench: error: {e:#}");
         std::process::exit(1);
