@@ -2,6 +2,7 @@
 //! loading at start-up, deletion and shutdown.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use pageserver_api::models::TenantState;
@@ -67,17 +68,7 @@ impl TenantManager {
         }
         let mut found = Vec::new();
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(tenant_id) = name.to_str().and_then(|n| n.parse::<TenantId>().ok()) else {
-                tracing::warn!(
-                    "ignoring unexpected entry {} in {}",
-                    name.to_string_lossy(),
-                    dir.display()
-                );
-                continue;
-            };
+        for (tenant_id, _) in tenant_dirs(&dir)? {
             // The generation is read from the tenant's location file by the load.
             let tenant = Arc::new(Tenant::new(
                 self.conf.clone(),
@@ -420,4 +411,23 @@ impl TenantManager {
             metrics::TIMELINE_STATES.with_label_values(&[state]).set(n);
         }
     }
+}
+
+/// The entries of `dir` named by a tenant id, with their paths; other
+/// entries are logged and skipped.
+pub(super) fn tenant_dirs(dir: &Path) -> std::io::Result<Vec<(TenantId, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        match name.to_str().and_then(|n| n.parse::<TenantId>().ok()) {
+            Some(tenant_id) => found.push((tenant_id, entry.path())),
+            None => tracing::warn!(
+                "ignoring unexpected entry {} in {}",
+                name.to_string_lossy(),
+                dir.display()
+            ),
+        }
+    }
+    Ok(found)
 }

@@ -23,20 +23,10 @@ impl TenantManager {
         crashsafe::create_dir_all(&dir)?;
         crashsafe::remove_temporaries(&dir)?;
         let mut map = self.tenants.write().expect("tenant map lock poisoned");
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(tenant_id) = name.to_str().and_then(|n| n.parse::<TenantId>().ok()) else {
-                tracing::warn!(
-                    "ignoring unexpected entry {} in {}",
-                    name.to_string_lossy(),
-                    dir.display()
-                );
-                continue;
-            };
+        for (tenant_id, path) in super::tenant_dirs(&dir)? {
             if map.contains_key(&tenant_id) {
                 tracing::info!(%tenant_id, "removing the secondary location of a tenant attached here");
-                crashsafe::remove_dir_all(&entry.path())?;
+                crashsafe::remove_dir_all(&path)?;
                 continue;
             }
             let secondary = Arc::new(SecondaryTenant::new(

@@ -99,18 +99,31 @@ pub async fn list_index_generations(
     cancel: &CancellationToken,
 ) -> Result<Vec<Generation>, DownloadError> {
     let prefix = paths::timeline_prefix(tenant_id, timeline_id);
+    list_generations(storage, &prefix, cancel, |kind| match kind {
+        RemoteObjectKind::Index(g) => Some(g),
+        _ => None,
+    })
+    .await
+}
+
+/// Sorted generations of the objects directly under `prefix` (a delimited
+/// listing) that `pick` recognises, from their names.
+pub(super) async fn list_generations(
+    storage: &GenericRemoteStorage,
+    prefix: &remote_storage::RemotePath,
+    cancel: &CancellationToken,
+    pick: impl Fn(RemoteObjectKind) -> Option<Generation>,
+) -> Result<Vec<Generation>, DownloadError> {
     let listing = storage
-        .list(Some(&prefix), ListMode::Delimited, cancel)
+        .list(Some(prefix), ListMode::Delimited, cancel)
         .await?;
     let mut gens: Vec<Generation> = listing
         .objects
         .iter()
         .filter_map(|o| {
-            let name = o.path.as_str().rsplit('/').next()?;
-            match paths::parse_object_name(name) {
-                Some(RemoteObjectKind::Index(g)) => Some(g),
-                _ => None,
-            }
+            pick(paths::parse_object_name(
+                o.path.as_str().rsplit('/').next()?,
+            )?)
         })
         .collect();
     gens.sort();

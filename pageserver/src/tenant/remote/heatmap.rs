@@ -119,22 +119,11 @@ pub async fn list_manifest_generations(
     cancel: &CancellationToken,
 ) -> Result<Vec<Generation>, DownloadError> {
     let prefix = paths::tenant_prefix(tenant_id);
-    let listing = storage
-        .list(Some(&prefix), remote_storage::ListMode::Delimited, cancel)
-        .await?;
-    let mut gens: Vec<Generation> = listing
-        .objects
-        .iter()
-        .filter_map(|o| {
-            let name = o.path.as_str().rsplit('/').next()?;
-            match paths::parse_object_name(name) {
-                Some(paths::RemoteObjectKind::Manifest(g)) => Some(g),
-                _ => None,
-            }
-        })
-        .collect();
-    gens.sort();
-    Ok(gens)
+    super::download::list_generations(storage, &prefix, cancel, |kind| match kind {
+        paths::RemoteObjectKind::Manifest(g) => Some(g),
+        _ => None,
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -44,6 +44,16 @@ fn root_metadata() -> TimelineMetadata {
     TimelineMetadata::new_root(15)
 }
 
+/// A new root timeline of a new tenant in `dir`.
+fn new_root(dir: &Path, c: &SharedTenantConf) -> Arc<Timeline> {
+    create(
+        dir,
+        (TenantId::generate(), TimelineId::generate()),
+        root_metadata(),
+        c,
+    )
+}
+
 fn create(
     dir: &Path,
     ids: (TenantId, TimelineId),
@@ -162,12 +172,7 @@ fn random_operations_match_the_model() {
         let mut rng = StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
         let c = conf();
-        let mut tl = create(
-            dir.path(),
-            (TenantId::generate(), TimelineId::generate()),
-            root_metadata(),
-            &c,
-        );
+        let mut tl = new_root(dir.path(), &c);
         let mut model = Model::default();
         let mut lsn = Lsn(0x100);
         let mut removed = 0;
@@ -335,12 +340,7 @@ fn image_cache_follows_writes_compaction_gc_and_restarts() {
         let mut rng = StdRng::seed_from_u64(100 + seed);
         let dir = tempfile::tempdir().unwrap();
         let c = conf();
-        let mut tl = create(
-            dir.path(),
-            (TenantId::generate(), TimelineId::generate()),
-            root_metadata(),
-            &c,
-        );
+        let mut tl = new_root(dir.path(), &c);
         let mut model = Model::default();
         let mut lsn = Lsn(0x100);
         for step in 0..150 {
@@ -378,12 +378,7 @@ fn image_cache_follows_writes_compaction_gc_and_restarts() {
 fn image_cache_reads_racing_ingest_are_never_stale() {
     let dir = tempfile::tempdir().unwrap();
     let c = conf();
-    let tl = create(
-        dir.path(),
-        (TenantId::generate(), TimelineId::generate()),
-        root_metadata(),
-        &c,
-    );
+    let tl = new_root(dir.path(), &c);
     let model = RwLock::new(Model::default());
     let done = std::sync::atomic::AtomicBool::new(false);
     let blocks = 4;
@@ -438,12 +433,7 @@ fn image_cache_reads_racing_ingest_are_never_stale() {
 fn writes_are_published_in_lsn_order() {
     let dir = tempfile::tempdir().unwrap();
     let c = conf();
-    let tl = create(
-        dir.path(),
-        (TenantId::generate(), TimelineId::generate()),
-        root_metadata(),
-        &c,
-    );
+    let tl = new_root(dir.path(), &c);
     let key = rel_block_key(REL, 1);
     let img = |b: u8| Value::Image(Bytes::from(vec![b; 16]));
     {
@@ -610,12 +600,7 @@ fn incremental_logical_size_matches_a_recount() {
     let mut rng = StdRng::seed_from_u64(5);
     let dir = tempfile::tempdir().unwrap();
     let c = conf();
-    let tl = create(
-        dir.path(),
-        (TenantId::generate(), TimelineId::generate()),
-        root_metadata(),
-        &c,
-    );
+    let tl = new_root(dir.path(), &c);
     let mut state = IngestState::default();
     let mut lsn = Lsn(0x100);
     let step = |state: &mut IngestState, lsn: &mut Lsn, rng: &mut StdRng| {
