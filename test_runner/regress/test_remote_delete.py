@@ -1,6 +1,6 @@
 """Tenant deletion survives kill -9: remote objects go through the persisted
 deletion queue, and a deletion interrupted before the local state was
-removed is finished at the next start."""
+removed is finished at the next start; an attach cut short is done again."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import requests
 
 from fixtures.neon_fixtures import NeonEnvBuilder
 from fixtures.pageserver_http import PageserverApiException, PageserverHttpClient
-from fixtures.remote import make_writer, shared_local, wait_uploaded
+from fixtures.remote import make_writer, shared_local, wait_active, wait_uploaded
 from fixtures.storage import ModelWriter
 from fixtures.utils import wait_until
 
@@ -124,3 +124,42 @@ def test_kill9_before_local_state_removed(neon_env_builder: NeonEnvBuilder):
     assert remote_objects(root, kept.tenant_id) == kept_objects
     kept.check(lsns[kept.tenant_id])
     assert [t["id"] for t in client.tenant_list()] == [kept.tenant_id]
+
+
+def test_kill9_during_attach(neon_env_builder: NeonEnvBuilder):
+    """Killed while an attach has built only some of the tenant's
+    timelines: the restart attaches the tenant again from remote storage
+    instead of loading it without the missing timelines."""
+    shared_local(neon_env_builder)
+    env = neon_env_builder.init_start()
+    ps = env.pageserver
+    client = ps.http_client()
+    main = make_writer(client, conf={"compaction_period": "0s"})
+    t = main.tenant_id
+    main_lsns = [main.put_batches(10)]
+    branch_id = client.timeline_create(t, ancestor_timeline_id=main.timeline_id)["timeline_id"]
+    branch = ModelWriter(client, t, branch_id, seed=5)
+    branch_lsns = [branch.put_batches(10)]
+    for tl in (main.timeline_id, branch_id):
+        client.timeline_checkpoint(t, tl)
+        wait_uploaded(client, t, tl)
+    client.tenant_detach(t)
+
+    client.configure_failpoints(("attach-after-timeline", "sleep(60000)"))
+    client.tenant_attach(t)
+    timelines = ps.tenant_dir(t) / "timelines"
+
+    def one_built() -> None:
+        assert (ps.tenant_dir(t) / "attaching").exists()
+        assert len(list(timelines.iterdir())) == 1
+
+    wait_until(one_built, timeout=30, interval=0.05)
+    ps.stop(immediate=True)
+
+    ps.start()
+    wait_active(client, t)
+    assert not (ps.tenant_dir(t) / "attaching").exists()
+    assert sorted(x["timeline_id"] for x in client.timeline_list(t)) == sorted([main.timeline_id, branch_id])
+    assert ps.log_contains("an attach was interrupted; attaching the tenant again")
+    main.check(main_lsns)
+    branch.check(branch_lsns)

@@ -116,6 +116,17 @@ pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
     fsync_dir(parent_of(dir)?)
 }
 
+/// Removes the file `path` (already gone is fine) and fsyncs its directory,
+/// so that the removal survives a crash.
+pub fn remove_file_durably(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fsync_dir(parent_of(path)?)
+}
+
 /// Removes leftovers of interrupted writes and deletes (names ending in
 /// [`TEMP_SUFFIX`] or [`DELETED_SUFFIX`]) directly inside `dir`. Returns the
 /// removed paths.

@@ -161,6 +161,8 @@ impl Tenant {
             tracing::info!(tenant_id = %self.tenant_id, %timeline_id, layers = index.layers.len(), disk_consistent_lsn = %index.disk_consistent_lsn(), "attached timeline from index generation {index_generation}");
             self.connect_timeline(&timeline, Some(&index));
             loaded.push(timeline);
+            // Tests stop here to crash an attach halfway.
+            let _ = blocking(|| fail::fail_point!("attach-after-timeline")).await;
         }
         {
             let mut timelines = self.timelines.lock().expect("timelines lock poisoned");

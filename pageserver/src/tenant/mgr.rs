@@ -26,6 +26,11 @@ pub use attach::DETACH_UPLOAD_TIMEOUT;
 /// start-up that finds it finishes the deletion.
 pub const DELETE_MARKER: &str = "deleted";
 
+/// File in a tenant directory while an attach builds its timelines; a
+/// start-up that finds it (the attach was cut short by a crash, some
+/// timelines may be missing) attaches the tenant again from remote storage.
+pub const ATTACH_MARKER: &str = "attaching";
+
 enum TenantSlot {
     Attached(Arc<Tenant>),
     /// A secondary location: a warm cache, no timelines.
@@ -107,6 +112,12 @@ impl TenantManager {
                 self.resume_delete(tenant).await;
                 continue;
             }
+            let marker = tenant.path.join(ATTACH_MARKER);
+            if blocking(move || marker.exists()).await.unwrap_or(false) {
+                drop(guard);
+                self.resume_attach(tenant).await;
+                continue;
+            }
             match blocking(move || t.load_blocking()).await {
                 Ok(true) => tenant.finish_load().await,
                 Ok(false) => {}
@@ -118,6 +129,38 @@ impl TenantManager {
         }
         self.update_state_metrics();
         tracing::info!("loaded {count} tenants");
+    }
+
+    /// Attaches again a tenant whose attach a crash interrupted (its
+    /// directory has the [`ATTACH_MARKER`]), with the generation and mode it
+    /// had: the local leftovers are dropped and rebuilt from remote storage.
+    async fn resume_attach(&self, tenant: Arc<Tenant>) {
+        let tenant_id = tenant.tenant_id;
+        let dir = tenant.path.clone();
+        let attachment = match blocking(move || remote::TenantAttachment::read(&dir)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: format!(
+                        "{e}; cannot finish its interrupted attach, detach and attach it again"
+                    ),
+                });
+                return;
+            }
+            Err(e) => {
+                tenant.set_state(TenantState::Broken {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        tracing::info!(%tenant_id, "an attach was interrupted; attaching the tenant again");
+        tenant.gate.close().await;
+        self.release(tenant_id);
+        let (generation, stale) = (attachment.generation(), attachment.is_stale());
+        if let Err(e) = self.attach_tenant(tenant_id, Some(generation), stale).await {
+            tracing::error!(%tenant_id, "cannot attach the tenant again after an interrupted attach: {e}; attach it by hand");
+        }
     }
 
     /// Finishes a tenant deletion interrupted by a crash (its directory has
@@ -251,7 +294,8 @@ impl TenantManager {
         ));
         let att = attachment.clone();
         let result =
-            blocking(move || Tenant::create_on_disk(&conf, tenant_id, &to_write, &att)).await;
+            blocking(move || Tenant::create_on_disk(&conf, tenant_id, &to_write, &att, false))
+                .await;
         match result {
             Ok(Ok(())) => {
                 let tenant = Arc::new(Tenant::new(

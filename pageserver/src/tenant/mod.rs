@@ -136,6 +136,7 @@ impl Tenant {
         tenant_id: TenantId,
         config: &TenantConfig,
         attachment: &remote::TenantAttachment,
+        attaching: bool,
     ) -> io::Result<()> {
         let path = conf.tenant_path(&tenant_id);
         let tmp = crashsafe::path_with_suffix(&path, crashsafe::TEMP_SUFFIX);
@@ -145,6 +146,10 @@ impl Tenant {
         crashsafe::create_dir_all(&tmp.join(TIMELINES_DIR))?;
         write_config(&tmp, config)?;
         attachment.write(&tmp)?;
+        if attaching {
+            // Until the attach has built every timeline (see `mgr::ATTACH_MARKER`).
+            crashsafe::overwrite(&tmp.join(mgr::ATTACH_MARKER), b"")?;
+        }
         fail::fail_point!("tenant-create-before-rename", |_| Err(io::Error::other(
             "failpoint tenant-create-before-rename"
         )));

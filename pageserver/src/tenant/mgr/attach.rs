@@ -137,7 +137,7 @@ impl TenantManager {
                 // Leftovers of a detach interrupted by a crash.
                 crashsafe::remove_dir_all(&path)?;
             }
-            Tenant::create_on_disk(&conf, tenant_id, &cfg, &att)
+            Tenant::create_on_disk(&conf, tenant_id, &cfg, &att, true)
         })
         .await?
         .map_err(|e| anyhow::anyhow!("cannot create the directory of tenant {tenant_id}: {e}"))?;
@@ -160,7 +160,15 @@ impl TenantManager {
         tokio::spawn(async move {
             let _guard = guard;
             let started = std::time::Instant::now();
-            let result = t.attach_timelines(timelines, warm.clone()).await;
+            let mut result = t.attach_timelines(timelines, warm.clone()).await;
+            if result.is_ok() {
+                let marker = t.path.join(super::ATTACH_MARKER);
+                result = match blocking(move || crashsafe::remove_file_durably(&marker)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("cannot remove the attach marker: {e}")),
+                    Err(e) => Err(e.to_string()),
+                };
+            }
             if let Some(dir) = warm {
                 // What the attach did not take is of no further use.
                 match blocking(move || crashsafe::remove_dir_all(&dir)).await {
