@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pageserver_api::models::TenantState;
+use postgres_ffi::pg_constants::{WAL_SEGMENT_SIZE, XLOG_BLCKSZ};
 use postgres_ffi::waldecoder::WalStreamDecoder;
+use postgres_ffi::xlog_utils::{XLOG_SIZE_OF_XLOG_LONG_PHD, XLOG_SIZE_OF_XLOG_SHORT_PHD};
 use pq_proto::{ConnConfig, ReplicationConnection, ReplicationMessage, ReplicationStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -165,6 +167,27 @@ enum StreamError {
     Cancelled,
 }
 
+/// Where to ask the primary to stream from: the last record LSN, or the
+/// start of its page when it lies just after a page header. Ingest
+/// publishes that LSN when a record ends on a page boundary (it is what
+/// `pg_current_wal_lsn()` reports), but a primary that has not written the
+/// next page yet refuses a start point inside it ("requested starting point
+/// is ahead of the WAL flush position"). The decoder reads the page header.
+fn streaming_start(last_record: Lsn) -> Lsn {
+    let in_page = last_record.0 % XLOG_BLCKSZ as u64;
+    let page_start = last_record.0 - in_page;
+    let header = if page_start % WAL_SEGMENT_SIZE as u64 == 0 {
+        XLOG_SIZE_OF_XLOG_LONG_PHD
+    } else {
+        XLOG_SIZE_OF_XLOG_SHORT_PHD
+    };
+    if in_page == header as u64 {
+        Lsn(page_start)
+    } else {
+        last_record
+    }
+}
+
 async fn stream_once(
     tl: &Arc<Timeline>,
     cfg: &ConnConfig,
@@ -178,7 +201,7 @@ async fn stream_once(
     if conn.create_physical_slot_if_missing(&slot).await? {
         tracing::info!(tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, "created replication slot {slot}");
     }
-    let start = tl.last_record_lsn();
+    let start = streaming_start(tl.last_record_lsn());
     let mut stream = conn
         .start_physical(Some(&slot), start, system.timeline)
         .await?;
@@ -270,4 +293,28 @@ async fn send_status(
         .send_standby_status(received, durable, durable, reply)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_starts_at_the_page_when_just_past_its_header() {
+        // Segment start: long header.
+        assert_eq!(streaming_start(Lsn(0x4200_0028)), Lsn(0x4200_0000));
+        // Other pages: short header.
+        assert_eq!(streaming_start(Lsn(0x4200_2018)), Lsn(0x4200_2000));
+        // Anywhere else, including a short header's size on a segment's
+        // first page and the page boundary itself: unchanged.
+        for lsn in [
+            0x4200_0018,
+            0x4200_2000,
+            0x4200_2020,
+            0x4200_0030,
+            0x4200_1ff8,
+        ] {
+            assert_eq!(streaming_start(Lsn(lsn)), Lsn(lsn));
+        }
+    }
 }
