@@ -176,7 +176,7 @@ enum StreamError {
 fn streaming_start(last_record: Lsn) -> Lsn {
     let in_page = last_record.0 % XLOG_BLCKSZ as u64;
     let page_start = last_record.0 - in_page;
-    let header = if page_start % WAL_SEGMENT_SIZE as u64 == 0 {
+    let header = if page_start.is_multiple_of(WAL_SEGMENT_SIZE as u64) {
         XLOG_SIZE_OF_XLOG_LONG_PHD
     } else {
         XLOG_SIZE_OF_XLOG_SHORT_PHD
