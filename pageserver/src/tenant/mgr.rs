@@ -136,23 +136,13 @@ impl TenantManager {
     /// had: the local leftovers are dropped and rebuilt from remote storage.
     async fn resume_attach(&self, tenant: Arc<Tenant>) {
         let tenant_id = tenant.tenant_id;
-        let dir = tenant.path.clone();
-        let attachment = match blocking(move || remote::TenantAttachment::read(&dir)).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                tenant.set_state(TenantState::Broken {
-                    reason: format!(
-                        "{e}; cannot finish its interrupted attach, detach and attach it again"
-                    ),
-                });
-                return;
-            }
-            Err(e) => {
-                tenant.set_state(TenantState::Broken {
-                    reason: e.to_string(),
-                });
-                return;
-            }
+        let Some(attachment) = read_attachment_or_break(
+            &tenant,
+            "cannot finish its interrupted attach, detach and attach it again",
+        )
+        .await
+        else {
+            return;
         };
         tracing::info!(%tenant_id, "an attach was interrupted; attaching the tenant again");
         tenant.gate.close().await;
@@ -169,22 +159,12 @@ impl TenantManager {
     async fn resume_delete(&self, tenant: Arc<Tenant>) {
         let tenant_id = tenant.tenant_id;
         let path = tenant.path.clone();
-        let dir = path.clone();
-        let generation = match blocking(move || remote::TenantAttachment::read(&dir)).await {
-            Ok(Ok(a)) => a.generation(),
-            Ok(Err(e)) => {
-                tenant.set_state(TenantState::Broken {
-                    reason: format!("{e}; cannot finish its deletion, retry the delete"),
-                });
-                return;
-            }
-            Err(e) => {
-                tenant.set_state(TenantState::Broken {
-                    reason: e.to_string(),
-                });
-                return;
-            }
+        let Some(attachment) =
+            read_attachment_or_break(&tenant, "cannot finish its deletion, retry the delete").await
+        else {
+            return;
         };
+        let generation = attachment.generation();
         tracing::info!(%tenant_id, "finishing a tenant deletion interrupted by a restart");
         let queued = self
             .remote
@@ -474,4 +454,17 @@ pub(super) fn tenant_dirs(dir: &Path) -> std::io::Result<Vec<(TenantId, PathBuf)
         }
     }
     Ok(found)
+}
+
+/// The tenant's location file, for finishing work a crash interrupted; when
+/// it cannot be read the tenant becomes Broken, the reason ending in `then`.
+async fn read_attachment_or_break(tenant: &Tenant, then: &str) -> Option<TenantAttachment> {
+    let dir = tenant.path.clone();
+    let reason = match blocking(move || TenantAttachment::read(&dir)).await {
+        Ok(Ok(a)) => return Some(a),
+        Ok(Err(e)) => format!("{e}; {then}"),
+        Err(e) => e.to_string(),
+    };
+    tenant.set_state(TenantState::Broken { reason });
+    None
 }
