@@ -607,7 +607,8 @@ pub fn gather_text() -> Result<String, prometheus::Error> {
 // ---------------------------------------------------------------------------
 
 /// Time to answer one pagestream request, by request type (from reading it
-/// to its response being ready, LSN wait included).
+/// to its response going to the output in request order, LSN wait
+/// included). Each stream publishes its observations at least once a second.
 pub static PAGE_SERVICE_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(
         HistogramVec::new(

@@ -31,6 +31,7 @@ use pq_proto::{
     write_copy_data_with, BeMessage, ErrorFields, FrontendMessage, ServerError,
     SQLSTATE_PROTOCOL_VIOLATION,
 };
+use prometheus::local::LocalHistogram;
 use prometheus::Histogram;
 use utils::lsn::Lsn;
 
@@ -88,12 +89,52 @@ static REQUEST_SECONDS: LazyLock<[Histogram; 6]> = LazyLock::new(|| {
     })
 });
 
-fn observe(type_name: &'static str, started: Instant) {
-    let i = TYPE_NAMES
-        .iter()
-        .position(|n| *n == type_name)
-        .unwrap_or(TYPE_NAMES.len() - 1);
-    REQUEST_SECONDS[i].observe(started.elapsed().as_secs_f64());
+/// How often a stream publishes its latency observations.
+const LATENCY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A stream's own latency histograms, published to the node-wide ones at
+/// most every [`LATENCY_PUBLISH_INTERVAL`] and when the stream ends. The
+/// node-wide histograms are atomics that every page service thread would
+/// otherwise write for every request, moving their cache lines between
+/// cores each time.
+struct StreamLatency {
+    local: [LocalHistogram; 6],
+    published: Instant,
+}
+
+impl StreamLatency {
+    fn new() -> Self {
+        StreamLatency {
+            local: std::array::from_fn(|i| REQUEST_SECONDS[i].local()),
+            published: Instant::now(),
+        }
+    }
+
+    /// Records one request of `type_name` that started at `started`.
+    fn observe(&mut self, type_name: &'static str, started: Instant) {
+        let now = Instant::now();
+        let i = TYPE_NAMES
+            .iter()
+            .position(|n| *n == type_name)
+            .unwrap_or(TYPE_NAMES.len() - 1);
+        self.local[i].observe(now.duration_since(started).as_secs_f64());
+        if now.duration_since(self.published) >= LATENCY_PUBLISH_INTERVAL {
+            self.publish(now);
+        }
+    }
+
+    fn publish(&mut self, now: Instant) {
+        for h in &self.local {
+            h.flush();
+        }
+        self.published = now;
+    }
+}
+
+impl Drop for StreamLatency {
+    fn drop(&mut self) {
+        self.publish(Instant::now());
+    }
 }
 
 /// Runs the stream until CopyDone, Terminate or an error.
@@ -132,10 +173,16 @@ async fn stream_loop(
     let idle = env.conf.page_service_idle_timeout;
     let mut inflight = FuturesOrdered::new();
     let mut end: Option<StreamEnd> = None;
+    let mut latency = StreamLatency::new();
+    // This stream's own children of the node's and the timeline's tokens:
+    // polling a token locks its node, and the shared parents would be
+    // locked by every stream for every request.
+    let node_cancel = env.cancel.child_token();
+    let timeline_cancel = timeline.cancel.child_token();
     // Made once: a fresh one per turn would register with the timer wheel
     // and the tokens' waiter lists every time.
-    let mut node_cancelled = pin!(env.cancel.cancelled());
-    let mut timeline_cancelled = pin!(timeline.cancel.cancelled());
+    let mut node_cancelled = pin!(node_cancel.cancelled());
+    let mut timeline_cancelled = pin!(timeline_cancel.cancelled());
     let mut idle_timer = pin!(tokio::time::sleep(idle));
     let mut last_input = tokio::time::Instant::now();
     loop {
@@ -150,17 +197,25 @@ async fn stream_loop(
                 progressed = true;
                 match msg {
                     FrontendMessage::CopyData(frame) => {
+                        let started = Instant::now();
                         match answer_from_memory(timeline, &frame) {
-                            // Nothing ahead of it: straight to the output.
-                            Some(response) if inflight.is_empty() => {
-                                write_response(conn, &response)
-                            }
                             Some(response) => {
-                                inflight.push_back(Either::Left(future::ready(response)))
+                                let done = Done {
+                                    response,
+                                    type_name: "get_page",
+                                    started,
+                                };
+                                if inflight.is_empty() {
+                                    // Nothing ahead of it: straight to the output.
+                                    write_done(conn, &mut latency, done);
+                                } else {
+                                    inflight.push_back(Either::Left(future::ready(done)));
+                                }
                             }
                             None => inflight.push_back(Either::Right(process(
                                 timeline.clone(),
                                 frame,
+                                started,
                                 wait_timeout,
                             ))),
                         }
@@ -168,9 +223,9 @@ async fn stream_loop(
                     other => end = Some(classify_end(other)),
                 }
             }
-            while let Some(Some(response)) = inflight.next().now_or_never() {
+            while let Some(Some(done)) = inflight.next().now_or_never() {
                 progressed = true;
-                write_response(conn, &response);
+                write_done(conn, &mut latency, done);
             }
             if !progressed {
                 break;
@@ -215,8 +270,8 @@ async fn stream_loop(
             biased;
             _ = &mut node_cancelled => return Err(PageServiceError::ShuttingDown),
             _ = &mut timeline_cancelled => return Err(PageServiceError::ShuttingDown),
-            Some(response) = inflight.next(), if !inflight.is_empty() => {
-                write_response(conn, &response);
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                write_done(conn, &mut latency, done);
             }
             more = conn.read_more(), if can_read => {
                 if !more? {
@@ -250,7 +305,6 @@ fn classify_end(msg: FrontendMessage) -> StreamEnd {
 /// it are cached. `None` for anything else (which [`process`] then
 /// answers, errors included).
 fn answer_from_memory(timeline: &Timeline, frame: &[u8]) -> Option<PagestreamResponse> {
-    let started = Instant::now();
     let Ok(PagestreamRequest::GetPage { lsns, rel, blkno }) = PagestreamRequest::parse(frame)
     else {
         return None;
@@ -263,30 +317,48 @@ fn answer_from_memory(timeline: &Timeline, frame: &[u8]) -> Option<PagestreamRes
         return None;
     }
     let page = timeline.cached_rel_page(rel, blkno, read_lsn(lsns, last))?;
-    observe("get_page", started);
     Some(PagestreamResponse::GetPage(page))
 }
 
-/// Answers one request frame.
+/// A request answered: its response, and what its latency is recorded as
+/// (from reading the request to writing the response, in order, to the
+/// output).
+struct Done {
+    response: PagestreamResponse,
+    type_name: &'static str,
+    started: Instant,
+}
+
+/// Writes an answered request's response and records its latency.
+fn write_done(conn: &mut PgConn, latency: &mut StreamLatency, done: Done) {
+    latency.observe(done.type_name, done.started);
+    write_response(conn, &done.response);
+}
+
+/// Answers one request frame, read at `started`.
 async fn process(
     timeline: Arc<Timeline>,
     frame: Bytes,
+    started: Instant,
     wait_timeout: Duration,
-) -> PagestreamResponse {
+) -> Done {
     let _inflight = InFlight::start();
-    let started = Instant::now();
     let (type_name, response) = match PagestreamRequest::parse(&frame) {
         Ok(req) => (req.type_name(), answer(&timeline, req, wait_timeout).await),
         Err(e) => ("invalid", Err(("bad_request", e.to_string()))),
     };
-    observe(type_name, started);
-    response.unwrap_or_else(|(kind, message)| {
+    let response = response.unwrap_or_else(|(kind, message)| {
         metrics::PAGE_SERVICE_ERRORS
             .with_label_values(&[kind])
             .inc();
         tracing::debug!("{type_name} request failed: {message}");
         PagestreamResponse::Error(message)
-    })
+    });
+    Done {
+        response,
+        type_name,
+        started,
+    }
 }
 
 /// The LSN to read a request at, once `not_modified_since` is ingested:
