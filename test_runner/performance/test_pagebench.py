@@ -1,7 +1,8 @@
 """Benchmark (not part of the default suite: pytest.ini's testpaths is
 ``regress``): pagestream_v2 GetPage throughput and latency on a pgbench
 database ingested from a stock PostgreSQL 15 primary, against the loopback
-floor of the ``pagebench`` tool, at depth 1 and 32 with 1 and 4 connections.
+floor of the ``pagebench`` tool, at depth 1 and 32 with 1 and 4 connections
+(each figure the median of alternating rounds).
 
 Run with a release build:
     cargo build --release --bins -p pageserver
@@ -23,7 +24,10 @@ from fixtures.port_distributor import PortDistributor
 from fixtures.storage import lsn_int
 
 SCALE = int(os.environ.get("PAGEBENCH_SCALE", "10"))
-DURATION = os.environ.get("PAGEBENCH_DURATION", "10s")
+DURATION = os.environ.get("PAGEBENCH_DURATION", "5s")
+# pagebench alternates page server and floor runs this many times and
+# reports medians.
+ROUNDS = os.environ.get("PAGEBENCH_ROUNDS", "3")
 
 
 def test_pagebench(neon_simple_env: NeonEnv, test_output_dir: Path, port_distributor: PortDistributor):
@@ -58,6 +62,7 @@ def test_pagebench(neon_simple_env: NeonEnv, test_output_dir: Path, port_distrib
                     "--connections", str(conns),
                     "--depth", str(depth),
                     "--duration", DURATION,
+                    "--rounds", ROUNDS,
                     "--json",
                 ]
                 res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -67,7 +72,8 @@ def test_pagebench(neon_simple_env: NeonEnv, test_output_dir: Path, port_distrib
                 results.append(r)
         (test_output_dir / "pagebench.json").write_text(json.dumps(results, indent=2))
         print()
-        print(f"pgbench scale {SCALE}, {DURATION} per run, GetPage of random pgbench_accounts blocks")
+        print(f"pgbench scale {SCALE}, {DURATION} per run, median of {ROUNDS} alternating rounds, "
+              "GetPage of random pgbench_accounts blocks")
         print(f"{'conns':>5} {'depth':>5} | {'req/s':>9} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} | "
               f"{'floor req/s':>11} {'floor p50':>9} | {'p50 x':>6} {'thru %':>6}")
         for r in results:

@@ -4,9 +4,13 @@
 //! (at the latest LSN) for a duration or a request count; the relations are
 //! given as `--rel spc/db/rel[:nblocks]` or discovered from the primary
 //! (`--connstr`, `--table`). It prints requests/s and p50/p99/p99.9 latency,
-//! then runs the same client loop against a trivial loopback server that
+//! and runs the same client loop against a trivial loopback server that
 //! answers every request with 8 KiB at once (the floor; a child process
-//! running this binary's own server loop), and prints the ratios. `--json` prints one JSON object instead, for scripts.
+//! running this binary's own server loop), and prints the ratios. The two
+//! alternate for `--rounds` rounds (page server, then floor, in each) and
+//! each figure is the median over the rounds, so that a passing disturbance
+//! of the machine moves one round of one side, not the comparison.
+//! `--json` prints one JSON object instead, for scripts.
 //!
 //! ```text
 //! pagebench --page-service 127.0.0.1:64000 --tenant T --timeline TL \
@@ -62,9 +66,12 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(short = 'd', long, default_value_t = 1)]
     depth: usize,
-    /// How long each of the two runs lasts.
+    /// How long each run lasts.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Rounds of (page server run, floor run); figures are medians.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Stop each connection after this many requests (before --duration).
     #[arg(long)]
     requests: Option<u64>,
@@ -149,6 +156,8 @@ async fn discover(connstr: &str, tables: &[String]) -> anyhow::Result<Vec<RelTag
 /// Aggregated results of one run.
 struct Summary {
     requests: usize,
+    /// Requests per second (of one run, or the median of the rounds).
+    rps: f64,
     errors: u64,
     secs: f64,
     p50_us: f64,
@@ -158,8 +167,34 @@ struct Summary {
 }
 
 impl Summary {
+    /// Field by field median of `runs` (not empty).
+    fn median(mut runs: Vec<Summary>) -> Summary {
+        fn mid(mut v: Vec<f64>) -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        }
+        let pick = |f: fn(&Summary) -> f64, runs: &[Summary]| mid(runs.iter().map(f).collect());
+        let rps = pick(Summary::rps, &runs);
+        let p50_us = pick(|s| s.p50_us, &runs);
+        let p99_us = pick(|s| s.p99_us, &runs);
+        let p999_us = pick(|s| s.p999_us, &runs);
+        let secs: f64 = runs.iter().map(|s| s.secs).sum();
+        let errors = runs.iter().map(|s| s.errors).sum();
+        let first_error = runs.iter_mut().find_map(|s| s.first_error.take());
+        Summary {
+            requests: runs.iter().map(|s| s.requests).sum(),
+            rps,
+            errors,
+            secs,
+            p50_us,
+            p99_us,
+            p999_us,
+            first_error,
+        }
+    }
+
     fn rps(&self) -> f64 {
-        self.requests as f64 / self.secs
+        self.rps
     }
 
     fn json(&self) -> serde_json::Value {
@@ -224,6 +259,7 @@ async fn run_load(
     lat.sort_unstable();
     Ok(Summary {
         requests: lat.len(),
+        rps: lat.len() as f64 / secs,
         errors: all.iter().map(|s| s.errors).sum(),
         secs,
         p50_us: percentile(&lat, 0.5),
@@ -278,19 +314,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         duration: args.duration,
         requests: args.requests,
     };
-    let ours = run_load(&args.page_service, &args, token, &rels, load).await?;
-    let floor = if args.no_floor {
+    let mut floor_server = if args.no_floor {
         None
     } else {
-        let mut server = FloorProcess::start().await?;
-        let floor = run_load(&server.addr, &args, None, &rels, load).await;
-        server.stop().await;
-        Some(floor?)
+        Some(FloorProcess::start().await?)
     };
+    let (mut ours, mut floors) = (Vec::new(), Vec::new());
+    let mut failure = None;
+    for _ in 0..args.rounds.max(1) {
+        match run_load(&args.page_service, &args, token, &rels, load).await {
+            Ok(s) => ours.push(s),
+            Err(e) => failure = Some(e),
+        }
+        if let (Some(server), None) = (&floor_server, &failure) {
+            match run_load(&server.addr, &args, None, &rels, load).await {
+                Ok(s) => floors.push(s),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if let Some(server) = &mut floor_server {
+        server.stop().await;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let ours = Summary::median(ours);
+    let floor = (!floors.is_empty()).then(|| Summary::median(floors));
     if args.json {
         let mut out = serde_json::json!({
             "connections": args.connections,
             "depth": args.depth,
+            "rounds": args.rounds.max(1),
             "relations": rels.iter().map(|r| format!("{}:{}", r.tag, r.nblocks)).collect::<Vec<_>>(),
             "pageserver": ours.json(),
         });
@@ -302,10 +360,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{out}");
     } else {
         println!(
-            "pagestream_v2 GetPage, {} connections x depth {}, {} relations",
+            "pagestream_v2 GetPage, {} connections x depth {}, {} relations, median of {} rounds",
             args.connections,
             args.depth,
-            rels.len()
+            rels.len(),
+            args.rounds.max(1)
         );
         println!("{}", ours.line("pageserver"));
         if let Some(f) = &floor {

@@ -34,6 +34,16 @@ struct Entry {
     len: u32,
 }
 
+/// Where one value of a frozen layer is: see [`InMemoryLayer::value_refs`].
+#[derive(Debug, Clone, Copy)]
+pub struct ValueRef {
+    /// The value's key.
+    pub key: Key,
+    /// The value's LSN.
+    pub lsn: Lsn,
+    entry: Entry,
+}
+
 struct Inner {
     index: BTreeMap<Key, Vec<Entry>>,
     /// Bytes already in the file.
@@ -197,22 +207,26 @@ impl InMemoryLayer {
         self.read_inner().num_values
     }
 
-    /// Calls `f` with every value in (key, LSN) order: what a flush writes.
-    /// Reads the ephemeral file in offset order where it can.
-    pub fn for_each_value(
-        &self,
-        mut f: impl FnMut(Key, Lsn, &[u8]) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+    /// Every value's place, in (key, LSN) order: what a flush writes. For a
+    /// frozen layer, whose values no longer change; read each with
+    /// [`InMemoryLayer::read_value`] (from any thread).
+    pub fn value_refs(&self) -> Vec<ValueRef> {
         let inner = self.read_inner();
-        // One buffer for every value: a flush reads millions of them.
-        let mut buf = Vec::new();
+        let mut refs = Vec::with_capacity(inner.num_values);
         for (key, versions) in &inner.index {
-            for e in versions {
-                self.read_entry_into(&inner, e, &mut buf)?;
-                f(*key, e.lsn, &buf)?;
-            }
+            refs.extend(versions.iter().map(|e| ValueRef {
+                key: *key,
+                lsn: e.lsn,
+                entry: *e,
+            }));
         }
-        Ok(())
+        refs
+    }
+
+    /// Reads the value `r` points at into `buf` (resized to fit).
+    pub fn read_value(&self, r: &ValueRef, buf: &mut Vec<u8>) -> io::Result<()> {
+        let inner = self.read_inner();
+        self.read_entry_into(&inner, &r.entry, buf)
     }
 }
 
@@ -252,12 +266,11 @@ mod tests {
         assert_eq!(got[0].0, Lsn(0x2f));
         assert!(got[0].1.iter().all(|b| *b == (0x1f ^ 1)));
         let mut seen = Vec::new();
-        layer
-            .for_each_value(|k, lsn, v| {
-                seen.push((k, lsn, v[0]));
-                Ok(())
-            })
-            .unwrap();
+        let mut buf = Vec::new();
+        for r in layer.value_refs() {
+            layer.read_value(&r, &mut buf).unwrap();
+            seen.push((r.key, r.lsn, buf[0]));
+        }
         assert_eq!(seen.len(), 300);
         assert!(seen.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
         // Going back in LSN for a key is refused; frozen layers refuse writes.

@@ -61,7 +61,7 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 pub use reader::{LayerReader, RawValue, RawValueIter};
-pub use writer::LayerWriter;
+pub use writer::{LayerWriter, ValueCompressor};
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.

@@ -8,9 +8,10 @@
 //! reads stay correct and the next compaction cleans up.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -24,6 +25,9 @@ use super::write::stored_compressed;
 use super::Timeline;
 use crate::tenant::storage_layer::layer_file::{LayerError, LayerReader, LayerWriter, RawValue};
 use crate::tenant::storage_layer::LayerName;
+
+/// Most threads one compaction runs on, the calling one among them.
+const MAX_COMPACTION_THREADS: usize = 4;
 
 /// Keys per image layer partition are estimated with this value size.
 const ESTIMATED_VALUE_SIZE: u64 = 8192;
@@ -96,56 +100,26 @@ impl Timeline {
             .collect::<Result<_, _>>()?;
         let lsn_range = l0.first().expect("non-empty").lsn_range.start
             ..l0.last().expect("non-empty").lsn_range.end;
-        // k-way merge in (key, lsn) order.
-        let mut iters: Vec<ValueIter<'_>> = readers
-            .iter()
-            .map(|r| Box::new(r.iter_raw()) as ValueIter<'_>)
-            .collect();
-        let mut heap = BinaryHeap::new();
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some(v) = it.next() {
-                let (k, l, b) = v?;
-                heap.push(Reverse((k, l, i, b)));
-            }
-        }
+        let partitions = plan_partitions(&readers, target_size);
+        // Partitions are independent files: merged on several threads.
+        let results = parallel_map(partitions.len(), |i| {
+            self.merge_partition(&readers, partitions[i].clone(), lsn_range.clone())
+        });
         let mut written = Vec::new();
-        let mut writer: Option<LayerWriter> = None;
-        let mut last_key: Option<Key> = None;
-        while let Some(Reverse((key, lsn, i, raw))) = heap.pop() {
-            if let Some(v) = iters[i].next() {
-                let (k, l, b) = v?;
-                heap.push(Reverse((k, l, i, b)));
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(Some(path)) => written.push(path),
+                Ok(None) => {}
+                Err(e) => failure = failure.or(Some(e)),
             }
-            if self.cancel.is_cancelled() {
-                anyhow::bail!("compaction cancelled by shutdown");
-            }
-            let new_key = last_key != Some(key);
-            if new_key
-                && writer
-                    .as_ref()
-                    .is_some_and(|w| w.bytes_written() >= target_size)
-            {
-                let (_, path) = writer.take().expect("checked").finish(key)?;
-                written.push(path);
-            }
-            let w = match &mut writer {
-                Some(w) => w,
-                None => writer.insert(LayerWriter::new(
-                    &self.path,
-                    self.tenant_id,
-                    self.timeline_id,
-                    true,
-                    key,
-                    lsn_range.clone(),
-                )?),
-            };
-            // The flush compressed what is worth compressing: copy as stored.
-            w.put_raw(key, lsn, &raw)?;
-            last_key = Some(key);
         }
-        if let (Some(w), Some(k)) = (writer, last_key) {
-            let (_, path) = w.finish(k.next())?;
-            written.push(path);
+        if let Some(e) = failure {
+            // Finished partitions are not in the layer map: remove them.
+            for path in &written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
         }
         fail::fail_point!("compaction-after-l1-write", |_| anyhow::bail!(
             "failpoint compaction-after-l1-write"
@@ -173,6 +147,56 @@ impl Timeline {
         ));
         self.delete_layer_files(&old_names)?;
         Ok(count)
+    }
+
+    /// Merges the values of `keys` in the L0 layers into one L1 file, in
+    /// (key, LSN) order, copying them as stored (the flush compressed what
+    /// is worth compressing). `None` when the range holds no value.
+    fn merge_partition(
+        &self,
+        readers: &[Arc<LayerReader>],
+        keys: Range<Key>,
+        lsn_range: Range<Lsn>,
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
+        // k-way merge in (key, lsn) order.
+        let mut iters: Vec<ValueIter<'_>> = readers
+            .iter()
+            .map(|r| Box::new(r.iter_raw_keys(keys.clone())) as ValueIter<'_>)
+            .collect();
+        let mut heap = BinaryHeap::new();
+        for (i, it) in iters.iter_mut().enumerate() {
+            if let Some(v) = it.next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+        }
+        let mut writer: Option<LayerWriter> = None;
+        while let Some(Reverse((key, lsn, i, raw))) = heap.pop() {
+            if let Some(v) = iters[i].next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+            if self.cancel.is_cancelled() {
+                anyhow::bail!("compaction cancelled by shutdown");
+            }
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(LayerWriter::new(
+                    &self.path,
+                    self.tenant_id,
+                    self.timeline_id,
+                    true,
+                    keys.start,
+                    lsn_range.clone(),
+                )?),
+            };
+            w.put_raw(key, lsn, &raw)?;
+        }
+        let Some(w) = writer else {
+            return Ok(None);
+        };
+        let (_, path) = w.finish(keys.end)?;
+        Ok(Some(path))
     }
 
     /// Removes layer files from disk (they are already out of the map).
@@ -216,61 +240,81 @@ impl Timeline {
         }
         let keys: Vec<Key> = self.own_keys()?.into_iter().collect();
         let per_partition = (target_size / ESTIMATED_VALUE_SIZE).max(1) as usize;
-        let mut written = Vec::new();
-        for chunk in keys.chunks(per_partition) {
-            let range = chunk[0]..chunk[chunk.len() - 1].next();
-            if self.deltas_above_image(&range, lsn) < threshold {
-                continue;
+        let chunks: Vec<&[Key]> = keys.chunks(per_partition).collect();
+        // Each partition is a file of its own: written on several threads.
+        let results = parallel_map(chunks.len(), |i| {
+            self.write_image_layer(chunks[i], threshold, lsn)
+        });
+        let mut written = 0;
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(true) => written += 1,
+                Ok(false) => {}
+                Err(e) => failure = failure.or(Some(e)),
             }
-            if self.cancel.is_cancelled() {
-                anyhow::bail!("image layer creation cancelled by shutdown");
-            }
-            let mut writer = LayerWriter::new(
-                &self.path,
-                self.tenant_id,
-                self.timeline_id,
-                false,
-                range.start,
-                lsn..lsn + 1,
-            )?;
-            let mut buf = Vec::new();
-            for key in chunk {
-                // Most keys' newest version is an image: copied as stored.
-                if let Some(raw) = self.newest_stored_image(*key, lsn)? {
-                    writer.put_raw(*key, lsn, &raw)?;
-                    continue;
-                }
-                match self.get_blocking(*key, lsn) {
-                    Ok(img) => {
-                        buf.clear();
-                        Value::Image(img).ser_into(&mut buf);
-                        writer.put(*key, lsn, &buf, stored_compressed(&buf))?;
-                    }
-                    Err(PageReconstructError::MissingKey { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if writer.num_values() == 0 {
-                continue;
-            }
-            let (_, path) = writer.finish(range.end)?;
-            let reader = Arc::new(LayerReader::open(&path)?);
-            let added = self
-                .layers
-                .write()
-                .expect("layers lock poisoned")
-                .replace_files(&[], vec![reader]);
-            if let Some(remote) = self.remote_client() {
-                for layer in added {
-                    remote.schedule_layer_upload(layer);
-                }
-            }
-            written.push(path);
         }
-        if !written.is_empty() {
+        if written > 0 {
             self.schedule_index_upload();
         }
-        Ok(written.len())
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+
+    /// Writes the image layer of `keys` (sorted) at `lsn` when reads there
+    /// walk `threshold` or more deltas, and puts it in the layer map.
+    /// Whether it wrote one.
+    fn write_image_layer(&self, keys: &[Key], threshold: usize, lsn: Lsn) -> anyhow::Result<bool> {
+        let range = keys[0]..keys[keys.len() - 1].next();
+        if self.deltas_above_image(&range, lsn) < threshold {
+            return Ok(false);
+        }
+        if self.cancel.is_cancelled() {
+            anyhow::bail!("image layer creation cancelled by shutdown");
+        }
+        let mut writer = LayerWriter::new(
+            &self.path,
+            self.tenant_id,
+            self.timeline_id,
+            false,
+            range.start,
+            lsn..lsn + 1,
+        )?;
+        let mut buf = Vec::new();
+        for key in keys {
+            // Most keys' newest version is an image: copied as stored.
+            if let Some(raw) = self.newest_stored_image(*key, lsn)? {
+                writer.put_raw(*key, lsn, &raw)?;
+                continue;
+            }
+            match self.get_blocking(*key, lsn) {
+                Ok(img) => {
+                    buf.clear();
+                    Value::Image(img).ser_into(&mut buf);
+                    writer.put(*key, lsn, &buf, stored_compressed(&buf))?;
+                }
+                Err(PageReconstructError::MissingKey { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if writer.num_values() == 0 {
+            return Ok(false);
+        }
+        let (_, path) = writer.finish(range.end)?;
+        let reader = Arc::new(LayerReader::open(&path)?);
+        let added = self
+            .layers
+            .write()
+            .expect("layers lock poisoned")
+            .replace_files(&[], vec![reader]);
+        if let Some(remote) = self.remote_client() {
+            for layer in added {
+                remote.schedule_layer_upload(layer);
+            }
+        }
+        Ok(true)
     }
 
     /// The newest version of `key` at or below `lsn` in this timeline's
@@ -324,4 +368,81 @@ impl Timeline {
             })
             .count()
     }
+}
+
+/// Key ranges for the L1 files that merging `l0` writes: consecutive, in
+/// key order, each starting at a key with values and holding about
+/// `target_size` bytes of stored values (a range ends before the key at
+/// which its values reach the target, so one key's versions never span two
+/// files); the last ends just after the last key.
+fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64) -> Vec<Range<Key>> {
+    let mut sizes: BTreeMap<Key, u64> = BTreeMap::new();
+    for r in l0 {
+        for (key, size) in r.blob_sizes() {
+            *sizes.entry(key).or_default() += size;
+        }
+    }
+    let mut starts = Vec::new();
+    let mut filled = 0;
+    for (key, size) in &sizes {
+        if starts.is_empty() || filled >= target_size {
+            starts.push(*key);
+            filled = 0;
+        }
+        filled += size;
+    }
+    let Some(last) = sizes.keys().next_back() else {
+        return Vec::new();
+    };
+    let ends = starts.iter().skip(1).copied().chain([last.next()]);
+    starts
+        .iter()
+        .copied()
+        .zip(ends)
+        .map(|(s, e)| s..e)
+        .collect()
+}
+
+/// Runs `f(0..count)` on up to [`MAX_COMPACTION_THREADS`] threads (the
+/// calling one among them) and returns the results in order. The threads
+/// are scoped to the call, and enter the caller's tokio runtime (reads may
+/// download a layer on demand).
+fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_COMPACTION_THREADS)
+        .min(count);
+    if threads <= 1 {
+        return (0..count).map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..count).map(|_| None).collect());
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= count {
+            break;
+        }
+        let r = f(i);
+        results.lock().expect("results lock poisoned")[i] = Some(r);
+    };
+    std::thread::scope(|s| {
+        for n in 1..threads {
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("compaction-{n}"))
+                .spawn_scoped(s, move || {
+                    let _entered = runtime.as_ref().map(|r| r.enter());
+                    work()
+                })
+                .expect("spawn compaction thread");
+        }
+        work();
+    });
+    results
+        .into_inner()
+        .expect("results lock poisoned")
+        .into_iter()
+        .map(|r| r.expect("every index ran"))
+        .collect()
 }

@@ -190,8 +190,8 @@ impl Timeline {
             Key::MIN,
             layer.start_lsn..end,
         )?;
-        layer.for_each_value(|key, lsn, value| {
-            writer.put(key, lsn, value, stored_compressed(value))?;
+        super::flush_encode::for_each_stored_value(layer, |key, lsn, value| {
+            writer.put_raw(key, lsn, value)?;
             Ok(())
         })?;
         let (_, path) = writer.finish(Key::MAX)?;

@@ -254,10 +254,25 @@ impl LayerReader {
         RawValueIter(self.iter_values_chunked(READ_CHUNK))
     }
 
+    /// [`LayerReader::iter_raw`] of the values whose keys are in `keys`.
+    pub fn iter_raw_keys(&self, keys: Range<Key>) -> RawValueIter<'_> {
+        let mut it = self.iter_values_chunked(READ_CHUNK);
+        it.next = self.index.partition_point(|e| e.key < keys.start);
+        it.end = self.index.partition_point(|e| e.key < keys.end);
+        RawValueIter(it)
+    }
+
+    /// Each value's key and the bytes its blob takes in the file, in
+    /// (key, LSN) order: what planning a rewrite by size needs.
+    pub fn blob_sizes(&self) -> impl Iterator<Item = (Key, u64)> + '_ {
+        (0..self.index.len()).map(|i| (self.index[i].key, self.blob_end(i) - self.index[i].offset))
+    }
+
     pub(super) fn iter_values_chunked(&self, chunk_size: u64) -> ValueIter<'_> {
         ValueIter {
             reader: self,
             next: 0,
+            end: self.index.len(),
             chunk: Vec::new(),
             chunk_start: 0,
             chunk_size,
@@ -487,6 +502,8 @@ fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Resul
 pub(super) struct ValueIter<'a> {
     reader: &'a LayerReader,
     next: usize,
+    /// Index position to stop at (exclusive).
+    end: usize,
     chunk: Vec<u8>,
     chunk_start: u64,
     chunk_size: u64,
@@ -500,7 +517,7 @@ impl ValueIter<'_> {
         let r = self.reader;
         let start = r.index[i].offset;
         let mut last = i;
-        while last + 1 < r.index.len() && r.blob_end(last + 1) - start <= self.chunk_size {
+        while last + 1 < self.end && r.blob_end(last + 1) - start <= self.chunk_size {
             last += 1;
         }
         let len = (r.blob_end(last) - start) as usize;
@@ -545,7 +562,7 @@ impl Iterator for ValueIter<'_> {
 impl ValueIter<'_> {
     fn next_raw(&mut self) -> Option<Result<(IndexEntry, RawValue), LayerError>> {
         let r = self.reader;
-        if self.failed || self.next >= r.index.len() {
+        if self.failed || self.next >= self.end {
             return None;
         }
         let i = self.next;

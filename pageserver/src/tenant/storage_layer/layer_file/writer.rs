@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use pageserver_api::key::Key;
 use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
@@ -50,10 +51,55 @@ pub struct LayerWriter {
     /// A write failed: the file content is unknown, refuse further use.
     poisoned: bool,
     finished: bool,
-    /// Reused zstd context and output buffer: creating a context per value
-    /// costs more than compressing a page.
-    compressor: Option<zstd::bulk::Compressor<'static>>,
-    compressed: Vec<u8>,
+    compressor: ValueCompressor,
+}
+
+/// Compresses values the way layer files store them, with a reused zstd
+/// context and output buffer (creating a context per value costs more than
+/// compressing a page). Each thread that prepares values needs its own.
+#[derive(Default)]
+pub struct ValueCompressor {
+    ctx: Option<zstd::bulk::Compressor<'static>>,
+    out: Vec<u8>,
+}
+
+impl ValueCompressor {
+    /// The compressed form of `value` when that is smaller (and the value
+    /// is at most [`MAX_COMPRESSIBLE_VALUE`] bytes); borrowed until the
+    /// next call.
+    fn compress(&mut self, value: &[u8]) -> Option<&[u8]> {
+        if value.is_empty() || value.len() > MAX_COMPRESSIBLE_VALUE {
+            return None;
+        }
+        if self.ctx.is_none() {
+            self.ctx = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?);
+        }
+        let ctx = self.ctx.as_mut().expect("created above");
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(value.len()));
+        match ctx.compress_to_buffer(value, &mut self.out) {
+            Ok(n) if n < value.len() => Some(&self.out),
+            _ => None,
+        }
+    }
+
+    /// `value` in its stored form, as [`LayerWriter::put`] would store it:
+    /// for threads that prepare values which one writer then appends with
+    /// [`LayerWriter::put_raw`].
+    pub fn stored_form(&mut self, value: &[u8], compress: bool) -> RawValue {
+        let compressed = if compress { self.compress(value) } else { None };
+        match compressed {
+            Some(compressed) => RawValue {
+                flags: FLAG_ZSTD,
+                stored: Bytes::copy_from_slice(compressed),
+            },
+            None => RawValue {
+                flags: 0,
+                stored: Bytes::copy_from_slice(value),
+            },
+        }
+    }
 }
 
 impl LayerWriter {
@@ -111,8 +157,7 @@ impl LayerWriter {
             last: None,
             poisoned: false,
             finished: false,
-            compressor: None,
-            compressed: Vec::new(),
+            compressor: ValueCompressor::default(),
         };
         // Room for the header, written for real by `finish`.
         writer
@@ -138,17 +183,17 @@ impl LayerWriter {
     ) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.len())?;
-        let use_compressed = compress
-            && !value.is_empty()
-            && value.len() <= MAX_COMPRESSIBLE_VALUE
-            && self.compress(value);
-        let compressed = std::mem::take(&mut self.compressed);
-        let result = if use_compressed {
-            self.append(key, lsn, FLAG_ZSTD, &compressed)
+        let mut compressor = std::mem::take(&mut self.compressor);
+        let compressed = if compress {
+            compressor.compress(value)
         } else {
-            self.append(key, lsn, 0, value)
+            None
         };
-        self.compressed = compressed;
+        let result = match compressed {
+            Some(compressed) => self.append(key, lsn, FLAG_ZSTD, compressed),
+            None => self.append(key, lsn, 0, value),
+        };
+        self.compressor = compressor;
         result
     }
 
@@ -173,23 +218,6 @@ impl LayerWriter {
         self.num_values += 1;
         self.last = Some((key, lsn));
         Ok(())
-    }
-
-    /// Compresses `value` into `self.compressed`; true when that is smaller.
-    fn compress(&mut self, value: &[u8]) -> bool {
-        if self.compressor.is_none() {
-            match zstd::bulk::Compressor::new(ZSTD_LEVEL) {
-                Ok(c) => self.compressor = Some(c),
-                Err(_) => return false,
-            }
-        }
-        let compressor = self.compressor.as_mut().expect("created above");
-        self.compressed.clear();
-        self.compressed
-            .reserve(zstd::zstd_safe::compress_bound(value.len()));
-        compressor
-            .compress_to_buffer(value, &mut self.compressed)
-            .is_ok_and(|n| n < value.len())
     }
 
     /// Number of values put so far.
