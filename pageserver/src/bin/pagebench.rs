@@ -484,6 +484,30 @@ mod tests {
     }
 
     #[test]
+    fn rounds_report_medians() {
+        let run = |rps: f64, p50_us: f64, requests: usize| Summary {
+            requests,
+            rps,
+            errors: 1,
+            secs: 5.0,
+            p50_us,
+            p99_us: p50_us * 2.0,
+            p999_us: p50_us * 3.0,
+            first_error: None,
+        };
+        let m = Summary::median(vec![
+            run(100.0, 50.0, 500),
+            run(300.0, 10.0, 1500),
+            run(200.0, 90.0, 1000),
+        ]);
+        assert_eq!(
+            (m.rps(), m.p50_us, m.p99_us, m.p999_us),
+            (200.0, 50.0, 100.0, 150.0)
+        );
+        assert_eq!((m.requests, m.errors, m.secs), (3000, 3, 15.0));
+    }
+
+    #[test]
     fn percentiles() {
         let v: Vec<u32> = (1..=1000).collect();
         assert_eq!(percentile(&v, 0.5), 500.0);

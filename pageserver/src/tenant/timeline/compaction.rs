@@ -446,3 +446,92 @@ fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> 
         .map(|r| r.expect("every index ran"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utils::id::{TenantId, TimelineId};
+
+    fn key(i: u32) -> Key {
+        Key {
+            field6: i,
+            ..Key::MIN
+        }
+    }
+
+    /// An L0 file over `lsns` with a value of `size(k)` bytes for each key
+    /// in `keys`.
+    fn l0(
+        dir: &std::path::Path,
+        keys: impl Iterator<Item = u32>,
+        lsns: Range<Lsn>,
+        size: impl Fn(u32) -> usize,
+    ) -> Arc<LayerReader> {
+        let mut w = LayerWriter::new(
+            dir,
+            TenantId::generate(),
+            TimelineId::generate(),
+            true,
+            Key::MIN,
+            lsns.clone(),
+        )
+        .unwrap();
+        for k in keys {
+            w.put(key(k), lsns.start, &vec![k as u8; size(k)], false)
+                .unwrap();
+        }
+        let (_, path) = w.finish(Key::MAX).unwrap();
+        Arc::new(LayerReader::open(&path).unwrap())
+    }
+
+    #[test]
+    fn partitions_tile_the_keys_and_hold_about_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = |k: u32| 100 + (k as usize * 37) % 900;
+        let a = l0(dir.path(), (0..300).step_by(2), Lsn(0x10)..Lsn(0x20), size);
+        let b = l0(dir.path(), (0..300).step_by(3), Lsn(0x20)..Lsn(0x30), size);
+        let readers = [a, b];
+        let target = 20_000;
+        let parts = plan_partitions(&readers, target);
+        assert!(parts.len() > 3, "{parts:?}");
+        assert_eq!(parts[0].start, key(0));
+        assert_eq!(parts.last().unwrap().end, key(298).next());
+        for w in parts.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "partitions must be contiguous");
+        }
+        let bytes = |r: &Range<Key>| -> u64 {
+            readers
+                .iter()
+                .flat_map(|l| l.blob_sizes())
+                .filter(|(k, _)| r.contains(k))
+                .map(|(_, s)| s)
+                .sum()
+        };
+        let all: u64 = readers
+            .iter()
+            .flat_map(|l| l.blob_sizes())
+            .map(|(_, s)| s)
+            .sum();
+        assert_eq!(
+            parts.iter().map(bytes).sum::<u64>(),
+            all,
+            "every value in one partition"
+        );
+        for p in &parts[..parts.len() - 1] {
+            let b = bytes(p);
+            // At least the target, and less than the target plus one key's values.
+            assert!(b >= target && b < target + 2 * 1009, "{p:?}: {b} bytes");
+        }
+        assert!(plan_partitions(&[], target).is_empty());
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order() {
+        let out = parallel_map(100, |i| {
+            std::thread::sleep(std::time::Duration::from_micros((100 - i as u64) * 10));
+            i * 2
+        });
+        assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(parallel_map(0, |i| i).is_empty());
+    }
+}

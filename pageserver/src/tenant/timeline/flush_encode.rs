@@ -193,3 +193,101 @@ fn write_in_order(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use pageserver_api::value::{NativeRecord, Value};
+    use rand::{Rng, RngCore, SeedableRng};
+
+    /// A frozen layer of `n` values of 8 KiB images (half compressible,
+    /// half random) and small records, spread over keys and LSNs.
+    fn layer(dir: &std::path::Path, n: usize) -> (InMemoryLayer, Vec<(Key, Lsn, Vec<u8>)>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let layer = InMemoryLayer::create(dir, Lsn(0x10)).unwrap();
+        let mut want = Vec::new();
+        for i in 0..n {
+            let key = Key {
+                field6: rng.gen_range(0..200),
+                ..Key::MIN
+            };
+            let lsn = Lsn(0x10 + i as u64);
+            let value = if rng.gen_bool(0.8) {
+                let mut page = vec![i as u8; 8192];
+                if rng.gen_bool(0.5) {
+                    rng.fill_bytes(&mut page);
+                }
+                Value::Image(Bytes::from(page))
+            } else {
+                Value::Record(NativeRecord::RelSizeSet(i as u32))
+            };
+            let mut buf = Vec::new();
+            value.ser_into(&mut buf);
+            layer.put(key, lsn, &buf).unwrap();
+            want.push((key, lsn, buf));
+        }
+        layer.freeze(Lsn(0x10 + n as u64));
+        want.sort_by_key(|(k, l, _)| (*k, *l));
+        (layer, want)
+    }
+
+    fn decoded(raw: &RawValue) -> Vec<u8> {
+        if raw.is_compressed() {
+            zstd::bulk::decompress(raw.stored(), 1 << 20).unwrap()
+        } else {
+            raw.stored().to_vec()
+        }
+    }
+
+    #[test]
+    fn every_value_comes_once_in_order_in_its_stored_form() {
+        let dir = tempfile::tempdir().unwrap();
+        // Many batches, so that every thread encodes some.
+        let (layer, want) = layer(dir.path(), 20 * BATCH + 7);
+        let mut got = Vec::new();
+        let mut compressed = 0;
+        for_each_stored_value(&layer, |key, lsn, raw| {
+            compressed += usize::from(raw.is_compressed());
+            got.push((key, lsn, decoded(raw)));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "values differ from what was put");
+        // Compressible images are stored compressed, records never.
+        assert!(compressed > 0 && compressed < got.len(), "{compressed}");
+    }
+
+    #[test]
+    fn a_writer_error_stops_the_flush_and_its_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, _) = layer(dir.path(), 30 * BATCH);
+        let mut seen = 0;
+        let err = for_each_stored_value(&layer, |_, _, _| {
+            seen += 1;
+            if seen == 3 * BATCH + 1 {
+                anyhow::bail!("disk full");
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(seen, 3 * BATCH + 1);
+    }
+
+    #[test]
+    fn an_empty_or_tiny_layer_needs_no_helper() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 1, BATCH - 1] {
+            let (layer, want) = layer(dir.path(), n);
+            let mut got = 0;
+            for_each_stored_value(&layer, |_, _, _| {
+                got += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got, want.len());
+        }
+    }
+}
