@@ -145,6 +145,13 @@ def test_pagestream_matches_primary(primary_timeline):
         assert r.kind == "error" and "does not exist" in r.value, r
         # Latest (u64::MAX) works too, and the stream ends cleanly.
         assert c.request(req_get_page(accounts, 0)).kind == "page"
+        # A stream gone quiet publishes its latencies within about a second,
+        # while it is still open.
+        db_size_requests = len(expected_db_size) + 1
+        deadline = time.monotonic() + 10
+        while metric_sum(env, "pageserver_page_service_request_seconds_count", 'request_type="db_size"') < db_size_requests:
+            assert time.monotonic() < deadline, "an open, quiet stream did not publish its latencies"
+            time.sleep(0.2)
         c.end_pagestream()
         # The session goes on after the stream.
         c.start_pagestream(tenant_id, timeline_id)

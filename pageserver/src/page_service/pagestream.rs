@@ -92,14 +92,17 @@ static REQUEST_SECONDS: LazyLock<[Histogram; 6]> = LazyLock::new(|| {
 /// How often a stream publishes its latency observations.
 const LATENCY_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A stream's own latency histograms, published to the node-wide ones at
-/// most every [`LATENCY_PUBLISH_INTERVAL`] and when the stream ends. The
-/// node-wide histograms are atomics that every page service thread would
-/// otherwise write for every request, moving their cache lines between
-/// cores each time.
+/// A stream's own latency histograms, published to the node-wide ones
+/// about every [`LATENCY_PUBLISH_INTERVAL`] while there is something new
+/// (also when the stream is quiet) and when the stream ends. The node-wide
+/// histograms are atomics that every page service thread would otherwise
+/// write for every request, moving their cache lines between cores each
+/// time.
 struct StreamLatency {
     local: [LocalHistogram; 6],
     published: Instant,
+    /// Observations not yet published.
+    pending: bool,
 }
 
 impl StreamLatency {
@@ -107,6 +110,7 @@ impl StreamLatency {
         StreamLatency {
             local: std::array::from_fn(|i| REQUEST_SECONDS[i].local()),
             published: Instant::now(),
+            pending: false,
         }
     }
 
@@ -118,6 +122,7 @@ impl StreamLatency {
             .position(|n| *n == type_name)
             .unwrap_or(TYPE_NAMES.len() - 1);
         self.local[i].observe(now.duration_since(started).as_secs_f64());
+        self.pending = true;
         if now.duration_since(self.published) >= LATENCY_PUBLISH_INTERVAL {
             self.publish(now);
         }
@@ -128,6 +133,7 @@ impl StreamLatency {
             h.flush();
         }
         self.published = now;
+        self.pending = false;
     }
 }
 
@@ -184,6 +190,9 @@ async fn stream_loop(
     let mut node_cancelled = pin!(node_cancel.cancelled());
     let mut timeline_cancelled = pin!(timeline_cancel.cancelled());
     let mut idle_timer = pin!(tokio::time::sleep(idle));
+    // Publishes the latencies of a stream gone quiet; like the idle timer,
+    // set once and moved on only when it fires.
+    let mut publish_timer = pin!(tokio::time::sleep(LATENCY_PUBLISH_INTERVAL));
     let mut last_input = tokio::time::Instant::now();
     loop {
         // Without I/O: take the requests already buffered (while there is
@@ -278,6 +287,12 @@ async fn stream_loop(
                     end = Some(StreamEnd::ClientGone);
                 }
                 last_input = tokio::time::Instant::now();
+            }
+            _ = &mut publish_timer, if latency.pending => {
+                latency.publish(Instant::now());
+                publish_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + LATENCY_PUBLISH_INTERVAL);
             }
             _ = &mut idle_timer, if inflight.is_empty() => {
                 // The timer is set once and moved on lazily: input since it

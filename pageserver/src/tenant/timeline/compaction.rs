@@ -429,13 +429,17 @@ fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> 
     std::thread::scope(|s| {
         for n in 1..threads {
             let runtime = runtime.clone();
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("compaction-{n}"))
                 .spawn_scoped(s, move || {
                     let _entered = runtime.as_ref().map(|r| r.enter());
                     work()
-                })
-                .expect("spawn compaction thread");
+                });
+            if let Err(e) = spawned {
+                // The calling thread runs whatever no other takes.
+                tracing::warn!("cannot start a compaction thread, compacting with fewer: {e}");
+                break;
+            }
         }
         work();
     });

@@ -131,13 +131,17 @@ pub(super) fn for_each_stored_value(
     std::thread::scope(|s| {
         for n in 1..threads {
             let shared = &shared;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("flush-encode-{n}"))
                 .spawn_scoped(s, move || {
                     let (mut compressor, mut buf) = (ValueCompressor::default(), Vec::new());
                     while shared.encode_next(false, &mut compressor, &mut buf) {}
-                })
-                .expect("spawn flush encoder thread");
+                });
+            if let Err(e) = spawned {
+                // The flushing thread encodes whatever no helper takes.
+                tracing::warn!("cannot start a flush encoder thread, flushing with fewer: {e}");
+                break;
+            }
         }
         let _stop = StopHelpers(&shared);
         write_in_order(&shared, &mut write)
