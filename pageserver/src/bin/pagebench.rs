@@ -174,7 +174,7 @@ impl Summary {
             v[v.len() / 2]
         }
         let pick = |f: fn(&Summary) -> f64, runs: &[Summary]| mid(runs.iter().map(f).collect());
-        let rps = pick(Summary::rps, &runs);
+        let rps = pick(|s| s.rps, &runs);
         let p50_us = pick(|s| s.p50_us, &runs);
         let p99_us = pick(|s| s.p99_us, &runs);
         let p999_us = pick(|s| s.p999_us, &runs);
@@ -193,16 +193,12 @@ impl Summary {
         }
     }
 
-    fn rps(&self) -> f64 {
-        self.rps
-    }
-
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "requests": self.requests,
             "errors": self.errors,
             "seconds": self.secs,
-            "rps": self.rps(),
+            "rps": self.rps,
             "p50_us": self.p50_us,
             "p99_us": self.p99_us,
             "p999_us": self.p999_us,
@@ -212,7 +208,7 @@ impl Summary {
     fn line(&self, name: &str) -> String {
         format!(
             "{name:<12} {:>10.0} req/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  ({} requests, {} errors in {:.1} s)",
-            self.rps(),
+            self.rps,
             self.p50_us,
             self.p99_us,
             self.p999_us,
@@ -270,8 +266,8 @@ async fn run_load(
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.connections == 0 || args.depth == 0 {
-        bail!("--connections and --depth must be at least 1");
+    if args.connections == 0 || args.depth == 0 || args.rounds == 0 {
+        bail!("--connections, --depth and --rounds must be at least 1");
     }
     let mut wanted: Vec<(RelTag, Option<u32>)> = args
         .rels
@@ -321,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (mut ours, mut floors) = (Vec::new(), Vec::new());
     let mut failure = None;
-    for _ in 0..args.rounds.max(1) {
+    for _ in 0..args.rounds {
         match run_load(&args.page_service, &args, token, &rels, load).await {
             Ok(s) => ours.push(s),
             Err(e) => failure = Some(e),
@@ -348,14 +344,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut out = serde_json::json!({
             "connections": args.connections,
             "depth": args.depth,
-            "rounds": args.rounds.max(1),
+            "rounds": args.rounds,
             "relations": rels.iter().map(|r| format!("{}:{}", r.tag, r.nblocks)).collect::<Vec<_>>(),
             "pageserver": ours.json(),
         });
         if let Some(f) = &floor {
             out["floor"] = f.json();
             out["p50_ratio"] = (ours.p50_us / f.p50_us.max(1.0)).into();
-            out["throughput_ratio"] = (ours.rps() / f.rps()).into();
+            out["throughput_ratio"] = (ours.rps / f.rps).into();
         }
         println!("{out}");
     } else {
@@ -364,7 +360,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.connections,
             args.depth,
             rels.len(),
-            args.rounds.max(1)
+            args.rounds
         );
         println!("{}", ours.line("pageserver"));
         if let Some(f) = &floor {
@@ -372,7 +368,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!(
                 "ratios       p50 {:.2}x the floor, throughput {:.0}% of the floor",
                 ours.p50_us / f.p50_us.max(1.0),
-                100.0 * ours.rps() / f.rps()
+                100.0 * ours.rps / f.rps
             );
         }
     }
@@ -501,7 +497,7 @@ mod tests {
             run(200.0, 90.0, 1000),
         ]);
         assert_eq!(
-            (m.rps(), m.p50_us, m.p99_us, m.p999_us),
+            (m.rps, m.p50_us, m.p99_us, m.p999_us),
             (200.0, 50.0, 100.0, 150.0)
         );
         assert_eq!((m.requests, m.errors, m.secs), (3000, 3, 15.0));

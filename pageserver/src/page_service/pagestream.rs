@@ -165,10 +165,6 @@ pub async fn handle_pagestream(
     result
 }
 
-fn write_response(conn: &mut PgConn, response: &PagestreamResponse) {
-    write_copy_data_with(conn.output(), |b| response.encode(b));
-}
-
 async fn stream_loop(
     conn: &mut PgConn,
     timeline: &Arc<Timeline>,
@@ -347,7 +343,7 @@ struct Done {
 /// Writes an answered request's response and records its latency.
 fn write_done(conn: &mut PgConn, latency: &mut StreamLatency, done: Done) {
     latency.observe(done.type_name, done.started);
-    write_response(conn, &done.response);
+    write_copy_data_with(conn.output(), |b| done.response.encode(b));
 }
 
 /// Answers one request frame, read at `started`.

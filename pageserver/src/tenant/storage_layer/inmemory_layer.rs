@@ -39,9 +39,14 @@ struct Entry {
 pub struct ValueRef {
     /// The value's key.
     pub key: Key,
-    /// The value's LSN.
-    pub lsn: Lsn,
     entry: Entry,
+}
+
+impl ValueRef {
+    /// The value's LSN.
+    pub fn lsn(&self) -> Lsn {
+        self.entry.lsn
+    }
 }
 
 struct Inner {
@@ -216,7 +221,6 @@ impl InMemoryLayer {
         for (key, versions) in &inner.index {
             refs.extend(versions.iter().map(|e| ValueRef {
                 key: *key,
-                lsn: e.lsn,
                 entry: *e,
             }));
         }
@@ -269,7 +273,7 @@ mod tests {
         let mut buf = Vec::new();
         for r in layer.value_refs() {
             layer.read_value(&r, &mut buf).unwrap();
-            seen.push((r.key, r.lsn, buf[0]));
+            seen.push((r.key, r.lsn(), buf[0]));
         }
         assert_eq!(seen.len(), 300);
         assert!(seen.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));

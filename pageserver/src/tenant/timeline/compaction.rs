@@ -105,15 +105,8 @@ impl Timeline {
         let results = parallel_map(partitions.len(), |i| {
             self.merge_partition(&readers, partitions[i].clone(), lsn_range.clone())
         });
-        let mut written = Vec::new();
-        let mut failure = None;
-        for r in results {
-            match r {
-                Ok(Some(path)) => written.push(path),
-                Ok(None) => {}
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (written, failure) = successes(results);
+        let written: Vec<_> = written.into_iter().flatten().collect();
         if let Some(e) = failure {
             // Finished partitions are not in the layer map: remove them.
             for path in &written {
@@ -245,15 +238,8 @@ impl Timeline {
         let results = parallel_map(chunks.len(), |i| {
             self.write_image_layer(chunks[i], threshold, lsn)
         });
-        let mut written = 0;
-        let mut failure = None;
-        for r in results {
-            match r {
-                Ok(true) => written += 1,
-                Ok(false) => {}
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
+        let (done, failure) = successes(results);
+        let written = done.into_iter().filter(|wrote| *wrote).count();
         if written > 0 {
             self.schedule_index_upload();
         }
@@ -401,6 +387,19 @@ fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64) -> Vec<Range<Key>>
         .zip(ends)
         .map(|(s, e)| s..e)
         .collect()
+}
+
+/// The values of the results that succeeded, and the first error.
+fn successes<T>(results: Vec<anyhow::Result<T>>) -> (Vec<T>, Option<anyhow::Error>) {
+    let mut ok = Vec::new();
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    (ok, failure)
 }
 
 /// Runs `f(0..count)` on up to [`MAX_COMPACTION_THREADS`] threads (the

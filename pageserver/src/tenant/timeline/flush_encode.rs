@@ -73,7 +73,7 @@ impl Shared<'_> {
         for r in refs {
             self.layer.read_value(r, buf)?;
             let stored = compressor.stored_form(buf, stored_compressed(buf));
-            batch.push((r.key, r.lsn, stored));
+            batch.push((r.key, r.lsn(), stored));
         }
         Ok(batch)
     }
