@@ -6,6 +6,13 @@
 //! `(lsn, offset, len)` entry per value, about 24 bytes, plus one
 //! map node per key. Recent writes sit in a small buffer before they reach
 //! the file; reads see both.
+//!
+//! The ephemeral file is laid out as an L0 layer file: room for the header,
+//! then each value as a layer file blob (length, flags, CRC32C, the value
+//! uncompressed) in arrival order. The flush only appends index and footer,
+//! writes the header, fsyncs and renames it ([`InMemoryLayer::finish`]):
+//! values are written once, and compaction compresses page images when it
+//! rewrites them into L1 layers.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -20,33 +27,27 @@ use std::time::Instant;
 use bytes::Bytes;
 use pageserver_api::key::Key;
 use utils::crashsafe;
+use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
+
+use super::layer_file::{
+    blob_header, blob_len, finish_in_place, IndexEntry, LayerError, BLOB_HEADER_SIZE, HEADER_SIZE,
+    INDEX_ENTRY_SIZE,
+};
+use super::PersistentLayerDesc;
 
 /// Bytes buffered in memory before they are written to the ephemeral file.
 const WRITE_BUFFER: usize = 256 * 1024;
 
 static EPHEMERAL_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Where a value is: its blob starts at `offset`, the value itself
+/// [`BLOB_HEADER_SIZE`] bytes later.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lsn: Lsn,
     offset: u64,
     len: u32,
-}
-
-/// Where one value of a frozen layer is: see [`InMemoryLayer::value_refs`].
-#[derive(Debug, Clone, Copy)]
-pub struct ValueRef {
-    /// The value's key.
-    pub key: Key,
-    entry: Entry,
-}
-
-impl ValueRef {
-    /// The value's LSN.
-    pub fn lsn(&self) -> Lsn {
-        self.entry.lsn
-    }
 }
 
 struct Inner {
@@ -55,9 +56,13 @@ struct Inner {
     file_len: u64,
     /// Bytes after `file_len`, not yet written.
     buffer: Vec<u8>,
+    /// CRC32C of the blobs written to the file.
+    blobs_crc: u32,
     /// End (exclusive) of the LSN range once frozen.
     end_lsn: Option<Lsn>,
     num_values: usize,
+    /// The layer file this layer became, once finished.
+    finished: Option<(PersistentLayerDesc, PathBuf)>,
 }
 
 /// An in-memory layer with values in an ephemeral file.
@@ -98,10 +103,13 @@ impl InMemoryLayer {
             file,
             inner: RwLock::new(Inner {
                 index: BTreeMap::new(),
-                file_len: 0,
+                // Room for the layer file header, written when finished.
+                file_len: HEADER_SIZE as u64,
                 buffer: Vec::with_capacity(WRITE_BUFFER),
+                blobs_crc: 0,
                 end_lsn: None,
                 num_values: 0,
+                finished: None,
             }),
         })
     }
@@ -124,10 +132,16 @@ impl InMemoryLayer {
                 self.start_lsn
             )));
         }
-        let len = u32::try_from(value.len()).map_err(|_| {
-            io::Error::other(format!("value of {} bytes is too large", value.len()))
-        })?;
+        let len = u32::try_from(value.len())
+            .ok()
+            .filter(|_| blob_len(value.len()).is_some())
+            .ok_or_else(|| {
+                io::Error::other(format!("value of {} bytes is too large", value.len()))
+            })?;
         let offset = inner.file_len + inner.buffer.len() as u64;
+        inner
+            .buffer
+            .extend_from_slice(&blob_header(0, value));
         inner.buffer.extend_from_slice(value);
         if inner.buffer.len() >= WRITE_BUFFER {
             self.flush_buffer(&mut inner)?;
@@ -151,6 +165,7 @@ impl InMemoryLayer {
 
     fn flush_buffer(&self, inner: &mut Inner) -> io::Result<()> {
         self.file.write_all_at(&inner.buffer, inner.file_len)?;
+        inner.blobs_crc = crc32c::crc32c_append(inner.blobs_crc, &inner.buffer);
         inner.file_len += inner.buffer.len() as u64;
         inner.buffer.clear();
         Ok(())
@@ -165,13 +180,14 @@ impl InMemoryLayer {
     /// Reads the value of `e` into `buf` (resized to fit).
     fn read_entry_into(&self, inner: &Inner, e: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
         let len = e.len as usize;
+        let at = e.offset + BLOB_HEADER_SIZE as u64;
         buf.resize(len, 0);
-        if e.offset >= inner.file_len {
-            let start = (e.offset - inner.file_len) as usize;
+        if at >= inner.file_len {
+            let start = (at - inner.file_len) as usize;
             buf.copy_from_slice(&inner.buffer[start..start + len]);
             Ok(())
         } else {
-            self.file.read_exact_at(buf, e.offset)
+            self.file.read_exact_at(buf, at)
         }
     }
 
@@ -201,10 +217,10 @@ impl InMemoryLayer {
         self.read_inner().end_lsn
     }
 
-    /// Bytes of values held.
+    /// Bytes of values held (with their blob headers).
     pub fn size(&self) -> u64 {
         let inner = self.read_inner();
-        inner.file_len + inner.buffer.len() as u64
+        inner.file_len + inner.buffer.len() as u64 - HEADER_SIZE as u64
     }
 
     /// Number of values held.
@@ -212,30 +228,73 @@ impl InMemoryLayer {
         self.read_inner().num_values
     }
 
-    /// Every value's place, in (key, LSN) order: what a flush writes. For a
-    /// frozen layer, whose values no longer change; read each with
-    /// [`InMemoryLayer::read_value`] (from any thread).
-    pub fn value_refs(&self) -> Vec<ValueRef> {
-        let inner = self.read_inner();
-        let mut refs = Vec::with_capacity(inner.num_values);
-        for (key, versions) in &inner.index {
-            refs.extend(versions.iter().map(|e| ValueRef {
-                key: *key,
-                entry: *e,
-            }));
+    /// Makes the ephemeral file of this frozen layer its L0 delta layer file
+    /// in `dir`, durably (see [`finish_in_place`]), and returns that file's
+    /// path. The values are not copied; reads of this layer go on working
+    /// meanwhile. Calling it again after it succeeded returns the same file.
+    pub fn finish(
+        &self,
+        dir: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+    ) -> Result<PathBuf, LayerError> {
+        let mut inner = self.write_inner();
+        if let Some((_, path)) = &inner.finished {
+            return Ok(path.clone());
         }
-        refs
-    }
-
-    /// Reads the value `r` points at into `buf` (resized to fit).
-    pub fn read_value(&self, r: &ValueRef, buf: &mut Vec<u8>) -> io::Result<()> {
-        let inner = self.read_inner();
-        self.read_entry_into(&inner, &r.entry, buf)
+        let Some(end) = inner.end_lsn else {
+            return Err(LayerError::Misuse(format!(
+                "in-memory layer at {} is not frozen: cannot write its layer file",
+                self.start_lsn
+            )));
+        };
+        if !inner.buffer.is_empty() {
+            self.flush_buffer(&mut inner)
+                .map_err(|e| LayerError::io(&self.path, e))?;
+        }
+        let mut index = Vec::with_capacity(
+            inner.num_values * INDEX_ENTRY_SIZE,
+        );
+        let mut count = 0;
+        for (key, versions) in &inner.index {
+            for e in versions {
+                IndexEntry {
+                    key: *key,
+                    lsn: e.lsn,
+                    offset: e.offset,
+                    len: e.len + BLOB_HEADER_SIZE as u32,
+                }
+                .encode_into(&mut index);
+                count += 1;
+            }
+        }
+        let finished = finish_in_place(
+            &self.file,
+            &self.path,
+            dir,
+            (tenant_id, timeline_id),
+            self.start_lsn..end,
+            &index,
+            count,
+            inner.file_len,
+            inner.blobs_crc,
+        )?;
+        let path = finished.1.clone();
+        inner.finished = Some(finished);
+        Ok(path)
     }
 }
 
 impl Drop for InMemoryLayer {
     fn drop(&mut self) {
+        let finished = match self.inner.get_mut() {
+            Ok(inner) => inner.finished.is_some(),
+            Err(mut poisoned) => poisoned.get_mut().finished.is_some(),
+        };
+        if finished {
+            // Renamed: the file is a layer file now.
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!("cannot remove ephemeral file {}: {e}", self.path.display());
@@ -269,14 +328,6 @@ mod tests {
         assert_eq!(got.len(), 16);
         assert_eq!(got[0].0, Lsn(0x2f));
         assert!(got[0].1.iter().all(|b| *b == (0x1f ^ 1)));
-        let mut seen = Vec::new();
-        let mut buf = Vec::new();
-        for r in layer.value_refs() {
-            layer.read_value(&r, &mut buf).unwrap();
-            seen.push((r.key, r.lsn(), buf[0]));
-        }
-        assert_eq!(seen.len(), 300);
-        assert!(seen.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
         // Going back in LSN for a key is refused; frozen layers refuse writes.
         assert!(layer.put(key(0), Lsn(0x11), b"x").is_err());
         layer.freeze(Lsn(0x100));
@@ -284,5 +335,61 @@ mod tests {
         let path = layer.path.clone();
         drop(layer);
         assert!(!path.exists());
+    }
+
+    /// Finishing turns the ephemeral file into an L0 layer file in place:
+    /// every value once, in (key, LSN) order, a replaced value's old blob
+    /// left as a gap; the whole-file checksum holds.
+    #[test]
+    fn finish_makes_the_l0_layer_file() {
+        use crate::tenant::storage_layer::layer_file::LayerReader;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap();
+        let key = |i: u32| Key {
+            field6: i,
+            ..Key::MIN
+        };
+        let ids = (TenantId::generate(), TimelineId::generate());
+        assert!(matches!(
+            layer.finish(dir.path(), ids.0, ids.1),
+            Err(LayerError::Misuse(_))
+        ));
+        let mut want = BTreeMap::new();
+        for lsn in 0..100u64 {
+            // Keys in descending order: arrival order is not key order.
+            for k in (0..3u32).rev() {
+                let v = vec![(lsn as u8) ^ (k as u8); 8192 - k as usize];
+                layer.put(key(k), Lsn(0x10 + lsn), &v).unwrap();
+                want.insert((key(k), Lsn(0x10 + lsn)), v);
+            }
+        }
+        // A second value at the same key and LSN replaces the first.
+        layer.put(key(1), Lsn(0x10 + 99), b"replaced").unwrap();
+        want.insert((key(1), Lsn(0x10 + 99)), b"replaced".to_vec());
+        layer.freeze(Lsn(0x10 + 100));
+        let path = layer.finish(dir.path(), ids.0, ids.1).unwrap();
+        assert_eq!(layer.finish(dir.path(), ids.0, ids.1).unwrap(), path);
+        // Reads of the finished layer still work.
+        let got = layer.get_values(key(2), Lsn(0x10)..Lsn(0x12)).unwrap();
+        assert_eq!(got.len(), 2);
+        let ephemeral = layer.path.clone();
+        drop(layer);
+        assert!(!ephemeral.exists());
+
+        let reader = LayerReader::open(&path).unwrap();
+        reader.verify().unwrap();
+        assert_eq!(reader.tenant_id(), ids.0);
+        assert_eq!(reader.desc().key_range, Key::MIN..Key::MAX);
+        assert_eq!(reader.desc().lsn_range, Lsn(0x10)..Lsn(0x10 + 100));
+        let got: Vec<_> = reader.iter_values().map(|v| v.unwrap()).collect();
+        assert_eq!(got.len(), want.len());
+        for ((k, l, v), ((wk, wl), wv)) in got.iter().zip(&want) {
+            assert_eq!((k, l, &v[..]), (wk, wl, &wv[..]));
+        }
+        let newest = reader
+            .get_values(key(1), Lsn(0x10 + 98)..Lsn(0x10 + 100))
+            .unwrap();
+        assert_eq!(newest[0].1, Bytes::from_static(b"replaced"));
+        assert_eq!(&newest[1].1[..], &want[&(key(1), Lsn(0x10 + 98))][..]);
     }
 }

@@ -2,7 +2,7 @@
 //! (DESIGN.md section 3). [`LayerWriter`] writes one, [`LayerReader`] reads
 //! and checks one.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! All integers are little-endian. Keys are the 18-byte big-endian
 //! [`Key::to_bytes`](pageserver_api::key::Key::to_bytes) encoding.
@@ -10,20 +10,21 @@
 //! ```text
 //! header (99 bytes)
 //!   magic            8   b"PSLAYER\0"
-//!   format version   2   u16, currently 1
+//!   format version   2   u16, currently 2 (1 is still read)
 //!   kind             1   0 = delta, 1 = image
 //!   tenant id       16
 //!   timeline id     16
 //!   key range       36   start, end (exclusive)
 //!   LSN range       16   start, end (exclusive) as u64; image: lsn, lsn + 1
 //!   header CRC       4   CRC32C of the 95 bytes above
-//! value blobs, one per index entry, in index order, back to back
+//! value blobs, between header and index
 //!   stored length    4   u32
 //!   flags            1   bit 0 = zstd-compressed; other bits must be 0
 //!   blob CRC         4   CRC32C of the flags byte followed by the stored bytes
 //!   stored bytes
 //! index, at `index offset`
-//!   entries         34 each: key (18), lsn (u64), blob offset (u64),
+//!   entries         38 each: key (18), lsn (u64), blob offset (u64),
+//!                   blob length (u32, blob header included),
 //!                   sorted by (key, lsn), no duplicates
 //!   index CRC        4   CRC32C of the entries
 //! footer (28 bytes, at the very end)
@@ -33,11 +34,19 @@
 //!   magic            8   b"PSLAYER\0"
 //! ```
 //!
-//! The blobs tile the space between header and index exactly: the first
-//! starts right after the header, each next one where the previous ends, and
-//! the last ends at the index. A reader therefore knows every blob's extent
-//! from the (checksummed) index alone and never trusts a stored length to
-//! size a read. Compressed blobs hold one zstd frame with its content size;
+//! The index gives every blob's extent, so a reader never trusts a stored
+//! length to size a read: extents lie between header and index and do not
+//! overlap; the stored length must fill the extent exactly. Blobs may come in
+//! any order and leave gaps. Compaction and image layer creation write them
+//! in index order, back to back; an L0 layer is its in-memory layer's
+//! ephemeral file, finished in place, so its blobs are in arrival (LSN)
+//! order, and a value replaced while the layer was open leaves a gap.
+//!
+//! Version 1 differed only in the index: 34-byte entries without the
+//! length, blobs in index order tiling the space between header and index
+//! exactly (each extent ends where the next blob starts).
+//!
+//! Compressed blobs hold one zstd frame with its content size;
 //! the writer only compresses values up to [`MAX_COMPRESSIBLE_VALUE`] bytes
 //! and the reader refuses frames that claim more, so decompression is
 //! bounded too.
@@ -61,7 +70,8 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 pub use reader::{LayerReader, RawValue, RawValueIter};
-pub use writer::{LayerWriter, ValueCompressor};
+pub(crate) use writer::finish_in_place;
+pub use writer::LayerWriter;
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.
@@ -121,21 +131,25 @@ impl LayerError {
 
 /// Magic at the start and at the end of every layer file.
 const MAGIC: [u8; 8] = *b"PSLAYER\0";
-/// The format version written and the only one read.
-const FORMAT_VERSION: u16 = 1;
+/// The format version written.
+const FORMAT_VERSION: u16 = 2;
+/// The oldest format version still read.
+const OLDEST_FORMAT_VERSION: u16 = 1;
 const KIND_DELTA: u8 = 0;
 const KIND_IMAGE: u8 = 1;
 
 /// Size of the header, including its CRC.
-const HEADER_SIZE: usize = 99;
+pub(crate) const HEADER_SIZE: usize = 99;
 /// Offset of the header CRC.
 const HEADER_CRC_OFFSET: usize = HEADER_SIZE - 4;
 /// Size of a blob's length, flags and CRC.
-const BLOB_HEADER_SIZE: usize = 9;
+pub(crate) const BLOB_HEADER_SIZE: usize = 9;
 /// Flag bit: stored bytes are a zstd frame.
 const FLAG_ZSTD: u8 = 1;
 /// Size of one index entry.
-const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 16;
+pub(crate) const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 20;
+/// Size of one index entry in format version 1 (no blob length).
+const INDEX_ENTRY_SIZE_V1: usize = KEY_SIZE + 16;
 /// Size of the footer.
 const FOOTER_SIZE: usize = 28;
 /// Offset of the file CRC within the footer.
@@ -150,6 +164,8 @@ const ZSTD_LEVEL: i32 = -1;
 /// The fixed-size header: everything known about the file before its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Header {
+    /// Format version: [`FORMAT_VERSION`] for files written now.
+    version: u16,
     is_delta: bool,
     tenant_id: TenantId,
     timeline_id: TimelineId,
@@ -195,7 +211,7 @@ impl Header {
     fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[10] = if self.is_delta {
             KIND_DELTA
         } else {
@@ -226,11 +242,14 @@ impl Header {
             ));
         }
         let version = u16_at(b, 8);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(LayerError::corrupt(
                 path,
                 8,
-                format!("unsupported format version {version} (expected {FORMAT_VERSION})"),
+                format!(
+                    "unsupported format version {version} \
+                     (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+                ),
             ));
         }
         let is_delta = match b[10] {
@@ -271,6 +290,7 @@ impl Header {
             ));
         }
         Ok(Header {
+            version,
             is_delta,
             tenant_id,
             timeline_id,
@@ -282,25 +302,57 @@ impl Header {
 
 /// One index entry: where the value of (key, lsn) is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexEntry {
-    key: Key,
-    lsn: Lsn,
-    offset: u64,
+pub(crate) struct IndexEntry {
+    pub(crate) key: Key,
+    pub(crate) lsn: Lsn,
+    /// Where the blob starts.
+    pub(crate) offset: u64,
+    /// Bytes of the blob, its header included.
+    pub(crate) len: u32,
 }
 
 impl IndexEntry {
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.key.to_bytes());
         out.extend_from_slice(&self.lsn.0.to_le_bytes());
         out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
     }
 
-    /// `b` is exactly [`INDEX_ENTRY_SIZE`] bytes.
-    fn decode(b: &[u8]) -> IndexEntry {
+    /// `b` is exactly [`INDEX_ENTRY_SIZE`] bytes, or [`INDEX_ENTRY_SIZE_V1`]
+    /// for `version` 1, whose entries have no length: it is 0 until the
+    /// index is checked.
+    fn decode(b: &[u8], version: u16) -> IndexEntry {
         IndexEntry {
             key: key_at(b, 0),
             lsn: Lsn(u64_at(b, KEY_SIZE)),
             offset: u64_at(b, KEY_SIZE + 8),
+            len: if version == 1 {
+                0
+            } else {
+                u32_at(b, KEY_SIZE + 16)
+            },
         }
     }
+
+    /// Where the blob ends (exclusive).
+    fn end(&self) -> u64 {
+        self.offset + u64::from(self.len)
+    }
+}
+
+/// Bytes of a blob holding `stored_len` stored bytes; `None` when that
+/// does not fit the u32 of an index entry.
+pub(crate) fn blob_len(stored_len: usize) -> Option<u32> {
+    u32::try_from(stored_len.checked_add(BLOB_HEADER_SIZE)?).ok()
+}
+
+/// The header of a blob: stored length, flags, CRC. The caller checked
+/// (with [`blob_len`]) that the length fits.
+pub(crate) fn blob_header(flags: u8, stored: &[u8]) -> [u8; BLOB_HEADER_SIZE] {
+    let mut head = [0u8; BLOB_HEADER_SIZE];
+    head[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+    head[4] = flags;
+    head[5..9].copy_from_slice(&blob_crc(flags, stored).to_le_bytes());
+    head
 }

@@ -143,8 +143,9 @@ impl Timeline {
     }
 
     /// Merges the values of `keys` in the L0 layers into one L1 file, in
-    /// (key, LSN) order, copying them as stored (the flush compressed what
-    /// is worth compressing). `None` when the range holds no value.
+    /// (key, LSN) order, compressing page images (L0 layers hold values as
+    /// they arrived; compressed ones are copied as they are). `None` when the
+    /// range holds no value.
     fn merge_partition(
         &self,
         readers: &[Arc<LayerReader>],
@@ -183,7 +184,7 @@ impl Timeline {
                     lsn_range.clone(),
                 )?),
             };
-            w.put_raw(key, lsn, &raw)?;
+            w.copy_value(key, lsn, &raw, stored_compressed(raw.stored()))?;
         }
         let Some(w) = writer else {
             return Ok(None);
@@ -272,7 +273,7 @@ impl Timeline {
         for key in keys {
             // Most keys' newest version is an image: copied as stored.
             if let Some(raw) = self.newest_stored_image(*key, lsn)? {
-                writer.put_raw(*key, lsn, &raw)?;
+                writer.copy_value(*key, lsn, &raw, true)?;
                 continue;
             }
             match self.get_blocking(*key, lsn) {

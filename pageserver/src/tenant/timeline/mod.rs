@@ -9,7 +9,6 @@
 //!   incrementally kept logical size; `lsn_by_ts.rs`: LSN-by-timestamp.
 
 pub mod compaction;
-mod flush_encode;
 pub mod gc;
 pub mod image_cache;
 pub mod layer;

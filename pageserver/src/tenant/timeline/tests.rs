@@ -233,7 +233,7 @@ fn unflushed_data_is_lost_on_restart_and_nothing_else() {
     tl.freeze();
     {
         let frozen = tl.layers.read().unwrap().frozen[0].layer.clone();
-        tl.write_l0(&frozen, frozen.end_lsn().unwrap()).unwrap();
+        tl.write_l0(&frozen).unwrap();
     }
     let again = reload(&tl, &c);
     assert_eq!(again.disk_consistent_lsn(), durable);

@@ -16,7 +16,7 @@ use super::image_cache::IMAGE_CACHE;
 use super::layers::FrozenLayer;
 use super::{unix_now, RecordLsn, Timeline};
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
-use crate::tenant::storage_layer::layer_file::{LayerReader, LayerWriter};
+use crate::tenant::storage_layer::layer_file::LayerReader;
 
 /// Longest a writer waits for compaction per frozen layer.
 pub const L0_THROTTLE_LIMIT: Duration = Duration::from_secs(10);
@@ -143,7 +143,7 @@ impl Timeline {
                 "failpoint flush-before-layer-write"
             ));
             let reader = if layer.num_values() > 0 {
-                let reader = self.write_l0(layer, end)?;
+                let reader = self.write_l0(layer)?;
                 fail::fail_point!("flush-after-layer-write", |_| anyhow::bail!(
                     "failpoint flush-after-layer-write"
                 ));
@@ -179,22 +179,11 @@ impl Timeline {
         Ok(())
     }
 
-    /// Writes a frozen layer to an L0 delta layer file. Page images are
-    /// compressed here, once: compaction copies stored values as they are.
-    pub(super) fn write_l0(&self, layer: &InMemoryLayer, end: Lsn) -> anyhow::Result<LayerReader> {
-        let mut writer = LayerWriter::new(
-            &self.path,
-            self.tenant_id,
-            self.timeline_id,
-            true,
-            Key::MIN,
-            layer.start_lsn..end,
-        )?;
-        super::flush_encode::for_each_stored_value(layer, |key, lsn, value| {
-            writer.put_raw(key, lsn, value)?;
-            Ok(())
-        })?;
-        let (_, path) = writer.finish(Key::MAX)?;
+    /// Makes a frozen layer's ephemeral file its L0 delta layer file, in
+    /// place: the values are not copied (page images are compressed later,
+    /// when compaction rewrites them into L1 layers).
+    pub(super) fn write_l0(&self, layer: &InMemoryLayer) -> anyhow::Result<LayerReader> {
+        let path = layer.finish(&self.path, self.tenant_id, self.timeline_id)?;
         Ok(LayerReader::open(&path)?)
     }
 

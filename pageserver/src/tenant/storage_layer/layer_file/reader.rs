@@ -16,7 +16,8 @@ use utils::lsn::Lsn;
 
 use super::{
     blob_crc, u32_at, u64_at, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_ZSTD,
-    FOOTER_CRC_OFFSET, FOOTER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE,
+    FOOTER_CRC_OFFSET, FOOTER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE_V1, MAGIC,
+    MAX_COMPRESSIBLE_VALUE,
 };
 use crate::tenant::storage_layer::{LayerName, PersistentLayerDesc};
 
@@ -33,10 +34,9 @@ pub struct LayerReader {
     desc: PersistentLayerDesc,
     tenant_id: TenantId,
     timeline_id: TimelineId,
-    /// Sorted by (key, lsn); blob offsets strictly increasing.
+    /// Sorted by (key, lsn); blob extents checked (between header and
+    /// index, not overlapping).
     index: Vec<IndexEntry>,
-    /// Where the blobs end and the index starts.
-    index_offset: u64,
     /// This opened file's key in the page cache.
     cache_id: u64,
 }
@@ -100,8 +100,13 @@ impl LayerReader {
         }
         let index_offset = u64_at(&footer, 0);
         let count = u64_at(&footer, 8);
+        let entry_size = if header.version == 1 {
+            INDEX_ENTRY_SIZE_V1
+        } else {
+            INDEX_ENTRY_SIZE
+        };
         let index_len = count
-            .checked_mul(INDEX_ENTRY_SIZE as u64)
+            .checked_mul(entry_size as u64)
             .and_then(|n| n.checked_add(4));
         let fits = index_offset >= HEADER_SIZE as u64
             && footer_start.checked_sub(index_offset).is_some()
@@ -156,7 +161,6 @@ impl LayerReader {
             tenant_id: header.tenant_id,
             timeline_id: header.timeline_id,
             index,
-            index_offset,
             cache_id: crate::tenant::storage_layer::page_cache::next_reader_id(),
         })
     }
@@ -207,13 +211,26 @@ impl LayerReader {
         if let Some(values) = cached {
             return Ok(values);
         }
-        // The values of one key are adjacent: one read for all of them.
-        let start = self.index[range.start].offset;
-        let buf = self.read_range(start, self.blob_end(range.end - 1))?;
+        // The values of one key are usually adjacent (not in an L0 layer,
+        // whose values are in arrival order): then one read gets them all.
+        let entries = &self.index[range.clone()];
+        let adjacent = entries.windows(2).all(|w| w[0].end() == w[1].offset);
+        let start = entries[0].offset;
+        let buf = if adjacent {
+            self.read_range(start, entries[entries.len() - 1].end())?
+        } else {
+            Vec::new()
+        };
         let mut values = Vec::with_capacity(range.len());
         for i in range.rev() {
             let entry = &self.index[i];
-            let blob = &buf[(entry.offset - start) as usize..(self.blob_end(i) - start) as usize];
+            let own;
+            let blob = if adjacent {
+                &buf[(entry.offset - start) as usize..(entry.end() - start) as usize]
+            } else {
+                own = self.read_range(entry.offset, entry.end())?;
+                &own[..]
+            };
             let value = self.decode_blob(blob, entry)?;
             cache.insert(self.cache_id, i as u32, value.clone());
             values.push((entry.lsn, value));
@@ -233,7 +250,7 @@ impl LayerReader {
             return Ok(None);
         };
         let entry = &self.index[i];
-        let blob = self.read_range(entry.offset, self.blob_end(i))?;
+        let blob = self.read_range(entry.offset, entry.end())?;
         Ok(Some((entry.lsn, self.check_blob(&blob, entry)?)))
     }
 
@@ -265,7 +282,7 @@ impl LayerReader {
     /// Each value's key and the bytes its blob takes in the file, in
     /// (key, LSN) order: what planning a rewrite by size needs.
     pub fn blob_sizes(&self) -> impl Iterator<Item = (Key, u64)> + '_ {
-        (0..self.index.len()).map(|i| (self.index[i].key, self.blob_end(i) - self.index[i].offset))
+        self.index.iter().map(|e| (e.key, u64::from(e.len)))
     }
 
     pub(super) fn iter_values_chunked(&self, chunk_size: u64) -> ValueIter<'_> {
@@ -326,13 +343,6 @@ impl LayerReader {
         lo..lo + len
     }
 
-    /// Where blob `i` ends: where the next one starts, or the index.
-    fn blob_end(&self, i: usize) -> u64 {
-        self.index
-            .get(i + 1)
-            .map_or(self.index_offset, |e| e.offset)
-    }
-
     /// Reads `start..end`, which lies within the blob area.
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, LayerError> {
         let mut buf = vec![0u8; (end - start) as usize];
@@ -359,7 +369,7 @@ impl LayerReader {
             return Err(self.corrupt(
                 entry.offset,
                 what(&format!(
-                    "stored length {stored_len} does not match the {} bytes before the next value",
+                    "stored length {stored_len} does not match the {} bytes the index gives it",
                     blob.len() - BLOB_HEADER_SIZE
                 )),
             ));
@@ -430,55 +440,100 @@ impl LayerReader {
     }
 }
 
-/// Decodes and checks the index entries: sorted, within the header's ranges,
-/// blob offsets tiling the space between header and index.
+/// Decodes and checks the index entries: sorted, within the header's
+/// ranges, each blob's extent between header and index and no two
+/// overlapping (version 1: blobs in index order tiling that space exactly,
+/// which gives their lengths).
 fn decode_index(
     entries: &[u8],
     header: &Header,
     index_offset: u64,
     path: &Path,
 ) -> Result<Vec<IndexEntry>, LayerError> {
-    let mut index = Vec::with_capacity(entries.len() / INDEX_ENTRY_SIZE);
-    let mut next_min_offset = HEADER_SIZE as u64;
-    for (i, raw) in entries.chunks_exact(INDEX_ENTRY_SIZE).enumerate() {
-        let e = IndexEntry::decode(raw);
-        let at = index_offset + (i * INDEX_ENTRY_SIZE) as u64;
-        let bad = |what: String| {
-            Err(LayerError::corrupt(
-                path,
-                at,
-                format!("index entry {i}: {what}"),
-            ))
-        };
+    let entry_size = if header.version == 1 {
+        INDEX_ENTRY_SIZE_V1
+    } else {
+        INDEX_ENTRY_SIZE
+    };
+    let mut index: Vec<IndexEntry> = Vec::with_capacity(entries.len() / entry_size);
+    let entry_at = |i: usize| index_offset + (i * entry_size) as u64;
+    let bad = |i: usize, what: String| {
+        LayerError::corrupt(path, entry_at(i), format!("index entry {i}: {what}"))
+    };
+    for (i, raw) in entries.chunks_exact(entry_size).enumerate() {
+        let mut e = IndexEntry::decode(raw, header.version);
         if !header.key_range.contains(&e.key) || !header.lsn_range.contains(&e.lsn) {
-            return bad(format!(
-                "key {} at LSN {} is outside the layer's ranges",
-                e.key, e.lsn
+            return Err(bad(
+                i,
+                format!(
+                    "key {} at LSN {} is outside the layer's ranges",
+                    e.key, e.lsn
+                ),
             ));
         }
-        if let Some(prev) = index.last() {
-            let prev: &IndexEntry = prev;
+        if let Some(prev) = index.last_mut() {
             if (prev.key, prev.lsn) >= (e.key, e.lsn) {
-                return bad(format!("key {} at LSN {} is out of order", e.key, e.lsn));
+                return Err(bad(
+                    i,
+                    format!("key {} at LSN {} is out of order", e.key, e.lsn),
+                ));
+            }
+            if header.version == 1 {
+                // The previous blob ends where this one starts.
+                match e.offset.checked_sub(prev.offset).map(u32::try_from) {
+                    Some(Ok(len)) => prev.len = len,
+                    _ => {
+                        return Err(bad(
+                            i,
+                            format!("blob offset {} is out of place", e.offset),
+                        ))
+                    }
+                }
             }
         }
-        let offset_ok = if i == 0 {
-            e.offset == HEADER_SIZE as u64
-        } else {
-            e.offset >= next_min_offset
-        };
-        if !offset_ok || e.offset > index_offset - BLOB_HEADER_SIZE as u64 {
-            return bad(format!("blob offset {} is out of place", e.offset));
+        if header.version == 1 && index.is_empty() && e.offset != HEADER_SIZE as u64 {
+            return Err(bad(
+                i,
+                format!("blob offset {} is out of place", e.offset),
+            ));
         }
-        next_min_offset = e.offset + BLOB_HEADER_SIZE as u64;
+        if header.version == 1 {
+            // Until the next entry says otherwise, the blob runs to the index.
+            e.len = index_offset
+                .checked_sub(e.offset)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0);
+        }
         index.push(e);
     }
-    if index.is_empty() && index_offset != HEADER_SIZE as u64 {
+    if header.version == 1 && index.is_empty() && index_offset != HEADER_SIZE as u64 {
         return Err(LayerError::corrupt(
             path,
             index_offset,
             "no index entries but data between header and index",
         ));
+    }
+    // Extents in file order: each within the blob area, none overlapping.
+    let mut order: Vec<usize> = (0..index.len()).collect();
+    if !index.windows(2).all(|w| w[0].offset < w[1].offset) {
+        order.sort_unstable_by_key(|&i| index[i].offset);
+    }
+    let mut area_start = HEADER_SIZE as u64;
+    for i in order {
+        let e = &index[i];
+        if e.offset < area_start
+            || (e.len as usize) < BLOB_HEADER_SIZE
+            || e.end() > index_offset
+        {
+            return Err(bad(
+                i,
+                format!(
+                    "blob at offset {} of {} bytes is out of place",
+                    e.offset, e.len
+                ),
+            ));
+        }
+        area_start = e.end();
     }
     Ok(index)
 }
@@ -514,13 +569,18 @@ impl ValueIter<'_> {
     /// Makes the chunk hold blob `i`, reading from its start as many whole
     /// blobs as fit in `chunk_size` (at least one).
     fn fill(&mut self, i: usize) -> Result<(), LayerError> {
+        let index = &self.reader.index;
         let r = self.reader;
-        let start = r.index[i].offset;
+        let start = index[i].offset;
         let mut last = i;
-        while last + 1 < self.end && r.blob_end(last + 1) - start <= self.chunk_size {
+        // Blobs in index order are usually back to back (not in L0 layers).
+        while last + 1 < self.end
+            && index[last + 1].offset == index[last].end()
+            && index[last + 1].end() - start <= self.chunk_size
+        {
             last += 1;
         }
-        let len = (r.blob_end(last) - start) as usize;
+        let len = (index[last].end() - start) as usize;
         self.chunk.clear();
         self.chunk.resize(len, 0);
         self.chunk_start = start;
@@ -567,7 +627,7 @@ impl ValueIter<'_> {
         }
         let i = self.next;
         let entry = r.index[i];
-        let end = r.blob_end(i);
+        let end = entry.end();
         let chunk_end = self.chunk_start + self.chunk.len() as u64;
         if entry.offset < self.chunk_start || end > chunk_end {
             if let Err(e) = self.fill(i) {

@@ -559,3 +559,145 @@ fn raw_copy_keeps_values_and_their_compression() {
     w.put_raw(k, l, &raw).unwrap();
     assert!(matches!(w.put_raw(k, l, &raw), Err(LayerError::Misuse(_))));
 }
+
+#[test]
+fn copy_value_compresses_what_arrived_uncompressed() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dst_dir = tempfile::tempdir().unwrap();
+    let lsns = Lsn(0x10)..Lsn(0x100);
+    // Compressible values, stored uncompressed (as an L0 layer holds them)
+    // except every third one.
+    let puts: Vec<Put> = (0..30u32)
+        .map(|i| (key(i), Lsn(0x20), vec![i as u8; 3000], i % 3 == 0))
+        .collect();
+    let (_, src) = write_layer(src_dir.path(), true, key(0), lsns.clone(), &puts, key(30));
+    let reader = LayerReader::open(&src).unwrap();
+    let mut w = LayerWriter::new(dst_dir.path(), TENANT, TIMELINE, true, key(0), lsns).unwrap();
+    for item in reader.iter_raw() {
+        let (k, l, raw) = item.unwrap();
+        // Without `compress`, an uncompressed value stays so.
+        w.copy_value(k, l, &raw, k.field6 < 20).unwrap();
+    }
+    let (_, copy) = w.finish(key(30)).unwrap();
+    let copy = LayerReader::open(&copy).unwrap();
+    copy.verify().unwrap();
+    for (i, item) in copy.iter_raw().enumerate() {
+        let (_, _, raw) = item.unwrap();
+        assert_eq!(raw.is_compressed(), i % 3 == 0 || i < 20, "value {i}");
+    }
+    let values: Vec<_> = copy.iter_values().map(|v| v.unwrap()).collect();
+    for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(&puts) {
+        assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
+    }
+}
+
+/// An L0 layer file made in place from an in-memory layer: values in
+/// arrival order (not key order), and a gap where a replaced value was.
+fn in_place_l0(dir: &Path) -> (PathBuf, Vec<Put>) {
+    use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
+    let layer = InMemoryLayer::create(dir, Lsn(0x10)).unwrap();
+    let arrivals: Vec<(Key, Lsn, Vec<u8>)> = vec![
+        (key(3), Lsn(0x10), b"third key".to_vec()),
+        (key(1), Lsn(0x10), b"replaced below".to_vec()),
+        (key(1), Lsn(0x10), b"first key".to_vec()),
+        (key(2), Lsn(0x11), Vec::new()),
+        (key(1), Lsn(0x12), vec![9u8; 40]),
+    ];
+    for (k, l, v) in &arrivals {
+        layer.put(*k, *l, v).unwrap();
+    }
+    layer.freeze(Lsn(0x20));
+    let path = layer.finish(dir, TENANT, TIMELINE).unwrap();
+    let mut puts: Vec<Put> = arrivals[2..]
+        .iter()
+        .chain(&arrivals[..1])
+        .map(|(k, l, v)| (*k, *l, v.clone(), false))
+        .collect();
+    puts.sort();
+    (path, puts)
+}
+
+#[test]
+fn in_place_l0_reads_and_every_flipped_byte_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    let (path, puts) = in_place_l0(dir.path());
+    let r = LayerReader::open(&path).unwrap();
+    r.verify().unwrap();
+    assert_eq!(r.desc().key_range, Key::MIN..Key::MAX);
+    let all = Lsn(0)..Lsn(u64::MAX);
+    for (k, _, _, _) in &puts {
+        assert_eq!(
+            r.get_values(*k, all.clone()).unwrap(),
+            expected_values(&puts, *k, &all)
+        );
+    }
+    let good = fs::read(&path).unwrap();
+    let damaged = damaged_dir.path().join(path.file_name().unwrap());
+    for pos in 0..good.len() {
+        let mut bytes = good.clone();
+        bytes[pos] ^= 0x41;
+        fs::write(&damaged, &bytes).unwrap();
+        let errors = read_damaged(&damaged, &puts);
+        assert_names_file(&errors, &damaged, good.len() as u64);
+    }
+}
+
+/// Rewrites a version 2 file whose blobs are in index order as version 1
+/// (index entries without lengths), with every checksum recomputed.
+fn as_version_1(v2: &[u8]) -> Vec<u8> {
+    let footer = v2.len() - FOOTER_SIZE;
+    let index_offset = u64_at(v2, footer) as usize;
+    let count = u64_at(v2, footer + 8) as usize;
+    let mut out = v2[..index_offset].to_vec();
+    out[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
+    out[HEADER_CRC_OFFSET..HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
+    let mut index = Vec::new();
+    for i in 0..count {
+        let at = index_offset + i * INDEX_ENTRY_SIZE;
+        index.extend_from_slice(&v2[at..at + INDEX_ENTRY_SIZE_V1]);
+    }
+    out.extend_from_slice(&index);
+    out.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+    out.extend_from_slice(&(index_offset as u64).to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&MAGIC);
+    out
+}
+
+#[test]
+fn version_1_files_are_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    for (path, puts) in [small_delta(dir.path()), small_image(dir.path())] {
+        let v1 = as_version_1(&fs::read(&path).unwrap());
+        fs::write(&path, &v1).unwrap();
+        let r = LayerReader::open(&path).unwrap();
+        r.verify().unwrap();
+        let values: Vec<_> = r.iter_values().map(|v| v.unwrap()).collect();
+        assert_eq!(values.len(), puts.len());
+        for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(&puts) {
+            assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
+        }
+        let damaged = damaged_dir.path().join(path.file_name().unwrap());
+        for pos in 0..v1.len() {
+            let mut bytes = v1.clone();
+            bytes[pos] ^= 0x41;
+            fs::write(&damaged, &bytes).unwrap();
+            let errors = read_damaged(&damaged, &puts);
+            assert_names_file(&errors, &damaged, v1.len() as u64);
+        }
+    }
+    // A later version is refused by name.
+    let (path, _) = small_delta(dir.path());
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..HEADER_CRC_OFFSET]);
+    bytes[HEADER_CRC_OFFSET..HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let err = LayerReader::open(&path).unwrap_err().to_string();
+    assert!(err.contains("unsupported format version 3"), "{err}");
+}

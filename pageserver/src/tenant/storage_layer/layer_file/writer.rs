@@ -8,15 +8,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use pageserver_api::key::Key;
 use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
-    blob_crc, Header, IndexEntry, LayerError, RawValue, BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE,
-    MAGIC, MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
+    blob_header, blob_len, Header, IndexEntry, LayerError, RawValue, FLAG_ZSTD, FORMAT_VERSION,
+    HEADER_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
 };
 use crate::tenant::storage_layer::PersistentLayerDesc;
 
@@ -56,9 +55,9 @@ pub struct LayerWriter {
 
 /// Compresses values the way layer files store them, with a reused zstd
 /// context and output buffer (creating a context per value costs more than
-/// compressing a page). Each thread that prepares values needs its own.
+/// compressing a page).
 #[derive(Default)]
-pub struct ValueCompressor {
+struct ValueCompressor {
     ctx: Option<zstd::bulk::Compressor<'static>>,
     out: Vec<u8>,
 }
@@ -81,23 +80,6 @@ impl ValueCompressor {
         match ctx.compress_to_buffer(value, &mut self.out) {
             Ok(n) if n < value.len() => Some(&self.out),
             _ => None,
-        }
-    }
-
-    /// `value` in its stored form, as [`LayerWriter::put`] would store it:
-    /// for threads that prepare values which one writer then appends with
-    /// [`LayerWriter::put_raw`].
-    pub fn stored_form(&mut self, value: &[u8], compress: bool) -> RawValue {
-        let compressed = if compress { self.compress(value) } else { None };
-        match compressed {
-            Some(compressed) => RawValue {
-                flags: FLAG_ZSTD,
-                stored: Bytes::copy_from_slice(compressed),
-            },
-            None => RawValue {
-                flags: 0,
-                stored: Bytes::copy_from_slice(value),
-            },
         }
     }
 }
@@ -144,6 +126,7 @@ impl LayerWriter {
             temp_path,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             header: Header {
+                version: FORMAT_VERSION,
                 is_delta,
                 tenant_id,
                 timeline_id,
@@ -198,23 +181,44 @@ impl LayerWriter {
     }
 
     /// Appends a value exactly as another layer file stored it (compressed
-    /// or not), without decompressing: compaction's copy.
+    /// or not), without decompressing.
     pub fn put_raw(&mut self, key: Key, lsn: Lsn, value: &RawValue) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
         self.append(key, lsn, value.flags, &value.stored)
     }
 
+    /// Copies a value another layer file stored: a compressed one as it is
+    /// (without decompressing), an uncompressed one like [`LayerWriter::put`]
+    /// with `compress`. Compaction's copy: L0 layers hold values as they
+    /// arrived, the files compaction writes hold images compressed.
+    pub fn copy_value(
+        &mut self,
+        key: Key,
+        lsn: Lsn,
+        value: &RawValue,
+        compress: bool,
+    ) -> Result<(), LayerError> {
+        if compress && !value.is_compressed() {
+            self.put(key, lsn, &value.stored, true)
+        } else {
+            self.put_raw(key, lsn, value)
+        }
+    }
+
     fn append(&mut self, key: Key, lsn: Lsn, flags: u8, stored: &[u8]) -> Result<(), LayerError> {
-        let mut head = [0u8; BLOB_HEADER_SIZE];
         // `check_put` made sure the value, and so the stored form, fits.
-        head[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
-        head[4] = flags;
-        head[5..9].copy_from_slice(&blob_crc(flags, stored).to_le_bytes());
+        let len = blob_len(stored.len()).expect("checked by check_put");
         let offset = self.offset;
-        self.write(&head)?;
+        self.write(&blob_header(flags, stored))?;
         self.write(stored)?;
-        IndexEntry { key, lsn, offset }.encode_into(&mut self.index);
+        IndexEntry {
+            key,
+            lsn,
+            offset,
+            len,
+        }
+        .encode_into(&mut self.index);
         self.num_values += 1;
         self.last = Some((key, lsn));
         Ok(())
@@ -256,39 +260,26 @@ impl LayerWriter {
             )));
         }
         self.header.key_range.end = key_end;
-        let index_offset = self.offset;
         let index = std::mem::take(&mut self.index);
-        self.write(&index)?;
-        self.write(&crc32c::crc32c(&index).to_le_bytes())?;
+        let tail = encode_tail(
+            &self.header,
+            &index,
+            self.num_values,
+            self.offset,
+            self.body_crc,
+        );
         drop(index);
-        self.write(&index_offset.to_le_bytes())?;
-        self.write(&(self.num_values as u64).to_le_bytes())?;
-        let header = self.header.encode();
-        let body_len = self.offset - HEADER_SIZE as u64;
-        let file_crc =
-            crc32c::crc32c_combine(crc32c::crc32c(&header), self.body_crc, body_len as usize);
-        self.write(&file_crc.to_le_bytes())?;
-        self.write(&MAGIC)?;
-        let temp_path = self.temp_path.clone();
-        let io_err = |e| LayerError::io(&temp_path, e);
-        self.file.flush().map_err(io_err)?;
+        self.write(&tail)?;
         self.file
-            .get_ref()
-            .write_all_at(&header, 0)
-            .map_err(io_err)?;
-        self.file.get_ref().sync_all().map_err(io_err)?;
-
-        let desc = PersistentLayerDesc {
-            key_range: self.header.key_range.clone(),
-            lsn_range: self.header.lsn_range.clone(),
-            is_delta: self.header.is_delta,
-            file_size: self.offset,
-        };
-        let final_path = self.dir.join(desc.layer_name().to_string());
-        failpoint_before_rename(&self.temp_path)?;
-        crashsafe::rename(&self.temp_path, &final_path)
-            .map_err(|e| LayerError::io(&final_path, e))?;
-        Ok((desc, final_path))
+            .flush()
+            .map_err(|e| LayerError::io(&self.temp_path, e))?;
+        commit(
+            self.file.get_ref(),
+            &self.temp_path,
+            &self.dir,
+            &self.header,
+            self.offset,
+        )
     }
 
     fn check_usable(&self) -> Result<(), LayerError> {
@@ -340,7 +331,7 @@ impl LayerWriter {
                 }
             }
         }
-        if u32::try_from(len).is_err() {
+        if blob_len(len).is_none() {
             return Err(self.misuse(format!(
                 "key {key} at LSN {lsn}: value of {len} bytes is too large"
             )));
@@ -379,6 +370,107 @@ impl Drop for LayerWriter {
             ),
         }
     }
+}
+
+/// Index, index CRC and footer of a layer file with `header` whose blobs
+/// end at `index_offset`; `index` holds the encoded entries and `body_crc`
+/// is the CRC32C of the bytes from the end of the header to `index_offset`.
+fn encode_tail(
+    header: &Header,
+    index: &[u8],
+    num_values: usize,
+    index_offset: u64,
+    body_crc: u32,
+) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(index.len() + 4 + super::FOOTER_SIZE);
+    tail.extend_from_slice(index);
+    tail.extend_from_slice(&crc32c::crc32c(index).to_le_bytes());
+    tail.extend_from_slice(&index_offset.to_le_bytes());
+    tail.extend_from_slice(&(num_values as u64).to_le_bytes());
+    let body_len = index_offset - HEADER_SIZE as u64 + tail.len() as u64;
+    let file_crc = crc32c::crc32c_combine(
+        crc32c::crc32c(&header.encode()),
+        crc32c::crc32c_append(body_crc, &tail),
+        body_len as usize,
+    );
+    tail.extend_from_slice(&file_crc.to_le_bytes());
+    tail.extend_from_slice(&MAGIC);
+    tail
+}
+
+/// Writes the header of a complete layer file of `file_size` bytes at
+/// offset 0, fsyncs the file and renames it from `temp_path` to its layer
+/// name in `dir` with [`crashsafe::rename`] (which fsyncs the directory).
+fn commit(
+    file: &File,
+    temp_path: &Path,
+    dir: &Path,
+    header: &Header,
+    file_size: u64,
+) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
+    let io_err = |e| LayerError::io(temp_path, e);
+    file.write_all_at(&header.encode(), 0).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    let desc = PersistentLayerDesc {
+        key_range: header.key_range.clone(),
+        lsn_range: header.lsn_range.clone(),
+        is_delta: header.is_delta,
+        file_size,
+    };
+    let final_path = dir.join(desc.layer_name().to_string());
+    failpoint_before_rename(temp_path)?;
+    crashsafe::rename(temp_path, &final_path).map_err(|e| LayerError::io(&final_path, e))?;
+    Ok((desc, final_path))
+}
+
+/// Makes an L0 delta layer file (whole key space, `lsn_range`) of a file
+/// whose blobs are written, in any order, from the end of the header to
+/// `index_offset`: appends index and footer there, writes the header, and
+/// renames it from `temp_path` into `dir` as with [`LayerWriter::finish`].
+/// `index` holds the encoded entries in (key, LSN) order; `body_crc` is the
+/// CRC32C of the blob bytes. The first [`HEADER_SIZE`] bytes of the file
+/// are overwritten.
+///
+/// This is how an in-memory layer's ephemeral file becomes its L0 layer
+/// without its values being copied.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_in_place(
+    file: &File,
+    temp_path: &Path,
+    dir: &Path,
+    ids: (TenantId, TimelineId),
+    lsn_range: Range<Lsn>,
+    index: &[u8],
+    num_values: usize,
+    index_offset: u64,
+    body_crc: u32,
+) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
+    if lsn_range.start >= lsn_range.end || index_offset < HEADER_SIZE as u64 {
+        return Err(LayerError::Misuse(format!(
+            "cannot finish layer file {}: LSN range {}..{}, blobs end at {index_offset}",
+            temp_path.display(),
+            lsn_range.start,
+            lsn_range.end
+        )));
+    }
+    let header = Header {
+        version: FORMAT_VERSION,
+        is_delta: true,
+        tenant_id: ids.0,
+        timeline_id: ids.1,
+        key_range: Key::MIN..Key::MAX,
+        lsn_range,
+    };
+    let tail = encode_tail(&header, index, num_values, index_offset, body_crc);
+    file.write_all_at(&tail, index_offset)
+        .map_err(|e| LayerError::io(temp_path, e))?;
+    commit(
+        file,
+        temp_path,
+        dir,
+        &header,
+        index_offset + tail.len() as u64,
+    )
 }
 
 /// Creates a new, uniquely named temporary file for a layer in `dir`.
