@@ -25,7 +25,7 @@
 //!    pointers and repeating tuples, then random bytes. The timeline's own
 //!    flush loop (on a tokio runtime) writes L0 layers at a 64 MiB
 //!    `checkpoint_distance`; a second thread runs `compact_blocking(false)`
-//!    as the tenant maintenance loop would: on every 1 s tick when at least
+//!    as the tenant maintenance loop would: on every 200 ms tick when at least
 //!    `compaction_threshold` (4 here) L0 layers exist or `compaction_period`
 //!    has passed. Writers wait while 2 x `compaction_threshold` L0 layers
 //!    exist (the write path's L0 throttle); the time is shown. The clock stops once a checkpoint, that thread's last run
@@ -525,7 +525,7 @@ fn main() {
         dir.path().display()
     );
     println!(
-        "workload: {puts} page images of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions each), zstd-1 size ratio {:.2}; checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, other settings built-in defaults; compaction in a second thread by the maintenance loop's rule (1 s tick)",
+        "workload: {puts} page images of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions each), zstd-1 size ratio {:.2}; checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, other settings built-in defaults; compaction in a second thread by the maintenance loop's rule (200 ms tick)",
         mib(logical),
         puts as f64 / blocks as f64,
         compressed as f64 / (POOL * PAGE) as f64,

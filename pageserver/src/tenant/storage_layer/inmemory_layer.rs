@@ -139,9 +139,7 @@ impl InMemoryLayer {
                 io::Error::other(format!("value of {} bytes is too large", value.len()))
             })?;
         let offset = inner.file_len + inner.buffer.len() as u64;
-        inner
-            .buffer
-            .extend_from_slice(&blob_header(0, value));
+        inner.buffer.extend_from_slice(&blob_header(0, value));
         inner.buffer.extend_from_slice(value);
         if inner.buffer.len() >= WRITE_BUFFER {
             self.flush_buffer(&mut inner)?;
@@ -252,9 +250,7 @@ impl InMemoryLayer {
             self.flush_buffer(&mut inner)
                 .map_err(|e| LayerError::io(&self.path, e))?;
         }
-        let mut index = Vec::with_capacity(
-            inner.num_values * INDEX_ENTRY_SIZE,
-        );
+        let mut index = Vec::with_capacity(inner.num_values * INDEX_ENTRY_SIZE);
         let mut count = 0;
         for (key, versions) in &inner.index {
             for e in versions {

@@ -219,17 +219,15 @@ impl LayerReader {
         let buf = if adjacent {
             self.read_range(start, entries[entries.len() - 1].end())?
         } else {
-            Vec::new()
+            Bytes::new()
         };
         let mut values = Vec::with_capacity(range.len());
         for i in range.rev() {
             let entry = &self.index[i];
-            let own;
             let blob = if adjacent {
-                &buf[(entry.offset - start) as usize..(entry.end() - start) as usize]
+                buf.slice((entry.offset - start) as usize..(entry.end() - start) as usize)
             } else {
-                own = self.read_range(entry.offset, entry.end())?;
-                &own[..]
+                self.read_range(entry.offset, entry.end())?
             };
             let value = self.decode_blob(blob, entry)?;
             cache.insert(self.cache_id, i as u32, value.clone());
@@ -251,7 +249,7 @@ impl LayerReader {
         };
         let entry = &self.index[i];
         let blob = self.read_range(entry.offset, entry.end())?;
-        Ok(Some((entry.lsn, self.check_blob(&blob, entry)?)))
+        Ok(Some((entry.lsn, self.check_blob(blob, entry)?)))
     }
 
     /// Every (key, lsn) with a value, in order (index only).
@@ -290,7 +288,7 @@ impl LayerReader {
             reader: self,
             next: 0,
             end: self.index.len(),
-            chunk: Vec::new(),
+            chunk: Bytes::new(),
             chunk_start: 0,
             chunk_size,
             failed: false,
@@ -344,27 +342,27 @@ impl LayerReader {
     }
 
     /// Reads `start..end`, which lies within the blob area.
-    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, LayerError> {
+    fn read_range(&self, start: u64, end: u64) -> Result<Bytes, LayerError> {
         let mut buf = vec![0u8; (end - start) as usize];
         read_exact_at(&self.file, &self.path, &mut buf, start)?;
-        Ok(buf)
+        Ok(Bytes::from(buf))
     }
 
     /// Checks and decodes the blob of `entry`: exactly its extent in the file.
-    fn decode_blob(&self, blob: &[u8], entry: &IndexEntry) -> Result<Bytes, LayerError> {
+    fn decode_blob(&self, blob: Bytes, entry: &IndexEntry) -> Result<Bytes, LayerError> {
         let raw = self.check_blob(blob, entry)?;
         self.decode_raw(&raw, entry)
     }
 
     /// Checks the blob of `entry` (length, flags, checksum) without
-    /// decompressing it.
-    fn check_blob(&self, blob: &[u8], entry: &IndexEntry) -> Result<RawValue, LayerError> {
+    /// decompressing it; the value shares `blob`'s buffer.
+    fn check_blob(&self, blob: Bytes, entry: &IndexEntry) -> Result<RawValue, LayerError> {
         let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
         // Open checked that every extent holds at least a blob header.
         if blob.len() < BLOB_HEADER_SIZE {
             return Err(self.corrupt(entry.offset, what("blob too short")));
         }
-        let stored_len = u32_at(blob, 0) as usize;
+        let stored_len = u32_at(&blob, 0) as usize;
         if stored_len != blob.len() - BLOB_HEADER_SIZE {
             return Err(self.corrupt(
                 entry.offset,
@@ -382,12 +380,12 @@ impl LayerReader {
             ));
         }
         let stored = &blob[BLOB_HEADER_SIZE..];
-        if blob_crc(flags, stored) != u32_at(blob, 5) {
+        if blob_crc(flags, stored) != u32_at(&blob, 5) {
             return Err(self.corrupt(entry.offset + 5, what("checksum mismatch")));
         }
         Ok(RawValue {
             flags,
-            stored: Bytes::copy_from_slice(stored),
+            stored: blob.slice(BLOB_HEADER_SIZE..),
         })
     }
 
@@ -482,20 +480,12 @@ fn decode_index(
                 // The previous blob ends where this one starts.
                 match e.offset.checked_sub(prev.offset).map(u32::try_from) {
                     Some(Ok(len)) => prev.len = len,
-                    _ => {
-                        return Err(bad(
-                            i,
-                            format!("blob offset {} is out of place", e.offset),
-                        ))
-                    }
+                    _ => return Err(bad(i, format!("blob offset {} is out of place", e.offset))),
                 }
             }
         }
         if header.version == 1 && index.is_empty() && e.offset != HEADER_SIZE as u64 {
-            return Err(bad(
-                i,
-                format!("blob offset {} is out of place", e.offset),
-            ));
+            return Err(bad(i, format!("blob offset {} is out of place", e.offset)));
         }
         if header.version == 1 {
             // Until the next entry says otherwise, the blob runs to the index.
@@ -521,10 +511,7 @@ fn decode_index(
     let mut area_start = HEADER_SIZE as u64;
     for i in order {
         let e = &index[i];
-        if e.offset < area_start
-            || (e.len as usize) < BLOB_HEADER_SIZE
-            || e.end() > index_offset
-        {
+        if e.offset < area_start || (e.len as usize) < BLOB_HEADER_SIZE || e.end() > index_offset {
             return Err(bad(
                 i,
                 format!(
@@ -559,7 +546,7 @@ pub(super) struct ValueIter<'a> {
     next: usize,
     /// Index position to stop at (exclusive).
     end: usize,
-    chunk: Vec<u8>,
+    chunk: Bytes,
     chunk_start: u64,
     chunk_size: u64,
     failed: bool,
@@ -581,10 +568,12 @@ impl ValueIter<'_> {
             last += 1;
         }
         let len = (index[last].end() - start) as usize;
-        self.chunk.clear();
-        self.chunk.resize(len, 0);
+        // A new buffer each time: the values handed out share it.
+        let mut chunk = vec![0u8; len];
+        read_exact_at(&r.file, &r.path, &mut chunk, start)?;
+        self.chunk = Bytes::from(chunk);
         self.chunk_start = start;
-        read_exact_at(&r.file, &r.path, &mut self.chunk, start)
+        Ok(())
     }
 }
 
@@ -635,8 +624,9 @@ impl ValueIter<'_> {
                 return Some(Err(e));
             }
         }
-        let blob = &self.chunk
-            [(entry.offset - self.chunk_start) as usize..(end - self.chunk_start) as usize];
+        let blob = self
+            .chunk
+            .slice((entry.offset - self.chunk_start) as usize..(end - self.chunk_start) as usize);
         match r.check_blob(blob, &entry) {
             Ok(raw) => {
                 self.next += 1;
