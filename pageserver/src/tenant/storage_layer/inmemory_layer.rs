@@ -303,14 +303,17 @@ impl Drop for InMemoryLayer {
 mod tests {
     use super::*;
 
+    fn key(i: u32) -> Key {
+        Key {
+            field6: i,
+            ..Key::MIN
+        }
+    }
+
     #[test]
     fn values_round_trip_across_the_buffer_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let layer = InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap();
-        let key = |i: u32| Key {
-            field6: i,
-            ..Key::MIN
-        };
         // Enough 8 KiB values to spill the write buffer several times.
         for lsn in 0..100u64 {
             for k in 0..3 {
@@ -341,10 +344,6 @@ mod tests {
         use crate::tenant::storage_layer::layer_file::LayerReader;
         let dir = tempfile::tempdir().unwrap();
         let layer = InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap();
-        let key = |i: u32| Key {
-            field6: i,
-            ..Key::MIN
-        };
         let ids = (TenantId::generate(), TimelineId::generate());
         assert!(matches!(
             layer.finish(dir.path(), ids.0, ids.1),

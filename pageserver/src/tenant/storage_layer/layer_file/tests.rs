@@ -54,6 +54,15 @@ fn dir_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Iterating `r` gives exactly the values of `puts`, in order.
+fn assert_holds_in_order(r: &LayerReader, puts: &[Put]) {
+    let values: Vec<_> = r.iter_values().map(|v| v.unwrap()).collect();
+    assert_eq!(values.len(), puts.len());
+    for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(puts) {
+        assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
+    }
+}
+
 /// What `get_values` must return according to the input.
 fn expected_values(puts: &[Put], k: Key, lsns: &Range<Lsn>) -> Vec<(Lsn, Bytes)> {
     let mut v: Vec<(Lsn, Bytes)> = puts
@@ -548,11 +557,7 @@ fn raw_copy_keeps_values_and_their_compression() {
     assert_eq!(desc.file_size, fs::metadata(&src).unwrap().len());
     let copy = LayerReader::open(&copy).unwrap();
     copy.verify().unwrap();
-    let values: Vec<_> = copy.iter_values().map(|v| v.unwrap()).collect();
-    assert_eq!(values.len(), puts.len());
-    for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(&puts) {
-        assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
-    }
+    assert_holds_in_order(&copy, &puts);
     // Raw copies obey the same ordering rules as puts.
     let mut w = LayerWriter::new(dst_dir.path(), TENANT, TIMELINE, true, key(0), lsns).unwrap();
     let (k, l, raw) = reader.iter_raw().nth(3).unwrap().unwrap();
@@ -585,10 +590,7 @@ fn copy_value_compresses_what_arrived_uncompressed() {
         let (_, _, raw) = item.unwrap();
         assert_eq!(raw.is_compressed(), i % 3 == 0 || i < 20, "value {i}");
     }
-    let values: Vec<_> = copy.iter_values().map(|v| v.unwrap()).collect();
-    for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(&puts) {
-        assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
-    }
+    assert_holds_in_order(&copy, &puts);
 }
 
 /// An L0 layer file made in place from an in-memory layer: values in
@@ -632,13 +634,19 @@ fn in_place_l0_reads_and_every_flipped_byte_is_detected() {
             expected_values(&puts, *k, &all)
         );
     }
-    let good = fs::read(&path).unwrap();
-    let damaged = damaged_dir.path().join(path.file_name().unwrap());
+    flip_every_byte(&fs::read(&path).unwrap(), &path, &puts, damaged_dir.path());
+}
+
+/// Every byte of `good` (the content of a file named like `path` holding
+/// `puts`) flipped in turn, in a copy in `damaged_dir`: every damage is
+/// detected and named.
+fn flip_every_byte(good: &[u8], path: &Path, puts: &[Put], damaged_dir: &Path) {
+    let damaged = damaged_dir.join(path.file_name().unwrap());
     for pos in 0..good.len() {
-        let mut bytes = good.clone();
+        let mut bytes = good.to_vec();
         bytes[pos] ^= 0x41;
         fs::write(&damaged, &bytes).unwrap();
-        let errors = read_damaged(&damaged, &puts);
+        let errors = read_damaged(&damaged, puts);
         assert_names_file(&errors, &damaged, good.len() as u64);
     }
 }
@@ -677,19 +685,8 @@ fn version_1_files_are_still_read() {
         fs::write(&path, &v1).unwrap();
         let r = LayerReader::open(&path).unwrap();
         r.verify().unwrap();
-        let values: Vec<_> = r.iter_values().map(|v| v.unwrap()).collect();
-        assert_eq!(values.len(), puts.len());
-        for ((k, l, v), (pk, pl, pv, _)) in values.iter().zip(&puts) {
-            assert_eq!((k, l, &v[..]), (pk, pl, &pv[..]));
-        }
-        let damaged = damaged_dir.path().join(path.file_name().unwrap());
-        for pos in 0..v1.len() {
-            let mut bytes = v1.clone();
-            bytes[pos] ^= 0x41;
-            fs::write(&damaged, &bytes).unwrap();
-            let errors = read_damaged(&damaged, &puts);
-            assert_names_file(&errors, &damaged, v1.len() as u64);
-        }
+        assert_holds_in_order(&r, &puts);
+        flip_every_byte(&v1, &path, &puts, damaged_dir.path());
     }
     // A later version is refused by name.
     let (path, _) = small_delta(dir.path());
