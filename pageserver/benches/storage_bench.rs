@@ -22,14 +22,16 @@
 //!    overwritten until the total is reached, one page image per WAL record
 //!    at increasing LSNs, through [`Timeline::writer`] in batches of
 //!    [`BATCH`] records. Pages are half compressible: a header, line
-//!    pointers and repeating tuples, then random bytes. The timeline's own
-//!    flush loop (on a tokio runtime) writes L0 layers at a 64 MiB
+//!    pointers and repeating tuples, then random bytes; they are all made
+//!    before the clock starts, as the floor's data is. The timeline's own
+//!    flush loop (on a tokio runtime) makes L0 layers at a 64 MiB
 //!    `checkpoint_distance`; a second thread runs `compact_blocking(false)`
-//!    as the tenant maintenance loop would: on every 200 ms tick when at least
-//!    `compaction_threshold` (4 here) L0 layers exist or `compaction_period`
-//!    has passed. Writers wait while 2 x `compaction_threshold` L0 layers
-//!    exist (the write path's L0 throttle); the time is shown. The clock stops once a checkpoint, that thread's last run
-//!    and a final forced compaction are done. Layer files created are found
+//!    as the tenant maintenance loop would: on every 200 ms tick when at
+//!    least `compaction_threshold` (4 here) L0 layers exist or
+//!    `compaction_period` has passed. Writers wait while 2 x
+//!    `compaction_threshold` L0 layers exist (the write path's L0
+//!    throttle); the time is shown. The clock stops once a checkpoint, that
+//!    thread's last run and a final forced compaction are done. Layer files created are found
 //!    by listing the directory every 20 ms (they appear complete, by
 //!    rename, and live at least until a compaction ends), giving the bytes
 //!    written per byte put; the kernel's count of bytes the process sent to
@@ -154,11 +156,19 @@ fn page_pool(rng: &mut StdRng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn page(pool: &[Vec<u8>], put: usize, block: u32, lsn: Lsn) -> Bytes {
-    let mut p = pool[put % POOL].clone();
-    p[0..8].copy_from_slice(&lsn.0.to_le_bytes());
-    p[8..12].copy_from_slice(&block.to_le_bytes());
-    Bytes::from(p)
+/// Every put's page, made before any clock starts (as the floor's data
+/// is): a pool body stamped with the put's LSN and block.
+fn all_pages(w: &Workload, pool: &[Vec<u8>]) -> Vec<Bytes> {
+    w.order
+        .iter()
+        .enumerate()
+        .map(|(put, block)| {
+            let mut p = pool[put % POOL].clone();
+            p[0..8].copy_from_slice(&lsn_of(put).0.to_le_bytes());
+            p[8..12].copy_from_slice(&block.to_le_bytes());
+            Bytes::from(p)
+        })
+        .collect()
 }
 
 fn conf(compaction: bool) -> SharedTenantConf {
@@ -293,13 +303,13 @@ fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
 }
 
 /// Puts every page of the workload, `BATCH` records per writer.
-fn put_all(tl: &Timeline, w: &Workload, pool: &[Vec<u8>]) {
+fn put_all(tl: &Timeline, w: &Workload, pages: &[Bytes]) {
     for first in (0..w.order.len()).step_by(BATCH) {
         let mut writer = tl.writer();
         for i in first..(first + BATCH).min(w.order.len()) {
             let block = w.order[i];
             let lsn = lsn_of(i);
-            let value = Value::Image(page(pool, i, block, lsn));
+            let value = Value::Image(pages[i].clone());
             writer
                 .put(rel_block_key(REL, block), lsn, &value)
                 .expect("put");
@@ -329,7 +339,7 @@ struct Ingest {
 
 /// Runs a put phase on a new timeline in `dir`: with the compaction
 /// thread and a final compaction, or without any compaction.
-fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Ingest {
+fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -357,7 +367,7 @@ fn ingest(dir: &Path, w: &Workload, pool: &[Vec<u8>], compaction: bool) -> Inges
             seen
         });
         let compactor = compaction.then(|| s.spawn(|| compaction_loop(&tl, &stop)));
-        put_all(&tl, w, pool);
+        put_all(&tl, w, pages);
         let put = started.elapsed();
         tl.checkpoint_blocking().expect("checkpoint");
         let durable = started.elapsed();
@@ -545,10 +555,11 @@ fn main() {
     println!("floor, fsync at end:        {floor_end}");
     println!("floor, fsync every 8 MiB:   {floor_8m}");
 
+    let pages = all_pages(&w, &pool);
     let (mut rates, mut was) = (Vec::new(), Vec::new());
     let mut last = None;
     for run in 1..=repeat {
-        let r = ingest(dir.path(), &w, &pool, true);
+        let r = ingest(dir.path(), &w, &pages, true);
         let (put_rate, wa) = report_run(run, &r, logical);
         rates.push(put_rate);
         was.push(wa);
@@ -572,7 +583,7 @@ fn main() {
     drop(main);
     std::fs::remove_dir_all(&main_path).expect("remove timeline");
 
-    let l0_run = ingest(dir.path(), &w, &pool, false);
+    let l0_run = ingest(dir.path(), &w, &pages, false);
     let l0_rate = rate(logical, l0_run.durable);
     let l0_latest = read_latency(&l0_run.tl, &w, false, &mut rng);
     let l0_old = read_latency(&l0_run.tl, &w, true, &mut rng);
