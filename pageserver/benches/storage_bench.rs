@@ -306,10 +306,11 @@ fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
 fn put_all(tl: &Timeline, w: &Workload, pages: &[Bytes]) {
     for first in (0..w.order.len()).step_by(BATCH) {
         let mut writer = tl.writer();
-        for i in first..(first + BATCH).min(w.order.len()) {
+        let last = (first + BATCH).min(w.order.len());
+        for (i, page) in pages.iter().enumerate().take(last).skip(first) {
             let block = w.order[i];
             let lsn = lsn_of(i);
-            let value = Value::Image(pages[i].clone());
+            let value = Value::Image(page.clone());
             writer
                 .put(rel_block_key(REL, block), lsn, &value)
                 .expect("put");
