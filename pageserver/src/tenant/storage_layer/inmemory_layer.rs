@@ -2,26 +2,34 @@
 //! is frozen and flushed to an L0 delta layer file.
 //!
 //! Values live in an ephemeral file (removed at start-up like every
-//! temporary file), so memory per layer is bounded by the index: one
-//! `(lsn, offset, len)` entry per value, about 24 bytes, plus one
-//! map node per key. Recent writes sit in a small buffer before they reach
-//! the file; reads see both.
+//! temporary file), so memory per layer is bounded by the index, one entry
+//! per value (about 32 bytes) plus one map node per key, and by the values
+//! not yet written: at most [`MAX_SEALED`] + 1 batches of [`BATCH_BYTES`].
 //!
 //! The ephemeral file is laid out as an L0 layer file: room for the header,
-//! then each value as a layer file blob (length, flags, CRC32C, the value
-//! uncompressed) in arrival order. The flush only appends index and footer,
-//! writes the header, fsyncs and renames it ([`InMemoryLayer::finish`]):
-//! values are written once, and compaction compresses page images when it
-//! rewrites them into L1 layers.
+//! then each value as a layer file blob (length, flags, CRC32C, stored
+//! bytes), page images zstd-compressed. The flush only appends index and
+//! footer, writes the header, fsyncs and renames the file
+//! ([`InMemoryLayer::finish`]): values are written and compressed once, and
+//! compaction copies them as stored.
+//!
+//! Puts append values to an open batch in memory. A full batch is sealed
+//! and encoded (compressed, checksummed, written to the file) by an encoder
+//! thread of the layer, while puts go on: compression stays off the ingest
+//! path. When more than [`MAX_SEALED`] sealed batches wait, the putting
+//! thread encodes one itself, which bounds the memory and slows ingest to
+//! the encoding rate. Batches are encoded one at a time, in order, by
+//! whichever thread holds the encoding lock, so blobs are in arrival order.
+//! Reads find each value either in the file or in its batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -31,33 +39,83 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::layer_file::{
-    blob_header, blob_len, finish_in_place, IndexEntry, LayerError, BLOB_HEADER_SIZE, HEADER_SIZE,
-    INDEX_ENTRY_SIZE,
+    blob_len, decompress, finish_in_place, IndexEntry, LayerError, ValueCompressor,
+    BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, INDEX_ENTRY_SIZE,
 };
 use super::PersistentLayerDesc;
 
-/// Bytes buffered in memory before they are written to the ephemeral file.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Value bytes per batch: a batch is sealed for encoding once it holds this
+/// much.
+const BATCH_BYTES: usize = 1 << 20;
+/// Sealed batches that may wait for encoding before puts encode themselves.
+const MAX_SEALED: usize = 4;
 
 static EPHEMERAL_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Where a value is: its blob starts at `offset`, the value itself
-/// [`BLOB_HEADER_SIZE`] bytes later.
+/// Where a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loc {
+    /// Written: the blob starts at `offset`; `len` stored bytes follow its
+    /// header, compressed when `flags` says so.
+    File { offset: u64, len: u32, flags: u8 },
+    /// Not written yet: bytes `start..start + len` of batch `seq`.
+    Staged { seq: u64, start: u32, len: u32 },
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lsn: Lsn,
-    offset: u64,
+    loc: Loc,
+}
+
+/// One value of a batch: key, LSN, where its bytes are in the batch, and
+/// whether to store it compressed.
+struct BatchValue {
+    key: Key,
+    lsn: Lsn,
+    start: u32,
     len: u32,
+    compress: bool,
+}
+
+/// Values put one after another, encoded together.
+struct Batch {
+    seq: u64,
+    data: Vec<u8>,
+    values: Vec<BatchValue>,
+}
+
+impl Batch {
+    fn new(seq: u64) -> Batch {
+        Batch {
+            seq,
+            data: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn value(&self, start: u32, len: u32) -> &[u8] {
+        &self.data[start as usize..(start + len) as usize]
+    }
 }
 
 struct Inner {
     index: BTreeMap<Key, Vec<Entry>>,
-    /// Bytes already in the file.
+    /// The batch puts append to.
+    open_batch: Batch,
+    /// Sealed batches not written yet, oldest first.
+    sealed: VecDeque<Arc<Batch>>,
+    /// An encoder thread is running (or starting).
+    encoder_running: bool,
+    /// Why the last encoding failed, if it did (the batch stays sealed and
+    /// is tried again).
+    failed: Option<String>,
+    /// Bytes in the file: room for the header, then the blobs written.
     file_len: u64,
-    /// Bytes after `file_len`, not yet written.
-    buffer: Vec<u8>,
-    /// CRC32C of the blobs written to the file.
+    /// CRC32C of the blobs written.
     blobs_crc: u32,
+    /// Bytes of values held (before compression).
+    size: u64,
     /// End (exclusive) of the LSN range once frozen.
     end_lsn: Option<Lsn>,
     num_values: usize,
@@ -74,6 +132,8 @@ pub struct InMemoryLayer {
     path: PathBuf,
     file: File,
     inner: RwLock<Inner>,
+    /// Held while a batch is encoded and written: one at a time, in order.
+    encoding: Mutex<ValueCompressor>,
 }
 
 impl std::fmt::Debug for InMemoryLayer {
@@ -103,14 +163,19 @@ impl InMemoryLayer {
             file,
             inner: RwLock::new(Inner {
                 index: BTreeMap::new(),
+                open_batch: Batch::new(0),
+                sealed: VecDeque::new(),
+                encoder_running: false,
+                failed: None,
                 // Room for the layer file header, written when finished.
                 file_len: HEADER_SIZE as u64,
-                buffer: Vec::with_capacity(WRITE_BUFFER),
                 blobs_crc: 0,
+                size: 0,
                 end_lsn: None,
                 num_values: 0,
                 finished: None,
             }),
+            encoding: Mutex::new(ValueCompressor::default()),
         })
     }
 
@@ -122,70 +187,208 @@ impl InMemoryLayer {
         self.inner.write().expect("in-memory layer lock poisoned")
     }
 
-    /// Adds the serialized value of `key` at `lsn`. LSNs of one key must not
-    /// go backwards; a frozen layer refuses writes.
-    pub fn put(&self, key: Key, lsn: Lsn, value: &[u8]) -> io::Result<()> {
-        let mut inner = self.write_inner();
-        if let Some(end) = inner.end_lsn {
-            return Err(io::Error::other(format!(
-                "in-memory layer {}..{end} is frozen",
-                self.start_lsn
-            )));
-        }
-        let len = u32::try_from(value.len())
-            .ok()
-            .filter(|_| blob_len(value.len()).is_some())
-            .ok_or_else(|| {
+    /// Adds the serialized value of `key` at `lsn`, to be stored compressed
+    /// when `compress` (and that is smaller). LSNs of one key must not go
+    /// backwards; a frozen layer refuses writes. An earlier failure to write
+    /// the ephemeral file is returned here if writing still fails.
+    pub fn put(
+        self: &Arc<Self>,
+        key: Key,
+        lsn: Lsn,
+        value: &[u8],
+        compress: bool,
+    ) -> io::Result<()> {
+        let (start_encoder, backlog) = {
+            let mut inner = self.write_inner();
+            if let Some(end) = inner.end_lsn {
+                return Err(io::Error::other(format!(
+                    "in-memory layer {}..{end} is frozen",
+                    self.start_lsn
+                )));
+            }
+            if let Some(why) = inner.failed.take() {
+                drop(inner);
+                // Retry now, so the error reaches the writer.
+                self.encode_next()
+                    .map_err(|e| io::Error::new(e.kind(), format!("{e} (first failure: {why})")))?;
+                return self.put(key, lsn, value, compress);
+            }
+            let len = u32::try_from(value.len())
+                .ok()
+                .filter(|_| blob_len(value.len()).is_some())
+                .ok_or_else(|| {
+                    io::Error::other(format!("value of {} bytes is too large", value.len()))
+                })?;
+            let inner = &mut *inner;
+            let batch = &mut inner.open_batch;
+            let start = u32::try_from(batch.data.len()).map_err(|_| {
                 io::Error::other(format!("value of {} bytes is too large", value.len()))
             })?;
-        let offset = inner.file_len + inner.buffer.len() as u64;
-        inner.buffer.extend_from_slice(&blob_header(0, value));
-        inner.buffer.extend_from_slice(value);
-        if inner.buffer.len() >= WRITE_BUFFER {
-            self.flush_buffer(&mut inner)?;
-        }
-        let entry = Entry { lsn, offset, len };
-        let versions = inner.index.entry(key).or_default();
-        match versions.last_mut() {
-            // A second value for the same key and LSN replaces the first.
-            Some(last) if last.lsn == lsn => *last = entry,
-            Some(last) if last.lsn > lsn => {
-                return Err(io::Error::other(format!(
-                    "value for key {key} at {lsn} is older than the stored {}",
-                    last.lsn
-                )))
+            let entry = Entry {
+                lsn,
+                loc: Loc::Staged {
+                    seq: batch.seq,
+                    start,
+                    len,
+                },
+            };
+            let versions = inner.index.entry(key).or_default();
+            match versions.last_mut() {
+                // A second value for the same key and LSN replaces the first.
+                Some(last) if last.lsn == lsn => *last = entry,
+                Some(last) if last.lsn > lsn => {
+                    return Err(io::Error::other(format!(
+                        "value for key {key} at {lsn} is older than the stored {}",
+                        last.lsn
+                    )))
+                }
+                _ => versions.push(entry),
             }
-            _ => versions.push(entry),
+            batch.data.extend_from_slice(value);
+            batch.values.push(BatchValue {
+                key,
+                lsn,
+                start,
+                len,
+                compress,
+            });
+            inner.size += value.len() as u64;
+            inner.num_values += 1;
+            if inner.open_batch.data.len() < BATCH_BYTES {
+                return Ok(());
+            }
+            Self::seal(inner)
+        };
+        if start_encoder {
+            self.start_encoder();
         }
-        inner.num_values += 1;
+        if backlog {
+            // Encoders fall behind: help, which waits for the batch being
+            // encoded first.
+            self.encode_next()?;
+        }
         Ok(())
     }
 
-    fn flush_buffer(&self, inner: &mut Inner) -> io::Result<()> {
-        self.file.write_all_at(&inner.buffer, inner.file_len)?;
-        inner.blobs_crc = crc32c::crc32c_append(inner.blobs_crc, &inner.buffer);
-        inner.file_len += inner.buffer.len() as u64;
-        inner.buffer.clear();
-        Ok(())
+    /// Seals the open batch (if it holds values); returns whether an
+    /// encoder thread should be started and whether too many batches wait.
+    fn seal(inner: &mut Inner) -> (bool, bool) {
+        if inner.open_batch.values.is_empty() {
+            return (false, false);
+        }
+        let next = Batch::new(inner.open_batch.seq + 1);
+        let sealed = std::mem::replace(&mut inner.open_batch, next);
+        inner.sealed.push_back(Arc::new(sealed));
+        let start = !inner.encoder_running;
+        inner.encoder_running = true;
+        (start, inner.sealed.len() > MAX_SEALED)
     }
 
-    fn read_entry(&self, inner: &Inner, e: &Entry) -> io::Result<Bytes> {
-        let mut buf = Vec::new();
-        self.read_entry_into(inner, e, &mut buf)?;
-        Ok(Bytes::from(buf))
+    /// Starts a thread that encodes sealed batches until none is left (or
+    /// writing fails). Without one, puts and the flush encode.
+    fn start_encoder(self: &Arc<Self>) {
+        let layer = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ephemeral-encode".to_string())
+            .spawn(move || loop {
+                let result = layer.encode_next();
+                let mut inner = layer.write_inner();
+                match result {
+                    Ok(true) => continue,
+                    Ok(false) if !inner.sealed.is_empty() => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot write ephemeral file {}: {e}; retried by the next write",
+                            layer.path.display()
+                        );
+                        inner.failed = Some(e.to_string());
+                    }
+                }
+                inner.encoder_running = false;
+                break;
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start an encoder thread, encoding while writing: {e}");
+            self.write_inner().encoder_running = false;
+        }
     }
 
-    /// Reads the value of `e` into `buf` (resized to fit).
-    fn read_entry_into(&self, inner: &Inner, e: &Entry, buf: &mut Vec<u8>) -> io::Result<()> {
-        let len = e.len as usize;
-        let at = e.offset + BLOB_HEADER_SIZE as u64;
-        buf.resize(len, 0);
-        if at >= inner.file_len {
-            let start = (at - inner.file_len) as usize;
-            buf.copy_from_slice(&inner.buffer[start..start + len]);
-            Ok(())
-        } else {
-            self.file.read_exact_at(buf, at)
+    /// Encodes the oldest sealed batch and writes it to the file; whether
+    /// there was one. On error the batch stays sealed.
+    fn encode_next(&self) -> io::Result<bool> {
+        let mut compressor = self.encoding.lock().expect("encoding lock poisoned");
+        let (batch, file_off, crc) = {
+            let inner = self.read_inner();
+            match inner.sealed.front() {
+                Some(b) => (b.clone(), inner.file_len, inner.blobs_crc),
+                None => return Ok(false),
+            }
+        };
+        let mut out = Vec::with_capacity(batch.data.len() + batch.values.len() * BLOB_HEADER_SIZE);
+        let mut locs = Vec::with_capacity(batch.values.len());
+        for v in &batch.values {
+            let offset = file_off + out.len() as u64;
+            let (flags, len) =
+                compressor.encode_blob(batch.value(v.start, v.len), v.compress, &mut out);
+            locs.push(Loc::File { offset, len, flags });
+        }
+        let crc = crc32c::crc32c_append(crc, &out);
+        self.file.write_all_at(&out, file_off)?;
+        let mut inner = self.write_inner();
+        for (v, loc) in batch.values.iter().zip(locs) {
+            let staged = Loc::Staged {
+                seq: batch.seq,
+                start: v.start,
+                len: v.len,
+            };
+            let versions = inner
+                .index
+                .get_mut(&v.key)
+                .expect("batched keys are indexed");
+            if let Ok(i) = versions.binary_search_by_key(&v.lsn, |e| e.lsn) {
+                // Unless a later put replaced the value.
+                if versions[i].loc == staged {
+                    versions[i].loc = loc;
+                }
+            }
+        }
+        inner.file_len = file_off + out.len() as u64;
+        inner.blobs_crc = crc;
+        inner.sealed.pop_front();
+        Ok(true)
+    }
+
+    /// Reads the value at `loc`.
+    fn read_loc(&self, inner: &Inner, loc: Loc) -> io::Result<Bytes> {
+        match loc {
+            Loc::Staged { seq, start, len } => {
+                let batch = if seq == inner.open_batch.seq {
+                    &inner.open_batch
+                } else {
+                    inner
+                        .sealed
+                        .iter()
+                        .find(|b| b.seq == seq)
+                        .map(|b| &**b)
+                        .ok_or_else(|| io::Error::other(format!("batch {seq} is gone")))?
+                };
+                Ok(Bytes::copy_from_slice(batch.value(start, len)))
+            }
+            Loc::File { offset, len, flags } => {
+                let mut buf = vec![0u8; len as usize];
+                let at = offset + BLOB_HEADER_SIZE as u64;
+                self.file.read_exact_at(&mut buf, at)?;
+                if flags & FLAG_ZSTD == 0 {
+                    return Ok(Bytes::from(buf));
+                }
+                decompress(&buf).map(Bytes::from).map_err(|w| {
+                    io::Error::other(format!(
+                        "ephemeral file {}, value at offset {at}: {w}",
+                        self.path.display()
+                    ))
+                })
+            }
         }
     }
 
@@ -199,7 +402,7 @@ impl InMemoryLayer {
             .iter()
             .rev()
             .filter(|e| lsn_range.contains(&e.lsn))
-            .map(|e| Ok((e.lsn, self.read_entry(&inner, e)?)))
+            .map(|e| Ok((e.lsn, self.read_loc(&inner, e.loc)?)))
             .collect()
     }
 
@@ -215,10 +418,9 @@ impl InMemoryLayer {
         self.read_inner().end_lsn
     }
 
-    /// Bytes of values held (with their blob headers).
+    /// Bytes of values held (before compression).
     pub fn size(&self) -> u64 {
-        let inner = self.read_inner();
-        inner.file_len + inner.buffer.len() as u64 - HEADER_SIZE as u64
+        self.read_inner().size
     }
 
     /// Number of values held.
@@ -228,37 +430,49 @@ impl InMemoryLayer {
 
     /// Makes the ephemeral file of this frozen layer its L0 delta layer file
     /// in `dir`, durably (see [`finish_in_place`]), and returns that file's
-    /// path. The values are not copied; reads of this layer go on working
-    /// meanwhile. Calling it again after it succeeded returns the same file.
+    /// path: encodes what is not written yet, then appends index and footer.
+    /// Reads of this layer go on working meanwhile. Calling it again after
+    /// it succeeded returns the same file.
     pub fn finish(
         &self,
         dir: &Path,
         tenant_id: TenantId,
         timeline_id: TimelineId,
     ) -> Result<PathBuf, LayerError> {
+        {
+            let mut inner = self.write_inner();
+            if let Some((_, path)) = &inner.finished {
+                return Ok(path.clone());
+            }
+            if inner.end_lsn.is_none() {
+                return Err(LayerError::Misuse(format!(
+                    "in-memory layer at {} is not frozen: cannot write its layer file",
+                    self.start_lsn
+                )));
+            }
+            Self::seal(&mut inner);
+        }
+        while self
+            .encode_next()
+            .map_err(|e| LayerError::io(&self.path, e))?
+        {}
         let mut inner = self.write_inner();
-        if let Some((_, path)) = &inner.finished {
-            return Ok(path.clone());
-        }
-        let Some(end) = inner.end_lsn else {
-            return Err(LayerError::Misuse(format!(
-                "in-memory layer at {} is not frozen: cannot write its layer file",
-                self.start_lsn
-            )));
-        };
-        if !inner.buffer.is_empty() {
-            self.flush_buffer(&mut inner)
-                .map_err(|e| LayerError::io(&self.path, e))?;
-        }
+        let end = inner.end_lsn.expect("checked above");
         let mut index = Vec::with_capacity(inner.num_values * INDEX_ENTRY_SIZE);
         let mut count = 0;
         for (key, versions) in &inner.index {
             for e in versions {
+                let Loc::File { offset, len, .. } = e.loc else {
+                    return Err(LayerError::Misuse(format!(
+                        "in-memory layer at {}: value of {key} at {} not written",
+                        self.start_lsn, e.lsn
+                    )));
+                };
                 IndexEntry {
                     key: *key,
                     lsn: e.lsn,
-                    offset: e.offset,
-                    len: e.len + BLOB_HEADER_SIZE as u32,
+                    offset,
+                    len: len + BLOB_HEADER_SIZE as u32,
                 }
                 .encode_into(&mut index);
                 count += 1;
@@ -313,25 +527,50 @@ mod tests {
     #[test]
     fn values_round_trip_across_the_buffer_boundary() {
         let dir = tempfile::tempdir().unwrap();
-        let layer = InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap();
-        // Enough 8 KiB values to spill the write buffer several times.
-        for lsn in 0..100u64 {
+        let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
+        // Enough 8 KiB values for several batches, some compressed.
+        for lsn in 0..300u64 {
             for k in 0..3 {
                 let v = vec![(lsn as u8) ^ (k as u8); 8192];
-                layer.put(key(k), Lsn(0x10 + lsn), &v).unwrap();
+                layer.put(key(k), Lsn(0x10 + lsn), &v, k != 2).unwrap();
             }
         }
-        assert_eq!(layer.num_values(), 300);
-        assert!(layer.size() > WRITE_BUFFER as u64);
+        assert_eq!(layer.num_values(), 900);
+        assert_eq!(layer.size(), 900 * 8192);
+        // Every value reads back, whether written yet or not.
+        for k in 0..3u32 {
+            let all = layer.get_values(key(k), Lsn(0)..Lsn(0x1000)).unwrap();
+            assert_eq!(all.len(), 300);
+            for (lsn, v) in all {
+                let want = ((lsn.0 - 0x10) as u8) ^ (k as u8);
+                assert!(
+                    v.len() == 8192 && v.iter().all(|b| *b == want),
+                    "{k} at {lsn}"
+                );
+            }
+        }
         let got = layer.get_values(key(1), Lsn(0x20)..Lsn(0x30)).unwrap();
         assert_eq!(got.len(), 16);
         assert_eq!(got[0].0, Lsn(0x2f));
         assert!(got[0].1.iter().all(|b| *b == (0x1f ^ 1)));
         // Going back in LSN for a key is refused; frozen layers refuse writes.
-        assert!(layer.put(key(0), Lsn(0x11), b"x").is_err());
-        layer.freeze(Lsn(0x100));
-        assert!(layer.put(key(9), Lsn(0x200), b"x").is_err());
+        assert!(layer.put(key(0), Lsn(0x11), b"x", false).is_err());
+        layer.freeze(Lsn(0x1000));
+        assert!(layer.put(key(9), Lsn(0x2000), b"x", false).is_err());
         let path = layer.path.clone();
+        // The encoder thread may hold the layer a moment longer.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut layer = layer;
+        let layer = loop {
+            match Arc::try_unwrap(layer) {
+                Ok(l) => break l,
+                Err(l) if Instant::now() < deadline => {
+                    layer = l;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(_) => panic!("encoder thread did not end"),
+            }
+        };
         drop(layer);
         assert!(!path.exists());
     }
@@ -343,25 +582,27 @@ mod tests {
     fn finish_makes_the_l0_layer_file() {
         use crate::tenant::storage_layer::layer_file::LayerReader;
         let dir = tempfile::tempdir().unwrap();
-        let layer = InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap();
+        let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
         let ids = (TenantId::generate(), TimelineId::generate());
         assert!(matches!(
             layer.finish(dir.path(), ids.0, ids.1),
             Err(LayerError::Misuse(_))
         ));
         let mut want = BTreeMap::new();
-        for lsn in 0..100u64 {
+        for lsn in 0..300u64 {
             // Keys in descending order: arrival order is not key order.
             for k in (0..3u32).rev() {
                 let v = vec![(lsn as u8) ^ (k as u8); 8192 - k as usize];
-                layer.put(key(k), Lsn(0x10 + lsn), &v).unwrap();
+                layer.put(key(k), Lsn(0x10 + lsn), &v, k == 0).unwrap();
                 want.insert((key(k), Lsn(0x10 + lsn)), v);
             }
         }
         // A second value at the same key and LSN replaces the first.
-        layer.put(key(1), Lsn(0x10 + 99), b"replaced").unwrap();
-        want.insert((key(1), Lsn(0x10 + 99)), b"replaced".to_vec());
-        layer.freeze(Lsn(0x10 + 100));
+        layer
+            .put(key(1), Lsn(0x10 + 299), b"replaced", false)
+            .unwrap();
+        want.insert((key(1), Lsn(0x10 + 299)), b"replaced".to_vec());
+        layer.freeze(Lsn(0x10 + 300));
         let path = layer.finish(dir.path(), ids.0, ids.1).unwrap();
         assert_eq!(layer.finish(dir.path(), ids.0, ids.1).unwrap(), path);
         // Reads of the finished layer still work.
@@ -370,21 +611,27 @@ mod tests {
         let ephemeral = layer.path.clone();
         drop(layer);
         assert!(!ephemeral.exists());
+        assert!(path.exists());
 
         let reader = LayerReader::open(&path).unwrap();
         reader.verify().unwrap();
         assert_eq!(reader.tenant_id(), ids.0);
         assert_eq!(reader.desc().key_range, Key::MIN..Key::MAX);
-        assert_eq!(reader.desc().lsn_range, Lsn(0x10)..Lsn(0x10 + 100));
+        assert_eq!(reader.desc().lsn_range, Lsn(0x10)..Lsn(0x10 + 300));
         let got: Vec<_> = reader.iter_values().map(|v| v.unwrap()).collect();
         assert_eq!(got.len(), want.len());
         for ((k, l, v), ((wk, wl), wv)) in got.iter().zip(&want) {
             assert_eq!((k, l, &v[..]), (wk, wl, &wv[..]));
         }
         let newest = reader
-            .get_values(key(1), Lsn(0x10 + 98)..Lsn(0x10 + 100))
+            .get_values(key(1), Lsn(0x10 + 298)..Lsn(0x10 + 300))
             .unwrap();
         assert_eq!(newest[0].1, Bytes::from_static(b"replaced"));
-        assert_eq!(&newest[1].1[..], &want[&(key(1), Lsn(0x10 + 98))][..]);
+        assert_eq!(&newest[1].1[..], &want[&(key(1), Lsn(0x10 + 298))][..]);
+        // Values put with `compress` are stored compressed, the others not.
+        for item in reader.iter_raw() {
+            let (k, _, raw) = item.unwrap();
+            assert_eq!(raw.is_compressed(), k == key(0), "{k}");
+        }
     }
 }

@@ -69,9 +69,10 @@ use pageserver_api::key::{Key, KEY_SIZE};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
+pub(crate) use reader::decompress;
 pub use reader::{LayerReader, RawValue, RawValueIter};
-pub(crate) use writer::finish_in_place;
 pub use writer::LayerWriter;
+pub(crate) use writer::{finish_in_place, ValueCompressor};
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.
@@ -145,7 +146,7 @@ const HEADER_CRC_OFFSET: usize = HEADER_SIZE - 4;
 /// Size of a blob's length, flags and CRC.
 pub(crate) const BLOB_HEADER_SIZE: usize = 9;
 /// Flag bit: stored bytes are a zstd frame.
-const FLAG_ZSTD: u8 = 1;
+pub(crate) const FLAG_ZSTD: u8 = 1;
 /// Size of one index entry.
 pub(crate) const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 20;
 /// Size of one index entry in format version 1 (no blob length).

@@ -273,7 +273,8 @@ impl TimelineWriter<'_> {
         };
         self.buf.clear();
         value.ser_into(&mut self.buf);
-        open.put(key, lsn, &self.buf).map_err(io_err)?;
+        open.put(key, lsn, &self.buf, stored_compressed(&self.buf))
+            .map_err(io_err)?;
         if key.is_rel_block() {
             // Before `lsn` is published: no read at `lsn` or later may use
             // an image from before it (see `image_cache`).

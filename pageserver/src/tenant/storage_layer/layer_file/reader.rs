@@ -67,6 +67,32 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Decompresses a stored zstd value: one frame with its content size, at
+/// most [`MAX_COMPRESSIBLE_VALUE`] bytes (checked before decompressing). The
+/// error says what is wrong with the frame.
+pub(crate) fn decompress(stored: &[u8]) -> Result<Vec<u8>, String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if n <= MAX_COMPRESSIBLE_VALUE as u64 => n as usize,
+        Ok(Some(n)) => return Err(format!("compressed value claims {n} bytes, over the limit")),
+        _ => return Err("not a zstd frame with a content size".to_string()),
+    };
+    let decompressed = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("created above").decompress(stored, size)
+    });
+    match decompressed {
+        Ok(value) if value.len() == size => Ok(value),
+        Ok(value) => Err(format!(
+            "decompressed to {} bytes, frame says {size}",
+            value.len()
+        )),
+        Err(e) => Err(format!("cannot decompress: {e}")),
+    }
+}
+
 impl LayerReader {
     /// Opens `path` and checks header, footer and index checksums; loads the
     /// index into memory. When the file name parses as a
@@ -395,38 +421,10 @@ impl LayerReader {
         if !raw.is_compressed() {
             return Ok(raw.stored.clone());
         }
-        let stored = &raw.stored[..];
         let at = entry.offset + BLOB_HEADER_SIZE as u64;
-        let size = match zstd::zstd_safe::get_frame_content_size(stored) {
-            Ok(Some(n)) if n <= MAX_COMPRESSIBLE_VALUE as u64 => n as usize,
-            Ok(Some(n)) => {
-                return Err(self.corrupt(
-                    at,
-                    what(&format!(
-                        "compressed value claims {n} bytes, over the limit"
-                    )),
-                ))
-            }
-            _ => return Err(self.corrupt(at, what("not a zstd frame with a content size"))),
-        };
-        let decompressed = DECOMPRESSOR.with(|d| {
-            let mut d = d.borrow_mut();
-            if d.is_none() {
-                *d = Some(zstd::bulk::Decompressor::new()?);
-            }
-            d.as_mut().expect("created above").decompress(stored, size)
-        });
-        match decompressed {
-            Ok(value) if value.len() == size => Ok(Bytes::from(value)),
-            Ok(value) => Err(self.corrupt(
-                at,
-                what(&format!(
-                    "decompressed to {} bytes, frame says {size}",
-                    value.len()
-                )),
-            )),
-            Err(e) => Err(self.corrupt(at, what(&format!("cannot decompress: {e}")))),
-        }
+        decompress(&raw.stored)
+            .map(Bytes::from)
+            .map_err(|w| self.corrupt(at, what(&w)))
     }
 
     fn corrupt(&self, offset: u64, what: impl Into<String>) -> LayerError {

@@ -597,7 +597,7 @@ fn copy_value_compresses_what_arrived_uncompressed() {
 /// arrival order (not key order), and a gap where a replaced value was.
 fn in_place_l0(dir: &Path) -> (PathBuf, Vec<Put>) {
     use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
-    let layer = InMemoryLayer::create(dir, Lsn(0x10)).unwrap();
+    let layer = std::sync::Arc::new(InMemoryLayer::create(dir, Lsn(0x10)).unwrap());
     let arrivals: Vec<(Key, Lsn, Vec<u8>)> = vec![
         (key(3), Lsn(0x10), b"third key".to_vec()),
         (key(1), Lsn(0x10), b"replaced below".to_vec()),
@@ -606,7 +606,7 @@ fn in_place_l0(dir: &Path) -> (PathBuf, Vec<Put>) {
         (key(1), Lsn(0x12), vec![9u8; 40]),
     ];
     for (k, l, v) in &arrivals {
-        layer.put(*k, *l, v).unwrap();
+        layer.put(*k, *l, v, false).unwrap();
     }
     layer.freeze(Lsn(0x20));
     let path = layer.finish(dir, TENANT, TIMELINE).unwrap();

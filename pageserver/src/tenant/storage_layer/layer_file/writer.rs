@@ -57,7 +57,7 @@ pub struct LayerWriter {
 /// context and output buffer (creating a context per value costs more than
 /// compressing a page).
 #[derive(Default)]
-struct ValueCompressor {
+pub(crate) struct ValueCompressor {
     ctx: Option<zstd::bulk::Compressor<'static>>,
     out: Vec<u8>,
 }
@@ -81,6 +81,27 @@ impl ValueCompressor {
             Ok(n) if n < value.len() => Some(&self.out),
             _ => None,
         }
+    }
+}
+
+impl ValueCompressor {
+    /// Appends `value` as a blob (header, then the stored bytes: compressed
+    /// with `compress` when that is smaller) to `out`; returns the blob's
+    /// flags and the stored length. The value must fit a blob
+    /// ([`blob_len`]).
+    pub(crate) fn encode_blob(
+        &mut self,
+        value: &[u8],
+        compress: bool,
+        out: &mut Vec<u8>,
+    ) -> (u8, u32) {
+        let (flags, stored) = match compress.then(|| self.compress(value)).flatten() {
+            Some(compressed) => (FLAG_ZSTD, compressed),
+            None => (0, value),
+        };
+        out.extend_from_slice(&blob_header(flags, stored));
+        out.extend_from_slice(stored);
+        (flags, stored.len() as u32)
     }
 }
 
