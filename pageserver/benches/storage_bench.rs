@@ -49,6 +49,11 @@
 
 mod common;
 
+/// The page server's allocator (see `main.rs`): the engine is measured as
+/// it runs there.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use common::{env_or, write_floor, Spread};
 
 use std::collections::HashMap;

@@ -14,13 +14,14 @@
 //! compaction copies them as stored.
 //!
 //! Puts append values to an open batch in memory. A full batch is sealed
-//! and encoded (compressed, checksummed, written to the file) by an encoder
-//! thread of the layer, while puts go on: compression stays off the ingest
-//! path. When more than [`MAX_SEALED`] sealed batches wait, the putting
+//! and encoded (compressed and checksummed) by up to [`MAX_ENCODERS`]
+//! encoder threads of the layer at once, while puts go on: compression
+//! stays off the ingest path. Encoded batches are written to the file in
+//! order, by whichever thread holds the commit lock, so blobs are in arrival
+//! order. When more than [`MAX_SEALED`] sealed batches wait, the putting
 //! thread encodes one itself, which bounds the memory and slows ingest to
-//! the encoding rate. Batches are encoded one at a time, in order, by
-//! whichever thread holds the encoding lock, so blobs are in arrival order.
-//! Reads find each value either in the file or in its batch.
+//! the encoding rate. Reads find each value either in the file or in its
+//! batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -49,8 +50,16 @@ use super::PersistentLayerDesc;
 const BATCH_BYTES: usize = 1 << 20;
 /// Sealed batches that may wait for encoding before puts encode themselves.
 const MAX_SEALED: usize = 4;
+/// Most encoder threads per layer.
+const MAX_ENCODERS: usize = 2;
 
 static EPHEMERAL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Each encoding thread's compressor (its zstd context is reused).
+    static COMPRESSOR: std::cell::RefCell<ValueCompressor> =
+        std::cell::RefCell::new(ValueCompressor::default());
+}
 
 /// Where a value is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +95,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(seq: u64) -> Batch {
+    fn new(seq: u64, data: Vec<u8>) -> Batch {
         Batch {
             seq,
-            data: Vec::new(),
+            data,
             values: Vec::new(),
         }
     }
@@ -99,16 +108,36 @@ impl Batch {
     }
 }
 
+/// A batch's blobs, ready to be written: the bytes, and each value's blob
+/// offset within them, stored length and flags.
+struct Encoded {
+    out: Vec<u8>,
+    blobs: Vec<(u64, u32, u8)>,
+}
+
+/// Where a sealed batch is on its way to the file.
+enum Stage {
+    Waiting,
+    Encoding,
+    Encoded(Encoded),
+    Writing,
+}
+
+struct Sealed {
+    batch: Arc<Batch>,
+    stage: Stage,
+}
+
 struct Inner {
     index: BTreeMap<Key, Vec<Entry>>,
     /// The batch puts append to.
     open_batch: Batch,
     /// Sealed batches not written yet, oldest first.
-    sealed: VecDeque<Arc<Batch>>,
-    /// An encoder thread is running (or starting).
-    encoder_running: bool,
-    /// Why the last encoding failed, if it did (the batch stays sealed and
-    /// is tried again).
+    sealed: VecDeque<Sealed>,
+    /// Encoder threads running (or starting).
+    encoders: usize,
+    /// Why writing the file failed last, if it did (the batch stays sealed
+    /// and is written again).
     failed: Option<String>,
     /// Bytes in the file: room for the header, then the blobs written.
     file_len: u64,
@@ -132,8 +161,11 @@ pub struct InMemoryLayer {
     path: PathBuf,
     file: File,
     inner: RwLock<Inner>,
-    /// Held while a batch is encoded and written: one at a time, in order.
-    encoding: Mutex<ValueCompressor>,
+    /// Held while encoded batches are written: in order, one at a time.
+    committing: Mutex<()>,
+    /// Buffers of written batches, for new ones: fresh memory costs page
+    /// faults.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for InMemoryLayer {
@@ -163,9 +195,9 @@ impl InMemoryLayer {
             file,
             inner: RwLock::new(Inner {
                 index: BTreeMap::new(),
-                open_batch: Batch::new(0),
+                open_batch: Batch::new(0, Vec::new()),
                 sealed: VecDeque::new(),
-                encoder_running: false,
+                encoders: 0,
                 failed: None,
                 // Room for the layer file header, written when finished.
                 file_len: HEADER_SIZE as u64,
@@ -175,7 +207,8 @@ impl InMemoryLayer {
                 num_values: 0,
                 finished: None,
             }),
-            encoding: Mutex::new(ValueCompressor::default()),
+            committing: Mutex::new(()),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -209,7 +242,7 @@ impl InMemoryLayer {
             if let Some(why) = inner.failed.take() {
                 drop(inner);
                 // Retry now, so the error reaches the writer.
-                self.encode_next()
+                self.commit()
                     .map_err(|e| io::Error::new(e.kind(), format!("{e} (first failure: {why})")))?;
                 return self.put(key, lsn, value, compress);
             }
@@ -257,45 +290,57 @@ impl InMemoryLayer {
             if inner.open_batch.data.len() < BATCH_BYTES {
                 return Ok(());
             }
-            Self::seal(inner)
+            self.seal(inner)
         };
         if start_encoder {
             self.start_encoder();
         }
         if backlog {
-            // Encoders fall behind: help, which waits for the batch being
-            // encoded first.
-            self.encode_next()?;
+            // Encoders fall behind: help.
+            self.encode_one()?;
         }
         Ok(())
     }
 
     /// Seals the open batch (if it holds values); returns whether an
-    /// encoder thread should be started and whether too many batches wait.
-    fn seal(inner: &mut Inner) -> (bool, bool) {
+    /// encoder thread should be started (counted as running already) and
+    /// whether too many batches wait.
+    fn seal(&self, inner: &mut Inner) -> (bool, bool) {
         if inner.open_batch.values.is_empty() {
             return (false, false);
         }
-        let next = Batch::new(inner.open_batch.seq + 1);
-        let sealed = std::mem::replace(&mut inner.open_batch, next);
-        inner.sealed.push_back(Arc::new(sealed));
-        let start = !inner.encoder_running;
-        inner.encoder_running = true;
+        let next = Batch::new(inner.open_batch.seq + 1, self.spare_buffer());
+        let batch = Arc::new(std::mem::replace(&mut inner.open_batch, next));
+        inner.sealed.push_back(Sealed {
+            batch,
+            stage: Stage::Waiting,
+        });
+        let start = inner.encoders < MAX_ENCODERS;
+        if start {
+            inner.encoders += 1;
+        }
         (start, inner.sealed.len() > MAX_SEALED)
     }
 
-    /// Starts a thread that encodes sealed batches until none is left (or
-    /// writing fails). Without one, puts and the flush encode.
+    /// Starts a thread that encodes and writes sealed batches until none
+    /// waits (or writing fails).
     fn start_encoder(self: &Arc<Self>) {
         let layer = self.clone();
         let spawned = std::thread::Builder::new()
             .name("ephemeral-encode".to_string())
             .spawn(move || loop {
-                let result = layer.encode_next();
+                let result = layer.encode_one();
                 let mut inner = layer.write_inner();
                 match result {
                     Ok(true) => continue,
-                    Ok(false) if !inner.sealed.is_empty() => continue,
+                    Ok(false)
+                        if inner
+                            .sealed
+                            .iter()
+                            .any(|s| matches!(s.stage, Stage::Waiting)) =>
+                    {
+                        continue
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(
@@ -305,58 +350,142 @@ impl InMemoryLayer {
                         inner.failed = Some(e.to_string());
                     }
                 }
-                inner.encoder_running = false;
+                inner.encoders -= 1;
                 break;
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start an encoder thread, encoding while writing: {e}");
-            self.write_inner().encoder_running = false;
+            self.write_inner().encoders -= 1;
         }
     }
 
-    /// Encodes the oldest sealed batch and writes it to the file; whether
-    /// there was one. On error the batch stays sealed.
-    fn encode_next(&self) -> io::Result<bool> {
-        let mut compressor = self.encoding.lock().expect("encoding lock poisoned");
-        let (batch, file_off, crc) = {
-            let inner = self.read_inner();
-            match inner.sealed.front() {
-                Some(b) => (b.clone(), inner.file_len, inner.blobs_crc),
+    /// Encodes the oldest sealed batch no thread has taken, then writes
+    /// what is encoded in order; whether there was a batch to take.
+    fn encode_one(&self) -> io::Result<bool> {
+        let batch = {
+            let mut inner = self.write_inner();
+            let waiting = inner
+                .sealed
+                .iter_mut()
+                .find(|s| matches!(s.stage, Stage::Waiting));
+            match waiting {
+                Some(s) => {
+                    s.stage = Stage::Encoding;
+                    s.batch.clone()
+                }
                 None => return Ok(false),
             }
         };
-        let mut out = Vec::with_capacity(batch.data.len() + batch.values.len() * BLOB_HEADER_SIZE);
-        let mut locs = Vec::with_capacity(batch.values.len());
-        for v in &batch.values {
-            let offset = file_off + out.len() as u64;
-            let (flags, len) =
-                compressor.encode_blob(batch.value(v.start, v.len), v.compress, &mut out);
-            locs.push(Loc::File { offset, len, flags });
+        let mut out = self.spare_buffer();
+        out.reserve(batch.data.len() + batch.values.len() * BLOB_HEADER_SIZE);
+        let blobs = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            batch
+                .values
+                .iter()
+                .map(|v| {
+                    let offset = out.len() as u64;
+                    let (flags, len) =
+                        c.encode_blob(batch.value(v.start, v.len), v.compress, &mut out);
+                    (offset, len, flags)
+                })
+                .collect()
+        });
+        {
+            let mut inner = self.write_inner();
+            let s = inner
+                .sealed
+                .iter_mut()
+                .find(|s| s.batch.seq == batch.seq)
+                .expect("a batch being encoded stays sealed");
+            s.stage = Stage::Encoded(Encoded { out, blobs });
         }
-        let crc = crc32c::crc32c_append(crc, &out);
-        self.file.write_all_at(&out, file_off)?;
-        let mut inner = self.write_inner();
-        for (v, loc) in batch.values.iter().zip(locs) {
-            let staged = Loc::Staged {
-                seq: batch.seq,
-                start: v.start,
-                len: v.len,
+        // Let the commit recycle the batch's buffer.
+        drop(batch);
+        self.commit()?;
+        Ok(true)
+    }
+
+    /// Writes encoded batches at the front of the queue to the file, in
+    /// order, and points their values' entries there. On error the batch
+    /// stays encoded, to be written again.
+    fn commit(&self) -> io::Result<()> {
+        let _committing = self.committing.lock().expect("commit lock poisoned");
+        loop {
+            let (batch, encoded, file_off, crc) = {
+                let mut inner = self.write_inner();
+                let (file_off, crc) = (inner.file_len, inner.blobs_crc);
+                let Some(front) = inner.sealed.front_mut() else {
+                    return Ok(());
+                };
+                if !matches!(front.stage, Stage::Encoded(_)) {
+                    return Ok(());
+                }
+                let Stage::Encoded(encoded) = std::mem::replace(&mut front.stage, Stage::Writing)
+                else {
+                    unreachable!("checked above")
+                };
+                (front.batch.clone(), encoded, file_off, crc)
             };
-            let versions = inner
-                .index
-                .get_mut(&v.key)
-                .expect("batched keys are indexed");
-            if let Ok(i) = versions.binary_search_by_key(&v.lsn, |e| e.lsn) {
-                // Unless a later put replaced the value.
-                if versions[i].loc == staged {
-                    versions[i].loc = loc;
+            if let Err(e) = self.file.write_all_at(&encoded.out, file_off) {
+                let mut inner = self.write_inner();
+                if let Some(front) = inner.sealed.front_mut() {
+                    front.stage = Stage::Encoded(encoded);
+                }
+                return Err(e);
+            }
+            let crc = crc32c::crc32c_append(crc, &encoded.out);
+            let mut inner = self.write_inner();
+            for (v, (offset, len, flags)) in batch.values.iter().zip(&encoded.blobs) {
+                let staged = Loc::Staged {
+                    seq: batch.seq,
+                    start: v.start,
+                    len: v.len,
+                };
+                let versions = inner
+                    .index
+                    .get_mut(&v.key)
+                    .expect("batched keys are indexed");
+                if let Ok(i) = versions.binary_search_by_key(&v.lsn, |e| e.lsn) {
+                    // Unless a later put replaced the value.
+                    if versions[i].loc == staged {
+                        versions[i].loc = Loc::File {
+                            offset: file_off + offset,
+                            len: *len,
+                            flags: *flags,
+                        };
+                    }
                 }
             }
+            inner.file_len = file_off + encoded.out.len() as u64;
+            inner.blobs_crc = crc;
+            let written = inner.sealed.pop_front().expect("the front was encoded");
+            drop(inner);
+            drop(batch);
+            self.recycle(encoded.out);
+            if let Ok(b) = Arc::try_unwrap(written.batch) {
+                self.recycle(b.data);
+            }
         }
-        inner.file_len = file_off + out.len() as u64;
-        inner.blobs_crc = crc;
-        inner.sealed.pop_front();
-        Ok(true)
+    }
+
+    /// An empty buffer for a batch or its encoded form.
+    fn spare_buffer(&self) -> Vec<u8> {
+        let spare = self
+            .spare
+            .lock()
+            .expect("spare buffers lock poisoned")
+            .pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 8))
+    }
+
+    /// Keeps a buffer for later batches (a few at most).
+    fn recycle(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare.lock().expect("spare buffers lock poisoned");
+        if spare.len() < MAX_SEALED + MAX_ENCODERS + 2 {
+            buf.clear();
+            spare.push(buf);
+        }
     }
 
     /// Reads the value at `loc`.
@@ -369,8 +498,8 @@ impl InMemoryLayer {
                     inner
                         .sealed
                         .iter()
-                        .find(|b| b.seq == seq)
-                        .map(|b| &**b)
+                        .find(|s| s.batch.seq == seq)
+                        .map(|s| &*s.batch)
                         .ok_or_else(|| io::Error::other(format!("batch {seq} is gone")))?
                 };
                 Ok(Bytes::copy_from_slice(batch.value(start, len)))
@@ -450,12 +579,18 @@ impl InMemoryLayer {
                     self.start_lsn
                 )));
             }
-            Self::seal(&mut inner);
+            self.seal(&mut inner);
         }
-        while self
-            .encode_next()
-            .map_err(|e| LayerError::io(&self.path, e))?
-        {}
+        // Encode what no encoder has taken, then wait for the rest.
+        let io_err = |e| LayerError::io(&self.path, e);
+        while self.encode_one().map_err(io_err)? {}
+        loop {
+            self.commit().map_err(io_err)?;
+            if self.read_inner().sealed.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut inner = self.write_inner();
         let end = inner.end_lsn.expect("checked above");
         let mut index = Vec::with_capacity(inner.num_values * INDEX_ENTRY_SIZE);
