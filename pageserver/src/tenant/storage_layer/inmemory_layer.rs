@@ -231,6 +231,24 @@ impl InMemoryLayer {
         value: &[u8],
         compress: bool,
     ) -> io::Result<()> {
+        self.put_with(key, lsn, compress, |buf| buf.extend_from_slice(value))
+    }
+
+    /// [`InMemoryLayer::put`] of the value that `serialize` appends to the
+    /// buffer it is given (serialized in place, not copied).
+    pub fn put_with(
+        self: &Arc<Self>,
+        key: Key,
+        lsn: Lsn,
+        compress: bool,
+        serialize: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
+        let failed = self.write_inner().failed.take();
+        if let Some(why) = failed {
+            // Retry now, so the error reaches the writer.
+            self.commit()
+                .map_err(|e| io::Error::new(e.kind(), format!("{e} (first failure: {why})")))?;
+        }
         let (start_encoder, backlog) = {
             let mut inner = self.write_inner();
             if let Some(end) = inner.end_lsn {
@@ -239,24 +257,31 @@ impl InMemoryLayer {
                     self.start_lsn
                 )));
             }
-            if let Some(why) = inner.failed.take() {
-                drop(inner);
-                // Retry now, so the error reaches the writer.
-                self.commit()
-                    .map_err(|e| io::Error::new(e.kind(), format!("{e} (first failure: {why})")))?;
-                return self.put(key, lsn, value, compress);
-            }
-            let len = u32::try_from(value.len())
-                .ok()
-                .filter(|_| blob_len(value.len()).is_some())
-                .ok_or_else(|| {
-                    io::Error::other(format!("value of {} bytes is too large", value.len()))
-                })?;
             let inner = &mut *inner;
+            if let Some(last) = inner.index.get(&key).and_then(|v| v.last()) {
+                if last.lsn > lsn {
+                    return Err(io::Error::other(format!(
+                        "value for key {key} at {lsn} is older than the stored {}",
+                        last.lsn
+                    )));
+                }
+            }
             let batch = &mut inner.open_batch;
-            let start = u32::try_from(batch.data.len()).map_err(|_| {
-                io::Error::other(format!("value of {} bytes is too large", value.len()))
-            })?;
+            let start = batch.data.len();
+            serialize(&mut batch.data);
+            let value_len = batch.data.len() - start;
+            let fits = (
+                u32::try_from(start),
+                u32::try_from(value_len)
+                    .ok()
+                    .filter(|_| blob_len(value_len).is_some()),
+            );
+            let (Ok(start), Some(len)) = fits else {
+                batch.data.truncate(start);
+                return Err(io::Error::other(format!(
+                    "value of {value_len} bytes is too large"
+                )));
+            };
             let entry = Entry {
                 lsn,
                 loc: Loc::Staged {
@@ -265,19 +290,6 @@ impl InMemoryLayer {
                     len,
                 },
             };
-            let versions = inner.index.entry(key).or_default();
-            match versions.last_mut() {
-                // A second value for the same key and LSN replaces the first.
-                Some(last) if last.lsn == lsn => *last = entry,
-                Some(last) if last.lsn > lsn => {
-                    return Err(io::Error::other(format!(
-                        "value for key {key} at {lsn} is older than the stored {}",
-                        last.lsn
-                    )))
-                }
-                _ => versions.push(entry),
-            }
-            batch.data.extend_from_slice(value);
             batch.values.push(BatchValue {
                 key,
                 lsn,
@@ -285,7 +297,13 @@ impl InMemoryLayer {
                 len,
                 compress,
             });
-            inner.size += value.len() as u64;
+            let versions = inner.index.entry(key).or_default();
+            match versions.last_mut() {
+                // A second value for the same key and LSN replaces the first.
+                Some(last) if last.lsn == lsn => *last = entry,
+                _ => versions.push(entry),
+            }
+            inner.size += u64::from(len);
             inner.num_values += 1;
             if inner.open_batch.data.len() < BATCH_BYTES {
                 return Ok(());

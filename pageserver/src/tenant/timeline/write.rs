@@ -61,7 +61,6 @@ pub enum WriteError {
 pub struct TimelineWriter<'a> {
     tl: &'a Timeline,
     _guard: MutexGuard<'a, ()>,
-    buf: Vec<u8>,
     /// Highest LSN put since the last `finish_write`.
     pending: Option<Lsn>,
 }
@@ -72,7 +71,6 @@ impl Timeline {
         TimelineWriter {
             tl: self,
             _guard: self.locks.write.lock().expect("write lock poisoned"),
-            buf: Vec::new(),
             pending: None,
         }
     }
@@ -271,9 +269,9 @@ impl TimelineWriter<'_> {
                 }
             }
         };
-        self.buf.clear();
-        value.ser_into(&mut self.buf);
-        open.put(key, lsn, &self.buf, stored_compressed(&self.buf))
+        // Only page images are stored compressed (see `stored_compressed`).
+        let compress = matches!(value, Value::Image(_));
+        open.put_with(key, lsn, compress, |buf| value.ser_into(buf))
             .map_err(io_err)?;
         if key.is_rel_block() {
             // Before `lsn` is published: no read at `lsn` or later may use
