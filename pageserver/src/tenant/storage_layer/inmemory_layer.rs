@@ -163,10 +163,13 @@ pub struct InMemoryLayer {
     inner: RwLock<Inner>,
     /// Held while encoded batches are written: in order, one at a time.
     committing: Mutex<()>,
-    /// Buffers of written batches, for new ones: fresh memory costs page
-    /// faults.
-    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Buffers of written batches, kept for new batches of any layer: fresh
+/// memory costs a page fault per page.
+static SPARE_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Most buffers kept.
+const MAX_SPARE_BUFFERS: usize = 16;
 
 impl std::fmt::Debug for InMemoryLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,7 +211,6 @@ impl InMemoryLayer {
                 finished: None,
             }),
             committing: Mutex::new(()),
-            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -489,18 +491,21 @@ impl InMemoryLayer {
 
     /// An empty buffer for a batch or its encoded form.
     fn spare_buffer(&self) -> Vec<u8> {
-        let spare = self
-            .spare
+        let spare = SPARE_BUFFERS
             .lock()
             .expect("spare buffers lock poisoned")
             .pop();
         spare.unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 8))
     }
 
-    /// Keeps a buffer for later batches (a few at most).
+    /// Keeps a buffer for later batches (a few at most, none much larger
+    /// than a batch).
     fn recycle(&self, mut buf: Vec<u8>) {
-        let mut spare = self.spare.lock().expect("spare buffers lock poisoned");
-        if spare.len() < MAX_SEALED + MAX_ENCODERS + 2 {
+        if buf.capacity() > 2 * BATCH_BYTES {
+            return;
+        }
+        let mut spare = SPARE_BUFFERS.lock().expect("spare buffers lock poisoned");
+        if spare.len() < MAX_SPARE_BUFFERS {
             buf.clear();
             spare.push(buf);
         }
