@@ -143,9 +143,9 @@ impl Timeline {
     }
 
     /// Merges the values of `keys` in the L0 layers into one L1 file, in
-    /// (key, LSN) order, compressing page images (L0 layers hold values as
-    /// they arrived; compressed ones are copied as they are). `None` when the
-    /// range holds no value.
+    /// (key, LSN) order, copying them as stored (the in-memory layer
+    /// compressed the page images; one stored uncompressed, as by an older
+    /// build, is compressed here). `None` when the range holds no value.
     fn merge_partition(
         &self,
         readers: &[Arc<LayerReader>],

@@ -178,8 +178,7 @@ impl Timeline {
     }
 
     /// Makes a frozen layer's ephemeral file its L0 delta layer file, in
-    /// place: the values are not copied (page images are compressed later,
-    /// when compaction rewrites them into L1 layers).
+    /// place: the values, page images already compressed, are not copied.
     pub(super) fn write_l0(&self, layer: &InMemoryLayer) -> anyhow::Result<LayerReader> {
         let path = layer.finish(&self.path, self.tenant_id, self.timeline_id)?;
         Ok(LayerReader::open(&path)?)
