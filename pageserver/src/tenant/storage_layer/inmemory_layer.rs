@@ -43,7 +43,6 @@ use super::layer_file::{
     blob_len, decompress, finish_in_place, IndexEntry, LayerError, ValueCompressor,
     BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, INDEX_ENTRY_SIZE,
 };
-use super::PersistentLayerDesc;
 
 /// Value bytes per batch: a batch is sealed for encoding once it holds this
 /// much.
@@ -149,7 +148,7 @@ struct Inner {
     end_lsn: Option<Lsn>,
     num_values: usize,
     /// The layer file this layer became, once finished.
-    finished: Option<(PersistentLayerDesc, PathBuf)>,
+    finished: Option<PathBuf>,
 }
 
 /// An in-memory layer with values in an ephemeral file.
@@ -438,14 +437,14 @@ impl InMemoryLayer {
                 let Some(front) = inner.sealed.front_mut() else {
                     return Ok(());
                 };
-                if !matches!(front.stage, Stage::Encoded(_)) {
-                    return Ok(());
+                match std::mem::replace(&mut front.stage, Stage::Writing) {
+                    Stage::Encoded(encoded) => (front.batch.clone(), encoded, file_off, crc),
+                    other => {
+                        // Not encoded yet: whoever encodes it writes it.
+                        front.stage = other;
+                        return Ok(());
+                    }
                 }
-                let Stage::Encoded(encoded) = std::mem::replace(&mut front.stage, Stage::Writing)
-                else {
-                    unreachable!("checked above")
-                };
-                (front.batch.clone(), encoded, file_off, crc)
             };
             if let Err(e) = self.write_at(&encoded.out, file_off) {
                 let mut inner = self.write_inner();
@@ -607,7 +606,7 @@ impl InMemoryLayer {
     ) -> Result<PathBuf, LayerError> {
         {
             let mut inner = self.write_inner();
-            if let Some((_, path)) = &inner.finished {
+            if let Some(path) = &inner.finished {
                 return Ok(path.clone());
             }
             if inner.end_lsn.is_none() {
@@ -650,7 +649,7 @@ impl InMemoryLayer {
                 count += 1;
             }
         }
-        let finished = finish_in_place(
+        let (_, path) = finish_in_place(
             &self.file,
             &self.path,
             dir,
@@ -661,8 +660,7 @@ impl InMemoryLayer {
             inner.file_len,
             inner.blobs_crc,
         )?;
-        let path = finished.1.clone();
-        inner.finished = Some(finished);
+        inner.finished = Some(path.clone());
         Ok(path)
     }
 }
@@ -690,10 +688,7 @@ mod tests {
     use super::*;
 
     fn key(i: u32) -> Key {
-        Key {
-            field6: i,
-            ..Key::MIN
-        }
+        Key::MIN.add(i)
     }
 
     #[test]

@@ -144,8 +144,8 @@ impl Timeline {
 
     /// Merges the values of `keys` in the L0 layers into one L1 file, in
     /// (key, LSN) order, copying them as stored (the in-memory layer
-    /// compressed the page images; one stored uncompressed, as by an older
-    /// build, is compressed here). `None` when the range holds no value.
+    /// compressed what is worth compressing). `None` when the range holds no
+    /// value.
     fn merge_partition(
         &self,
         readers: &[Arc<LayerReader>],
@@ -184,7 +184,7 @@ impl Timeline {
                     lsn_range.clone(),
                 )?),
             };
-            w.copy_value(key, lsn, &raw, stored_compressed(raw.stored()))?;
+            w.put_raw(key, lsn, &raw)?;
         }
         let Some(w) = writer else {
             return Ok(None);
@@ -273,7 +273,7 @@ impl Timeline {
         for key in keys {
             // Most keys' newest version is an image: copied as stored.
             if let Some(raw) = self.newest_stored_image(*key, lsn)? {
-                writer.copy_value(*key, lsn, &raw, true)?;
+                writer.put_raw(*key, lsn, &raw)?;
                 continue;
             }
             match self.get_blocking(*key, lsn) {
@@ -457,10 +457,7 @@ mod tests {
     use utils::id::{TenantId, TimelineId};
 
     fn key(i: u32) -> Key {
-        Key {
-            field6: i,
-            ..Key::MIN
-        }
+        Key::MIN.add(i)
     }
 
     /// An L0 file over `lsns` with a value of `size(k)` bytes for each key

@@ -334,9 +334,10 @@ impl Drop for TimelineWriter<'_> {
 
 /// Whether a serialized value is stored zstd-compressed in this timeline's
 /// layer files: page images are (when that makes them smaller), native
-/// records never are. Every writer of layer files decides with this, so a
-/// compressed stored value is always an image: image layer creation copies
-/// such values without decoding them.
+/// records never are. Every writer of layer files decides with this (the
+/// write path by the same rule before serializing: an image serializes with
+/// [`Value::IMAGE_TAG`] first), so a compressed stored value is always an
+/// image: image layer creation copies such values without decoding them.
 pub(super) fn stored_compressed(value: &[u8]) -> bool {
     value.first() == Some(&Value::IMAGE_TAG)
 }

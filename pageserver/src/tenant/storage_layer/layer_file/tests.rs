@@ -565,34 +565,6 @@ fn raw_copy_keeps_values_and_their_compression() {
     assert!(matches!(w.put_raw(k, l, &raw), Err(LayerError::Misuse(_))));
 }
 
-#[test]
-fn copy_value_compresses_what_arrived_uncompressed() {
-    let src_dir = tempfile::tempdir().unwrap();
-    let dst_dir = tempfile::tempdir().unwrap();
-    let lsns = Lsn(0x10)..Lsn(0x100);
-    // Compressible values, stored uncompressed (as an L0 layer holds them)
-    // except every third one.
-    let puts: Vec<Put> = (0..30u32)
-        .map(|i| (key(i), Lsn(0x20), vec![i as u8; 3000], i % 3 == 0))
-        .collect();
-    let (_, src) = write_layer(src_dir.path(), true, key(0), lsns.clone(), &puts, key(30));
-    let reader = LayerReader::open(&src).unwrap();
-    let mut w = LayerWriter::new(dst_dir.path(), TENANT, TIMELINE, true, key(0), lsns).unwrap();
-    for item in reader.iter_raw() {
-        let (k, l, raw) = item.unwrap();
-        // Without `compress`, an uncompressed value stays so.
-        w.copy_value(k, l, &raw, k.field6 < 20).unwrap();
-    }
-    let (_, copy) = w.finish(key(30)).unwrap();
-    let copy = LayerReader::open(&copy).unwrap();
-    copy.verify().unwrap();
-    for (i, item) in copy.iter_raw().enumerate() {
-        let (_, _, raw) = item.unwrap();
-        assert_eq!(raw.is_compressed(), i % 3 == 0 || i < 20, "value {i}");
-    }
-    assert_holds_in_order(&copy, &puts);
-}
-
 /// An L0 layer file made in place from an in-memory layer: values in
 /// arrival order (not key order), and a gap where a replaced value was.
 fn in_place_l0(dir: &Path) -> (PathBuf, Vec<Put>) {

@@ -82,9 +82,7 @@ impl ValueCompressor {
             _ => None,
         }
     }
-}
 
-impl ValueCompressor {
     /// Appends `value` as a blob (header, then the stored bytes: compressed
     /// with `compress` when that is smaller) to `out`; returns the blob's
     /// flags and the stored length. The value must fit a blob
@@ -202,29 +200,11 @@ impl LayerWriter {
     }
 
     /// Appends a value exactly as another layer file stored it (compressed
-    /// or not), without decompressing.
+    /// or not), without decompressing: compaction's copy.
     pub fn put_raw(&mut self, key: Key, lsn: Lsn, value: &RawValue) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
         self.append(key, lsn, value.flags, &value.stored)
-    }
-
-    /// Copies a value another layer file stored: a compressed one as it is
-    /// (without decompressing), an uncompressed one like [`LayerWriter::put`]
-    /// with `compress`. Compaction's copy: L0 layers hold values as they
-    /// arrived, the files compaction writes hold images compressed.
-    pub fn copy_value(
-        &mut self,
-        key: Key,
-        lsn: Lsn,
-        value: &RawValue,
-        compress: bool,
-    ) -> Result<(), LayerError> {
-        if compress && !value.is_compressed() {
-            self.put(key, lsn, &value.stored, true)
-        } else {
-            self.put_raw(key, lsn, value)
-        }
     }
 
     fn append(&mut self, key: Key, lsn: Lsn, flags: u8, stored: &[u8]) -> Result<(), LayerError> {
