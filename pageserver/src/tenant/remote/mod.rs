@@ -98,7 +98,7 @@ impl std::fmt::Debug for RemoteContext {
 impl RemoteContext {
     /// Builds the client for `conf.remote_storage` and opens the deletion
     /// queue in the work directory (its worker starts with
-    /// [`DeletionQueue::spawn_worker`]).
+    /// [`DeletionQueue::run`]).
     pub fn new(conf: &crate::config::PageServerConf) -> anyhow::Result<Arc<RemoteContext>> {
         #[cfg(feature = "testing")]
         let faults = remote_storage::fault::FaultHandle::default();

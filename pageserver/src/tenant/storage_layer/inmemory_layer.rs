@@ -4,7 +4,8 @@
 //! Values live in an ephemeral file (removed at start-up like every
 //! temporary file), so memory per layer is bounded by the index, one entry
 //! per value (about 32 bytes) plus one map node per key, and by the values
-//! not yet written: at most [`MAX_SEALED`] + 1 batches of [`BATCH_BYTES`].
+//! not yet written: about `MAX_SEALED` + `MAX_ENCODERS` + 2 batches of
+//! `BATCH_BYTES` (the open one, those waiting, those being encoded).
 //!
 //! The ephemeral file is laid out as an L0 layer file: room for the header,
 //! then each value as a layer file blob (length, flags, CRC32C, stored
@@ -14,11 +15,11 @@
 //! compaction copies them as stored.
 //!
 //! Puts append values to an open batch in memory. A full batch is sealed
-//! and encoded (compressed and checksummed) by up to [`MAX_ENCODERS`]
+//! and encoded (compressed and checksummed) by up to `MAX_ENCODERS`
 //! encoder threads of the layer at once, while puts go on: compression
 //! stays off the ingest path. Encoded batches are written to the file in
 //! order, by whichever thread holds the commit lock, so blobs are in arrival
-//! order. When more than [`MAX_SEALED`] sealed batches wait, the putting
+//! order. When more than `MAX_SEALED` sealed batches wait, the putting
 //! thread encodes one itself, which bounds the memory and slows ingest to
 //! the encoding rate. Reads find each value either in the file or in its
 //! batch.
@@ -594,7 +595,7 @@ impl InMemoryLayer {
     }
 
     /// Makes the ephemeral file of this frozen layer its L0 delta layer file
-    /// in `dir`, durably (see [`finish_in_place`]), and returns that file's
+    /// in `dir`, durably (index and footer appended, fsync, rename), and returns that file's
     /// path: encodes what is not written yet, then appends index and footer.
     /// Reads of this layer go on working meanwhile. Calling it again after
     /// it succeeded returns the same file.
