@@ -50,7 +50,7 @@ type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Key, Lsn, RawValue), LayerE
 impl Timeline {
     /// Runs compaction: L0 -> L1 when at least `compaction_threshold` L0
     /// layers exist (or any, with `force`), then image layers where
-    /// `image_creation_threshold` deltas pile up over a key range. Blocking.
+    /// `image_creation_threshold` L1 deltas pile up over a key. Blocking.
     pub fn compact_blocking(&self, force: bool) -> anyhow::Result<CompactionStats> {
         let _guard = self
             .locks
@@ -220,7 +220,8 @@ impl Timeline {
     }
 
     /// Writes image layers at `disk_consistent_lsn` for key partitions whose
-    /// reads walk `threshold` or more delta layers above their newest image.
+    /// reads walk `threshold` or more L1 delta layers above their newest
+    /// image ([`Timeline::deltas_above_image`]).
     fn create_image_layers(&self, threshold: usize, target_size: u64) -> anyhow::Result<usize> {
         let lsn = self.disk_consistent_lsn();
         if !lsn.is_valid() {
@@ -332,29 +333,62 @@ impl Timeline {
         }
     }
 
-    /// Delta layers that a read of some key in `range` at `lsn` walks above
-    /// the newest image layer covering it.
+    /// Most L1 delta layers that a read of one key in `range` at `lsn`
+    /// walks above the newest image layer covering that key: the deepest
+    /// stack over any key, not the number of deltas overlapping the range
+    /// (L1 layers side by side in key order are one step of a read).
+    ///
+    /// L0 layers do not count: L0 compaction merges them once
+    /// `compaction_threshold` pile up, which bounds them apart. Counting
+    /// them would rewrite every key as images whenever L0s arrive while a
+    /// compaction runs, as they do under steady ingest.
     fn deltas_above_image(&self, range: &Range<Key>, lsn: Lsn) -> usize {
         let layers = self.layers.read().expect("layers lock poisoned");
-        let image_lsn = layers
-            .map
-            .image_coverage(range.clone(), lsn)
-            .iter()
-            .map(|(_, img)| img.as_ref().map_or(Lsn(0), |i| i.image_lsn()))
-            .min()
-            .unwrap_or(Lsn(0));
-        layers
+        let deltas: Vec<_> = layers
             .map
             .iter_historic()
             .filter(|l| {
                 l.is_delta
+                    && !l.is_l0()
                     && l.key_range.start < range.end
                     && range.start < l.key_range.end
-                    && l.lsn_range.end > image_lsn + 1
                     && l.lsn_range.start <= lsn
             })
-            .count()
+            .collect();
+        layers
+            .map
+            .image_coverage(range.clone(), lsn)
+            .iter()
+            .map(|(piece, img)| {
+                let image_lsn = img.as_ref().map_or(Lsn(0), |i| i.image_lsn());
+                stack_depth(
+                    piece,
+                    deltas
+                        .iter()
+                        .filter(|l| l.lsn_range.end > image_lsn + 1)
+                        .map(|l| &l.key_range),
+                )
+            })
+            .max()
+            .unwrap_or(0)
     }
+}
+
+/// The most of `ranges` that cover one key of `within`.
+fn stack_depth<'a>(within: &Range<Key>, ranges: impl Iterator<Item = &'a Range<Key>>) -> usize {
+    // +1 where a range starts, -1 where it ends; ends sort before starts
+    // at the same key (ranges are half-open).
+    let mut events: Vec<(Key, i32)> = ranges
+        .filter(|r| r.start < within.end && within.start < r.end)
+        .flat_map(|r| [(r.start.max(within.start), 1), (r.end.min(within.end), -1)])
+        .collect();
+    events.sort_unstable();
+    let (mut depth, mut deepest) = (0i32, 0i32);
+    for (_, step) in events {
+        depth += step;
+        deepest = deepest.max(depth);
+    }
+    deepest as usize
 }
 
 /// Key ranges for the L1 files that merging `l0` writes: consecutive, in
@@ -524,6 +558,21 @@ mod tests {
             assert!(b >= target && b < target + 2 * 1009, "{p:?}: {b} bytes");
         }
         assert!(plan_partitions(&[], target).is_empty());
+    }
+
+    #[test]
+    fn stack_depth_counts_layers_over_one_key() {
+        let r = |a: u32, b: u32| key(a)..key(b);
+        let within = r(0, 100);
+        // Side by side: one deep, however many.
+        let side = [r(0, 10), r(10, 20), r(20, 30), r(30, 100)];
+        assert_eq!(stack_depth(&within, side.iter()), 1);
+        // Stacked where two overlap; a range outside does not count.
+        let stacked = [r(0, 50), r(40, 60), r(45, 46), r(100, 200)];
+        assert_eq!(stack_depth(&within, stacked.iter()), 3);
+        // Only the part inside `within` counts.
+        assert_eq!(stack_depth(&r(0, 40), stacked.iter()), 1);
+        assert_eq!(stack_depth(&within, [].iter()), 0);
     }
 
     #[test]

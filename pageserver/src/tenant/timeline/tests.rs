@@ -212,6 +212,48 @@ fn random_operations_match_the_model() {
     }
 }
 
+/// Image layers follow the depth a read walks: L1 layers side by side in
+/// key order are one step, waiting L0 layers do not count, and a second
+/// generation of L1 layers over the same keys reaches the threshold (2).
+#[test]
+fn images_follow_the_stack_of_l1_layers_over_a_key() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let dir = tempfile::tempdir().unwrap();
+    let c = conf();
+    // Layers are flushed here only, by checkpoint.
+    c.write().unwrap().checkpoint_distance = Some(64 << 20);
+    let tl = new_root(dir.path(), &c);
+    let mut model = Model::default();
+    let mut lsn = Lsn(0x100);
+    let mut l0_layers = |n: usize, model: &mut Model, lsn: &mut Lsn| {
+        for _ in 0..n {
+            for _ in 0..30 {
+                *lsn += 8;
+                put_batch(&tl, model, &mut rng, *lsn);
+            }
+            tl.checkpoint_blocking().unwrap();
+        }
+    };
+    l0_layers(3, &mut model, &mut lsn);
+    let stats = tl.compact_blocking(false).unwrap();
+    assert_eq!(stats.l0_merged, 3, "{stats:?}");
+    let layers = tl.layer_stats();
+    assert!(layers.l1_count >= 2, "side by side L1 layers: {layers:?}");
+    assert_eq!(layers.image_count, 0, "{layers:?}");
+
+    l0_layers(2, &mut model, &mut lsn);
+    let stats = tl.compact_blocking(false).unwrap();
+    assert_eq!((stats.l0_merged, stats.images_written), (0, 0), "{stats:?}");
+
+    let stats = tl.compact_blocking(true).unwrap();
+    assert_eq!(stats.l0_merged, 2, "{stats:?}");
+    assert!(stats.images_written > 0, "{stats:?}");
+    check_reads(&tl, &model, &mut rng, lsn, 200);
+    // The images cover the stack: nothing more to write.
+    let stats = tl.compact_blocking(true).unwrap();
+    assert_eq!(stats.images_written, 0, "{stats:?}");
+}
+
 #[test]
 fn unflushed_data_is_lost_on_restart_and_nothing_else() {
     let mut rng = StdRng::seed_from_u64(7);
