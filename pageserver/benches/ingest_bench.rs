@@ -52,7 +52,7 @@
 
 mod common;
 
-use common::{env_or, write_floor, Spread};
+use common::{env_or, write_floor, FloorSync, Spread};
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -235,7 +235,7 @@ fn read_file(path: &Path) -> Duration {
 /// time taken.
 fn floor(dir: &Path, bytes: u64) -> Duration {
     let chunk: Vec<u8> = (0..CHUNK).map(|i| (i * 7 + i / 8192) as u8).collect();
-    write_floor(dir, bytes, None, &chunk)
+    write_floor(dir, bytes, FloorSync::AtEnd, &chunk)
 }
 
 /// Reads and decodes every record, storing nothing; returns the time

@@ -7,20 +7,43 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// How the floor file is made durable.
+#[derive(Clone, Copy, Debug)]
+pub enum FloorSync {
+    /// One fsync at the end.
+    AtEnd,
+    /// An fsync every this many bytes, and one at the end.
+    Every(u64),
+    /// Writeback started every this many bytes
+    /// ([`utils::crashsafe::start_writeback`], as the layer writers do), and
+    /// one fsync at the end.
+    Writeback(u64),
+}
+
 /// The machine's sequential write rate, the benchmarks' floor: writes
-/// `bytes` of `chunk` repeated into a file in `dir`, with an fsync every
-/// `sync_every` bytes if given and one at the end. Returns the time taken.
-pub fn write_floor(dir: &Path, bytes: u64, sync_every: Option<u64>, chunk: &[u8]) -> Duration {
+/// `bytes` of `chunk` repeated into a file in `dir`, made durable as `sync`
+/// says. Returns the time taken.
+pub fn write_floor(dir: &Path, bytes: u64, sync: FloorSync, chunk: &[u8]) -> Duration {
     let path = dir.join("floor.tmp");
     let started = Instant::now();
     let mut f = File::create(&path).expect("create floor file");
-    let mut written = 0;
+    let (mut written, mut synced) = (0, 0);
     while written < bytes {
         let n = chunk.len().min((bytes - written) as usize);
         f.write_all(&chunk[..n]).expect("write floor file");
         written += n as u64;
-        if sync_every.is_some_and(|s| written % s == 0) {
-            f.sync_all().expect("fsync floor file");
+        match sync {
+            FloorSync::AtEnd => {}
+            FloorSync::Every(every) if written - synced >= every => {
+                f.sync_all().expect("fsync floor file");
+                synced = written;
+            }
+            FloorSync::Writeback(every) if written - synced >= every => {
+                utils::crashsafe::start_writeback(&f, synced, written - synced)
+                    .expect("start floor writeback");
+                synced = written;
+            }
+            FloorSync::Every(_) | FloorSync::Writeback(_) => {}
         }
     }
     f.sync_all().expect("fsync floor file");

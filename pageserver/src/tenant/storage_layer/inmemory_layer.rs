@@ -42,7 +42,7 @@ use utils::lsn::Lsn;
 
 use super::layer_file::{
     blob_len, decompress, finish_in_place, IndexEntry, LayerError, ValueCompressor,
-    BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, INDEX_ENTRY_SIZE,
+    BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
 };
 
 /// Value bytes per batch: a batch is sealed for encoding once it holds this
@@ -141,6 +141,8 @@ struct Inner {
     failed: Option<String>,
     /// Bytes in the file: room for the header, then the blobs written.
     file_len: u64,
+    /// Bytes from the start whose writeback has been started.
+    written_back: u64,
     /// CRC32C of the blobs written.
     blobs_crc: u32,
     /// Bytes of values held (before compression).
@@ -204,6 +206,7 @@ impl InMemoryLayer {
                 failed: None,
                 // Room for the layer file header, written when finished.
                 file_len: HEADER_SIZE as u64,
+                written_back: 0,
                 blobs_crc: 0,
                 size: 0,
                 end_lsn: None,
@@ -479,8 +482,19 @@ impl InMemoryLayer {
             }
             inner.file_len = file_off + encoded.out.len() as u64;
             inner.blobs_crc = crc;
+            let writeback = (inner.file_len - inner.written_back >= WRITEBACK_CHUNK).then(|| {
+                let end = inner.file_len;
+                let from = std::mem::replace(&mut inner.written_back, end);
+                (from, end - from)
+            });
             let written = inner.sealed.pop_front().expect("the front was encoded");
             drop(inner);
+            if let Some((from, len)) = writeback {
+                // Only an early start, so that the flush's fsync waits for
+                // the tail (still under `committing`: one at a time); a
+                // failed writeback fails that fsync.
+                let _ = crashsafe::start_writeback(&self.file, from, len);
+            }
             drop(batch);
             self.recycle(encoded.out);
             if let Ok(b) = Arc::try_unwrap(written.batch) {

@@ -72,7 +72,7 @@ use utils::lsn::Lsn;
 pub(crate) use reader::decompress;
 pub use reader::{LayerReader, RawValue, RawValueIter};
 pub use writer::LayerWriter;
-pub(crate) use writer::{finish_in_place, ValueCompressor};
+pub(crate) use writer::{finish_in_place, ValueCompressor, WRITEBACK_CHUNK};
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.

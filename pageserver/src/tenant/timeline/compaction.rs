@@ -100,7 +100,7 @@ impl Timeline {
             .collect::<Result<_, _>>()?;
         let lsn_range = l0.first().expect("non-empty").lsn_range.start
             ..l0.last().expect("non-empty").lsn_range.end;
-        let partitions = plan_partitions(&readers, target_size);
+        let partitions = plan_partitions(&readers, target_size, compaction_threads());
         // Partitions are independent files: merged on several threads.
         let results = parallel_map(partitions.len(), |i| {
             self.merge_partition(&readers, partitions[i].clone(), lsn_range.clone())
@@ -392,25 +392,35 @@ fn stack_depth<'a>(within: &Range<Key>, ranges: impl Iterator<Item = &'a Range<K
 }
 
 /// Key ranges for the L1 files that merging `l0` writes: consecutive, in
-/// key order, each starting at a key with values and holding about
-/// `target_size` bytes of stored values (a range ends before the key at
-/// which its values reach the target, so one key's versions never span two
-/// files); the last ends just after the last key.
-fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64) -> Vec<Range<Key>> {
+/// key order, each starting at a key with values; the last ends just after
+/// the last key. The stored bytes are cut into `n` about equal shares, `n`
+/// being the fewest files of at most `target_size` rounded up to a multiple
+/// of `threads` (the files are merged in parallel, and equal shares finish
+/// together). Partition i starts at the first key whose preceding bytes
+/// reach i shares, so one key's versions never span two files and each
+/// file is within one key's values of its share.
+fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64, threads: usize) -> Vec<Range<Key>> {
     let mut sizes: BTreeMap<Key, u64> = BTreeMap::new();
     for r in l0 {
         for (key, size) in r.blob_sizes() {
             *sizes.entry(key).or_default() += size;
         }
     }
+    let total: u64 = sizes.values().sum();
+    let threads = threads.max(1) as u64;
+    let files = total
+        .div_ceil(target_size.max(1))
+        .max(1)
+        .next_multiple_of(threads);
+    let share = total.div_ceil(files);
+    // A key starts partition i when the bytes before it reach i shares.
     let mut starts = Vec::new();
-    let mut filled = 0;
+    let mut before = 0;
     for (key, size) in &sizes {
-        if starts.is_empty() || filled >= target_size {
+        if before >= starts.len() as u64 * share {
             starts.push(*key);
-            filled = 0;
         }
-        filled += size;
+        before += size;
     }
     let Some(last) = sizes.keys().next_back() else {
         return Vec::new();
@@ -441,11 +451,16 @@ fn successes<T>(results: Vec<anyhow::Result<T>>) -> (Vec<T>, Option<anyhow::Erro
 /// calling one among them) and returns the results in order. The threads
 /// are scoped to the call, and enter the caller's tokio runtime (reads may
 /// download a layer on demand).
-fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
+/// Threads one compaction runs on: the cores, at most
+/// [`MAX_COMPACTION_THREADS`].
+fn compaction_threads() -> usize {
+    std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, MAX_COMPACTION_THREADS)
-        .min(count);
+}
+
+fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = compaction_threads().min(count);
     if threads <= 1 {
         return (0..count).map(f).collect();
     }
@@ -520,20 +535,12 @@ mod tests {
     }
 
     #[test]
-    fn partitions_tile_the_keys_and_hold_about_the_target() {
+    fn partitions_tile_the_keys_in_equal_shares() {
         let dir = tempfile::tempdir().unwrap();
         let size = |k: u32| 100 + (k as usize * 37) % 900;
         let a = l0(dir.path(), (0..300).step_by(2), Lsn(0x10)..Lsn(0x20), size);
         let b = l0(dir.path(), (0..300).step_by(3), Lsn(0x20)..Lsn(0x30), size);
         let readers = [a, b];
-        let target = 20_000;
-        let parts = plan_partitions(&readers, target);
-        assert!(parts.len() > 3, "{parts:?}");
-        assert_eq!(parts[0].start, key(0));
-        assert_eq!(parts.last().unwrap().end, key(298).next());
-        for w in parts.windows(2) {
-            assert_eq!(w[0].end, w[1].start, "partitions must be contiguous");
-        }
         let bytes = |r: &Range<Key>| -> u64 {
             readers
                 .iter()
@@ -547,17 +554,38 @@ mod tests {
             .flat_map(|l| l.blob_sizes())
             .map(|(_, s)| s)
             .sum();
-        assert_eq!(
-            parts.iter().map(bytes).sum::<u64>(),
-            all,
-            "every value in one partition"
-        );
-        for p in &parts[..parts.len() - 1] {
-            let b = bytes(p);
-            // At least the target, and less than the target plus one key's values.
-            assert!(b >= target && b < target + 2 * 1009, "{p:?}: {b} bytes");
+        // One key's values: at most one blob in each of the two layers.
+        let one_key = 2 * 1009;
+        let target = 20_000;
+        for threads in [1, 2, 4, 7] {
+            let parts = plan_partitions(&readers, target, threads);
+            let files = all.div_ceil(target).next_multiple_of(threads as u64);
+            let share = all.div_ceil(files);
+            assert!(share <= target);
+            assert!(parts.len() as u64 <= files, "{threads}: {parts:?}");
+            assert!(parts.len() as u64 + 1 >= files, "{threads}: {parts:?}");
+            assert_eq!(parts[0].start, key(0));
+            assert_eq!(parts.last().unwrap().end, key(298).next());
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "partitions must be contiguous");
+            }
+            assert_eq!(
+                parts.iter().map(bytes).sum::<u64>(),
+                all,
+                "every value in one partition"
+            );
+            for p in &parts[..parts.len() - 1] {
+                let b = bytes(p);
+                assert!(
+                    b + one_key > share && b < share + one_key,
+                    "{p:?}: {b} of {share}"
+                );
+            }
         }
-        assert!(plan_partitions(&[], target).is_empty());
+        assert!(plan_partitions(&[], target, 2).is_empty());
+        // Below the target, one file per thread.
+        assert_eq!(plan_partitions(&readers, all, 1).len(), 1);
+        assert!(plan_partitions(&readers, all, 2).len() >= 2);
     }
 
     #[test]

@@ -24,6 +24,10 @@ static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Buffer size for writing.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes handed to the kernel after which their writeback is started
+/// ([`crashsafe::start_writeback`]), so that `finish`'s fsync waits for the
+/// tail only.
+pub(crate) const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 /// Writes one delta or image layer file.
 ///
@@ -41,6 +45,8 @@ pub struct LayerWriter {
     header: Header,
     /// Bytes written so far, header included: the offset of the next blob.
     offset: u64,
+    /// Bytes from the start whose writeback has been started.
+    written_back: u64,
     /// CRC32C of everything written after the header.
     body_crc: u32,
     /// Encoded index entries.
@@ -153,6 +159,7 @@ impl LayerWriter {
                 lsn_range,
             },
             offset: HEADER_SIZE as u64,
+            written_back: 0,
             body_crc: 0,
             index: Vec::new(),
             num_values: 0,
@@ -353,6 +360,16 @@ impl LayerWriter {
         }
         self.body_crc = crc32c::crc32c_append(self.body_crc, buf);
         self.offset += buf.len() as u64;
+        let in_kernel = self.offset - self.file.buffer().len() as u64;
+        if in_kernel - self.written_back >= WRITEBACK_CHUNK {
+            // Only an early start: a failed writeback fails `finish`'s fsync.
+            let _ = crashsafe::start_writeback(
+                self.file.get_ref(),
+                self.written_back,
+                in_kernel - self.written_back,
+            );
+            self.written_back = in_kernel;
+        }
         Ok(())
     }
 }
