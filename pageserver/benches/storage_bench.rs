@@ -63,6 +63,7 @@ use common::{env_or, write_floor, FloorSync, Spread};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -284,20 +285,18 @@ impl CompactionTotals {
     }
 }
 
-/// The maintenance loop's compaction rule, in a thread, until `stop`.
-fn compaction_loop(tl: &Timeline, stop: &AtomicBool) -> CompactionTotals {
+/// The maintenance loop's compaction rule, in a thread, until `stop` says
+/// so (or is dropped): it wakes at once, not at its next tick.
+fn compaction_loop(tl: &Timeline, stop: &Receiver<()>) -> CompactionTotals {
     let mut totals = CompactionTotals::default();
     let conf = tl.tenant_conf();
     let threshold = conf.compaction_threshold.unwrap_or(10) as usize;
     let period = conf.compaction_period.unwrap_or_default();
     let mut since = Duration::ZERO;
     loop {
-        let tick = Instant::now();
-        while tick.elapsed() < MAINTENANCE_TICK {
-            if stop.load(Ordering::Relaxed) {
-                return totals;
-            }
-            thread::sleep(Duration::from_millis(20));
+        match stop.recv_timeout(MAINTENANCE_TICK) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return totals,
         }
         since += MAINTENANCE_TICK;
         if !period.is_zero() && (since >= period || tl.l0_count() >= threshold) {
@@ -360,7 +359,7 @@ fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest
         let _enter = rt.enter();
         tl.spawn_background();
     }
-    let stop = AtomicBool::new(false);
+    let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
     let stop_sampler = AtomicBool::new(false);
     let writes_before = process_disk_writes();
     let cpu_before = process_cpu();
@@ -376,12 +375,14 @@ fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest
             scan_layers(tl.path(), &mut seen);
             seen
         });
-        let compactor = compaction.then(|| s.spawn(|| compaction_loop(&tl, &stop)));
+        let tl_ref = &tl;
+        let compactor = compaction.then(|| s.spawn(move || compaction_loop(tl_ref, &stop_rx)));
         put_all(&tl, w, pages);
         let put = started.elapsed();
         tl.checkpoint_blocking().expect("checkpoint");
         let durable = started.elapsed();
-        stop.store(true, Ordering::Relaxed);
+        // The thread may have returned already (it never does on its own).
+        let _ = stop.send(());
         let totals = compactor
             .map(|c| c.join().expect("compaction thread"))
             .unwrap_or_default();
@@ -488,7 +489,7 @@ impl std::fmt::Display for Spread {
 
 /// CPU seconds as text, or "n/a".
 fn cpu_text(cpu: Option<Duration>) -> String {
-    cpu.map_or("n/a".to_string(), |c| format!("{:.1} s", c.as_secs_f64()))
+    cpu.map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()))
 }
 
 /// Prints one put run with compaction; returns (MiB/s, layer bytes per put).
@@ -500,7 +501,7 @@ fn report_run(run: usize, r: &Ingest, logical: u64) -> (f64, f64) {
         format!("{:.2}", b as f64 / logical as f64)
     });
     println!(
-        "put run {run}: {:.1} MiB/s: puts {:.1} s (throttled {:.1} s), durable {:.1} s, compacted {:.1} s, CPU {}; compaction thread {} runs {:.1} s ({} L0 -> {} L1, {} image), final {} L0 {:.1} s",
+        "put run {run}: {:.1} MiB/s: puts {:.2} s (throttled {:.1} s), durable {:.2} s, compacted {:.2} s, CPU {}; compaction thread {} runs {:.2} s ({} L0 -> {} L1, {} image), final {} L0 {:.2} s",
         rate(logical, r.compacted),
         r.put.as_secs_f64(),
         r.throttled,
@@ -608,7 +609,7 @@ fn main() {
     let l0_latest = read_latency(&l0_run.tl, &w, false, &mut rng);
     let l0_old = read_latency(&l0_run.tl, &w, true, &mut rng);
     println!(
-        "no compaction: durable after {:.1} s ({l0_rate:.1} MiB/s, CPU {}); get over {} L0 layers only: latest {l0_latest}; old {l0_old}",
+        "no compaction: durable after {:.2} s ({l0_rate:.1} MiB/s, CPU {}); get over {} L0 layers only: latest {l0_latest}; old {l0_old}",
         l0_run.durable.as_secs_f64(),
         cpu_text(l0_run.cpu),
         l0_run.tl.l0_count()
