@@ -19,10 +19,11 @@
 //! encoder threads of the layer at once, while puts go on: compression
 //! stays off the ingest path. Encoded batches are written to the file in
 //! order, by whichever thread holds the commit lock, so blobs are in arrival
-//! order. When more than `MAX_SEALED` sealed batches wait, the putting
-//! thread encodes one itself, which bounds the memory and slows ingest to
-//! the encoding rate. Reads find each value either in the file or in its
-//! batch.
+//! order; every 8 MiB written, that thread starts their writeback, so the
+//! flush's fsync waits for the tail only. When more than `MAX_SEALED`
+//! sealed batches wait, the putting thread encodes one itself, which bounds
+//! the memory and slows ingest to the encoding rate. Reads find each value
+//! either in the file or in its batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
