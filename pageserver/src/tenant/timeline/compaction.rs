@@ -8,7 +8,7 @@
 //! reads stay correct and the next compaction cleans up.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -400,13 +400,17 @@ fn stack_depth<'a>(within: &Range<Key>, ranges: impl Iterator<Item = &'a Range<K
 /// reach i shares, so one key's versions never span two files and each
 /// file is within one key's values of its share.
 fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64, threads: usize) -> Vec<Range<Key>> {
-    let mut sizes: BTreeMap<Key, u64> = BTreeMap::new();
-    for r in l0 {
-        for (key, size) in r.blob_sizes() {
-            *sizes.entry(key).or_default() += size;
+    // Sorted once, equal keys added up (faster than a map of every key).
+    let mut all: Vec<(Key, u64)> = l0.iter().flat_map(|r| r.blob_sizes()).collect();
+    all.sort_unstable_by_key(|(key, _)| *key);
+    let mut sizes: Vec<(Key, u64)> = Vec::with_capacity(all.len());
+    for (key, size) in all {
+        match sizes.last_mut() {
+            Some((last, sum)) if *last == key => *sum += size,
+            _ => sizes.push((key, size)),
         }
     }
-    let total: u64 = sizes.values().sum();
+    let total: u64 = sizes.iter().map(|(_, size)| size).sum();
     let threads = threads.max(1) as u64;
     let files = total
         .div_ceil(target_size.max(1))
@@ -422,7 +426,7 @@ fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64, threads: usize) ->
         }
         before += size;
     }
-    let Some(last) = sizes.keys().next_back() else {
+    let Some((last, _)) = sizes.last() else {
         return Vec::new();
     };
     let ends = starts.iter().skip(1).copied().chain([last.next()]);
