@@ -278,7 +278,7 @@ impl Timeline {
             };
             let range = floor..*cont_lsn;
             *cont_lsn = floor;
-            let values = self.read_layer(&layer, |r| r.get_values(key, range.clone()))?;
+            let values = self.read_layer(&layer, |r| r.get_values_to_image(key, range.clone()))?;
             if c.take(key, values)? {
                 return Ok(true);
             }

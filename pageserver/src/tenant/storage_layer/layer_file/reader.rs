@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::tenant::storage_layer::page_cache::PAGE_CACHE;
 use pageserver_api::key::Key;
+use pageserver_api::value::Value;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
@@ -223,41 +224,66 @@ impl LayerReader {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Bytes)>, LayerError> {
+        self.values_newest_first(key, lsn_range, false)
+    }
+
+    /// [`LayerReader::get_values`] down to the newest page image (a
+    /// serialized [`Value::Image`]), which a read needs nothing older than:
+    /// older values are not checked or decompressed.
+    pub fn get_values_to_image(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Vec<(Lsn, Bytes)>, LayerError> {
+        self.values_newest_first(key, lsn_range, true)
+    }
+
+    fn values_newest_first(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+        to_image: bool,
+    ) -> Result<Vec<(Lsn, Bytes)>, LayerError> {
         let range = self.entry_range(key, &lsn_range);
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        // Checked and decoded values stay in the page cache.
-        let cache = &*PAGE_CACHE;
-        let cached: Option<Vec<(Lsn, Bytes)>> = range
-            .clone()
-            .rev()
-            .map(|i| Some((self.index[i].lsn, cache.get(self.cache_id, i as u32)?)))
-            .collect();
-        if let Some(values) = cached {
-            return Ok(values);
-        }
         // The values of one key are usually adjacent (not in an L0 layer,
-        // whose values are in arrival order): then one read gets them all.
+        // whose values are in arrival order): then one read gets them all,
+        // at the first value not in the page cache.
         let entries = &self.index[range.clone()];
         let adjacent = entries.windows(2).all(|w| w[0].end() == w[1].offset);
         let start = entries[0].offset;
-        let buf = if adjacent {
-            self.read_range(start, entries[entries.len() - 1].end())?
-        } else {
-            Bytes::new()
-        };
+        let mut extent: Option<Bytes> = None;
+        // Checked and decoded values stay in the page cache.
+        let cache = &*PAGE_CACHE;
         let mut values = Vec::with_capacity(range.len());
         for i in range.rev() {
             let entry = &self.index[i];
-            let blob = if adjacent {
-                buf.slice((entry.offset - start) as usize..(entry.end() - start) as usize)
-            } else {
-                self.read_range(entry.offset, entry.end())?
+            let value = match cache.get(self.cache_id, i as u32) {
+                Some(value) => value,
+                None => {
+                    let blob = if adjacent {
+                        let whole = match &extent {
+                            Some(whole) => whole.clone(),
+                            None => extent
+                                .insert(self.read_range(start, entries[entries.len() - 1].end())?)
+                                .clone(),
+                        };
+                        whole.slice((entry.offset - start) as usize..(entry.end() - start) as usize)
+                    } else {
+                        self.read_range(entry.offset, entry.end())?
+                    };
+                    let value = self.decode_blob(blob, entry)?;
+                    cache.insert(self.cache_id, i as u32, value.clone());
+                    value
+                }
             };
-            let value = self.decode_blob(blob, entry)?;
-            cache.insert(self.cache_id, i as u32, value.clone());
+            let image = value.first() == Some(&Value::IMAGE_TAG);
             values.push((entry.lsn, value));
+            if to_image && image {
+                break;
+            }
         }
         Ok(values)
     }

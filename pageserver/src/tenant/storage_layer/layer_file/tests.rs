@@ -670,3 +670,51 @@ fn version_1_files_are_still_read() {
     let err = LayerReader::open(&path).unwrap_err().to_string();
     assert!(err.contains("unsupported format version 3"), "{err}");
 }
+
+/// A read for a page stops at the newest image: older versions of the key
+/// are not checked or decompressed (a damaged one is found by `verify` and
+/// by reads that reach it).
+#[test]
+fn reads_to_the_newest_image_leave_older_versions_alone() {
+    use pageserver_api::value::{NativeRecord, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let image = |b: u8| Value::Image(Bytes::from(vec![b; 3000])).ser();
+    let record = |n: u32| Value::Record(NativeRecord::RelSizeSet(n)).ser();
+    let puts: Vec<Put> = vec![
+        (key(1), Lsn(0x10), image(1), true),
+        (key(1), Lsn(0x11), record(7), false),
+        (key(1), Lsn(0x12), image(2), true),
+        (key(1), Lsn(0x13), record(8), false),
+        (key(2), Lsn(0x10), record(9), false),
+    ];
+    let (_, path) = write_layer(
+        dir.path(),
+        true,
+        key(0),
+        Lsn(0x10)..Lsn(0x20),
+        &puts,
+        key(3),
+    );
+    let lsns = |v: Vec<(Lsn, Bytes)>| v.into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+    let all = Lsn(0)..Lsn(0x20);
+    // Damage the oldest version's stored bytes (the first blob).
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[HEADER_SIZE + BLOB_HEADER_SIZE + 10] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    let r = LayerReader::open(&path).unwrap();
+    let got = r.get_values_to_image(key(1), all.clone()).unwrap();
+    assert_eq!(lsns(got.clone()), vec![Lsn(0x13), Lsn(0x12)]);
+    assert_eq!(&got[1].1[..], &image(2)[..]);
+    // Below the newer image the damaged one is reached and reported.
+    let err = r
+        .get_values_to_image(key(1), Lsn(0)..Lsn(0x12))
+        .unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(r.get_values(key(1), all.clone()).is_err());
+    assert!(r.verify().is_err());
+    // Without an image every version comes back.
+    let got = r.get_values_to_image(key(2), all.clone()).unwrap();
+    assert_eq!(lsns(got), vec![Lsn(0x10)]);
+    let got = r.get_values_to_image(key(1), Lsn(0x11)..Lsn(0x12)).unwrap();
+    assert_eq!(lsns(got), vec![Lsn(0x11)]);
+}
