@@ -37,6 +37,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pageserver_api::key::Key;
+use pageserver_api::value::Value;
 use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
@@ -575,16 +576,40 @@ impl InMemoryLayer {
 
     /// Serialized values of `key` with LSN in `lsn_range`, newest first.
     pub fn get_values(&self, key: Key, lsn_range: Range<Lsn>) -> io::Result<Vec<(Lsn, Bytes)>> {
+        self.values_newest_first(key, lsn_range, false)
+    }
+
+    /// [`InMemoryLayer::get_values`] down to the newest page image (a
+    /// serialized [`Value::Image`]), which a read needs nothing older than:
+    /// a page updated many times is not decoded version by version.
+    pub fn get_values_to_image(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> io::Result<Vec<(Lsn, Bytes)>> {
+        self.values_newest_first(key, lsn_range, true)
+    }
+
+    fn values_newest_first(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+        to_image: bool,
+    ) -> io::Result<Vec<(Lsn, Bytes)>> {
         let inner = self.read_inner();
         let Some(versions) = inner.index.get(&key) else {
             return Ok(Vec::new());
         };
-        versions
-            .iter()
-            .rev()
-            .filter(|e| lsn_range.contains(&e.lsn))
-            .map(|e| Ok((e.lsn, self.read_loc(&inner, e.loc)?)))
-            .collect()
+        let mut values = Vec::new();
+        for e in versions.iter().rev().filter(|e| lsn_range.contains(&e.lsn)) {
+            let value = self.read_loc(&inner, e.loc)?;
+            let image = value.first() == Some(&Value::IMAGE_TAG);
+            values.push((e.lsn, value));
+            if to_image && image {
+                break;
+            }
+        }
+        Ok(values)
     }
 
     /// Freezes the layer: its LSN range becomes `start_lsn..end_lsn`.
@@ -705,6 +730,33 @@ mod tests {
 
     fn key(i: u32) -> Key {
         Key::MIN.add(i)
+    }
+
+    #[test]
+    fn reads_to_the_newest_image_stop_there() {
+        use pageserver_api::value::NativeRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
+        let image = Value::Image(Bytes::from(vec![3u8; 8192])).ser();
+        let record = |n| Value::Record(NativeRecord::RelSizeSet(n)).ser();
+        layer.put(key(1), Lsn(0x10), &record(1), false).unwrap();
+        layer.put(key(1), Lsn(0x11), &image, true).unwrap();
+        for n in 0..50u64 {
+            layer
+                .put(key(1), Lsn(0x12 + n), &record(n as u32), false)
+                .unwrap();
+        }
+        let lsns = |v: Vec<(Lsn, Bytes)>| v.into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+        let all = Lsn(0)..Lsn(0x100);
+        let got = layer.get_values_to_image(key(1), all.clone()).unwrap();
+        assert_eq!(got.len(), 51);
+        assert_eq!((got[50].0, &got[50].1[..]), (Lsn(0x11), &image[..]));
+        assert_eq!(lsns(layer.get_values(key(1), all).unwrap()).len(), 52);
+        // Below the image, the older record.
+        let got = layer
+            .get_values_to_image(key(1), Lsn(0)..Lsn(0x11))
+            .unwrap();
+        assert_eq!(lsns(got), vec![Lsn(0x10)]);
     }
 
     #[test]

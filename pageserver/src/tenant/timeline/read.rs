@@ -261,7 +261,7 @@ impl Timeline {
             }
             let range: Range<Lsn> = layer.start_lsn..*cont_lsn;
             *cont_lsn = layer.start_lsn;
-            if c.take(key, layer.get_values(key, range)?)? {
+            if c.take(key, layer.get_values_to_image(key, range)?)? {
                 return Ok(true);
             }
         }
