@@ -351,9 +351,14 @@ pub(crate) fn blob_len(stored_len: usize) -> Option<u32> {
 /// The header of a blob: stored length, flags, CRC. The caller checked
 /// (with [`blob_len`]) that the length fits.
 pub(crate) fn blob_header(flags: u8, stored: &[u8]) -> [u8; BLOB_HEADER_SIZE] {
+    blob_header_with_crc(flags, stored.len(), blob_crc(flags, stored))
+}
+
+/// [`blob_header`] with the blob's CRC known already (a checked copy).
+fn blob_header_with_crc(flags: u8, stored_len: usize, crc: u32) -> [u8; BLOB_HEADER_SIZE] {
     let mut head = [0u8; BLOB_HEADER_SIZE];
-    head[0..4].copy_from_slice(&(stored.len() as u32).to_le_bytes());
+    head[0..4].copy_from_slice(&(stored_len as u32).to_le_bytes());
     head[4] = flags;
-    head[5..9].copy_from_slice(&blob_crc(flags, stored).to_le_bytes());
+    head[5..9].copy_from_slice(&crc.to_le_bytes());
     head
 }

@@ -47,6 +47,9 @@ pub struct LayerReader {
 pub struct RawValue {
     pub(super) flags: u8,
     pub(super) stored: Bytes,
+    /// The blob's CRC32C (of flags and stored bytes), as checked: a copy
+    /// reuses it instead of computing it again.
+    pub(super) crc: u32,
 }
 
 impl RawValue {
@@ -432,12 +435,14 @@ impl LayerReader {
             ));
         }
         let stored = &blob[BLOB_HEADER_SIZE..];
-        if blob_crc(flags, stored) != u32_at(&blob, 5) {
+        let crc = u32_at(&blob, 5);
+        if blob_crc(flags, stored) != crc {
             return Err(self.corrupt(entry.offset + 5, what("checksum mismatch")));
         }
         Ok(RawValue {
             flags,
             stored: blob.slice(BLOB_HEADER_SIZE..),
+            crc,
         })
     }
 

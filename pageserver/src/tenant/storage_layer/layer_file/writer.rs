@@ -14,8 +14,9 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
-    blob_header, blob_len, Header, IndexEntry, LayerError, RawValue, FLAG_ZSTD, FORMAT_VERSION,
-    HEADER_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
+    blob_header, blob_header_with_crc, blob_len, Header, IndexEntry, LayerError, RawValue,
+    BLOB_HEADER_SIZE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE,
+    ZSTD_LEVEL,
 };
 use crate::tenant::storage_layer::PersistentLayerDesc;
 
@@ -199,8 +200,10 @@ impl LayerWriter {
             None
         };
         let result = match compressed {
-            Some(compressed) => self.append(key, lsn, FLAG_ZSTD, compressed),
-            None => self.append(key, lsn, 0, value),
+            Some(compressed) => {
+                self.append(key, lsn, &blob_header(FLAG_ZSTD, compressed), compressed)
+            }
+            None => self.append(key, lsn, &blob_header(0, value), value),
         };
         self.compressor = compressor;
         result
@@ -211,14 +214,22 @@ impl LayerWriter {
     pub fn put_raw(&mut self, key: Key, lsn: Lsn, value: &RawValue) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
-        self.append(key, lsn, value.flags, &value.stored)
+        let head = blob_header_with_crc(value.flags, value.stored.len(), value.crc);
+        self.append(key, lsn, &head, &value.stored)
     }
 
-    fn append(&mut self, key: Key, lsn: Lsn, flags: u8, stored: &[u8]) -> Result<(), LayerError> {
+    /// Appends a blob: its header, then its stored bytes.
+    fn append(
+        &mut self,
+        key: Key,
+        lsn: Lsn,
+        head: &[u8; BLOB_HEADER_SIZE],
+        stored: &[u8],
+    ) -> Result<(), LayerError> {
         // `check_put` made sure the value, and so the stored form, fits.
         let len = blob_len(stored.len()).expect("checked by check_put");
         let offset = self.offset;
-        self.write(&blob_header(flags, stored))?;
+        self.write(head)?;
         self.write(stored)?;
         IndexEntry {
             key,
