@@ -326,21 +326,24 @@ def test_corrupt_layer_files_are_errors_never_wrong_data(neon_simple_env: NeonEn
     (name,) = set(layer_files(env, tenant_id, timeline_id)) - before
     path = env.pageserver.timeline_dir(tenant_id, timeline_id) / name
 
-    # A flipped byte inside a value: reads of that value fail naming the
-    # file and offset; every other read still returns the right page.
+    # A flipped byte inside a value: reads that need that value fail naming
+    # the file and offset; every other read still returns the right page.
+    # A read stops at the newest image it needs, so every version is read
+    # at its own LSN to reach the damaged one.
     data = bytearray(path.read_bytes())
     at = len(data) // 2
     data[at] ^= 0x40
     path.write_bytes(data)
     failures = []
     for key in sorted(w.versions):
-        try:
-            got = client.test_get_value(tenant_id, timeline_id, key, lsn_str(last))
-            assert got == w.expected(key, last), f"wrong data for {key}"
-        except PageserverApiException as e:
-            assert e.status_code == 500, e
-            assert name in e.msg and "offset" in e.msg, e.msg
-            failures.append(key)
+        for lsn in sorted(w.versions[key]) + [last]:
+            try:
+                got = client.test_get_value(tenant_id, timeline_id, key, lsn_str(lsn))
+                assert got == w.expected(key, lsn), f"wrong data for {key} at {lsn_str(lsn)}"
+            except PageserverApiException as e:
+                assert e.status_code == 500, e
+                assert name in e.msg and "offset" in e.msg, e.msg
+                failures.append((key, lsn))
     assert len(failures) >= 1
 
     # A flipped byte in the index: found when the file is opened at start-up;
