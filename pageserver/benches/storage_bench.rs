@@ -35,11 +35,12 @@
 //!    `compaction_period` has passed. Writers wait while 2 x
 //!    `compaction_threshold` L0 layers exist (the write path's L0
 //!    throttle); the time is shown. The clock stops once a checkpoint, that
-//!    thread's last run and a final forced compaction are done. Layer files created are found
-//!    by listing the directory every 20 ms (they appear complete, by
-//!    rename, and live at least until a compaction ends), giving the bytes
-//!    written per byte put; the kernel's count of bytes the process sent to
-//!    storage (`/proc/self/io`) and the process CPU time are shown beside.
+//!    thread's last run and a final forced compaction are done. Layer files
+//!    created are found by listing the directory every 20 ms (they appear
+//!    complete, by rename, and live at least until a compaction ends),
+//!    giving the bytes written per byte put; the kernel's count of bytes the
+//!    process sent to storage (`/proc/self/io`) and the process CPU time
+//!    are shown beside.
 //! 3. **Reads** with `get_blocking`, one key at a time, each value checked:
 //!    20k random blocks at the last LSN and 20k at random LSNs in the first
 //!    half of the history (a block among those written by then), on the
@@ -100,7 +101,7 @@ const LSN_STEP: u64 = 8224;
 const START_LSN: u64 = 0x0100_0000;
 /// WAL records put per writer (write lock) acquisition.
 const BATCH: usize = 64;
-/// Distinct page bodies; each put copies one and stamps its header.
+/// Distinct page bodies; each put's page is a copy of one, stamped.
 const POOL: usize = 512;
 const REL: RelTag = RelTag {
     spcnode: 1663,

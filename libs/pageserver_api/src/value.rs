@@ -673,6 +673,12 @@ impl Value {
     /// record), so a stored value can be classified without decoding it.
     pub const IMAGE_TAG: u8 = TAG_IMAGE;
 
+    /// Whether `serialized` is the binary form of a [`Value::Image`] (by its
+    /// first byte, [`Value::IMAGE_TAG`]).
+    pub fn is_serialized_image(serialized: &[u8]) -> bool {
+        serialized.first() == Some(&TAG_IMAGE)
+    }
+
     /// Whether the value is complete on its own (an image or an
     /// initialising record), so older values need not be read.
     pub fn will_init(&self) -> bool {

@@ -71,6 +71,33 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// A file written front to back, as [`start_writeback`] sees it: the
+/// range whose writeback is due each time another `chunk` bytes have
+/// reached the kernel.
+#[derive(Debug)]
+pub struct WritebackCursor {
+    chunk: u64,
+    started: u64,
+}
+
+impl WritebackCursor {
+    /// Nothing started yet; a range is due every `chunk` bytes.
+    pub fn new(chunk: u64) -> WritebackCursor {
+        WritebackCursor { chunk, started: 0 }
+    }
+
+    /// Once the first `written` bytes of the file are with the kernel: the
+    /// (offset, length) to start writeback of, when `chunk` bytes or more
+    /// came since the last range, which it then counts as started.
+    pub fn due(&mut self, written: u64) -> Option<(u64, u64)> {
+        if written.saturating_sub(self.started) < self.chunk {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.started, written);
+        Some((from, written - from))
+    }
+}
+
 fn parent_of(path: &Path) -> io::Result<&Path> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => Ok(p),
@@ -184,6 +211,17 @@ pub fn remove_temporaries(dir: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writeback_cursor_gives_consecutive_ranges_of_a_chunk_or_more() {
+        let mut c = WritebackCursor::new(100);
+        assert_eq!(c.due(99), None);
+        assert_eq!(c.due(100), Some((0, 100)));
+        assert_eq!(c.due(150), None);
+        assert_eq!(c.due(320), Some((100, 220)));
+        assert_eq!(c.due(320), None);
+        assert_eq!(c.due(420), Some((320, 100)));
+    }
 
     #[test]
     fn writeback_starts_and_bad_ranges_are_errors() {

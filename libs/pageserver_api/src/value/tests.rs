@@ -281,6 +281,13 @@ fn will_init() {
         Value::from(NativeRecord::SlruZeroPage).ser()[0],
         Value::IMAGE_TAG
     );
+    assert!(Value::is_serialized_image(
+        &Value::Image(Bytes::new()).ser()
+    ));
+    assert!(!Value::is_serialized_image(
+        &Value::from(NativeRecord::RelSizeSet(1)).ser()
+    ));
+    assert!(!Value::is_serialized_image(&[]));
     assert!(Value::from(NativeRecord::SlruZeroPage).will_init());
     assert!(Value::from(NativeRecord::RelSizeSet(1)).will_init());
     assert!(Value::from(NativeRecord::DirInit(DirKind::Rel)).will_init());

@@ -143,8 +143,8 @@ struct Inner {
     failed: Option<String>,
     /// Bytes in the file: room for the header, then the blobs written.
     file_len: u64,
-    /// Bytes from the start whose writeback has been started.
-    written_back: u64,
+    /// Which written bytes' writeback to start next.
+    writeback: crashsafe::WritebackCursor,
     /// CRC32C of the blobs written.
     blobs_crc: u32,
     /// Bytes of values held (before compression).
@@ -208,7 +208,7 @@ impl InMemoryLayer {
                 failed: None,
                 // Room for the layer file header, written when finished.
                 file_len: HEADER_SIZE as u64,
-                written_back: 0,
+                writeback: crashsafe::WritebackCursor::new(WRITEBACK_CHUNK),
                 blobs_crc: 0,
                 size: 0,
                 end_lsn: None,
@@ -484,11 +484,8 @@ impl InMemoryLayer {
             }
             inner.file_len = file_off + encoded.out.len() as u64;
             inner.blobs_crc = crc;
-            let writeback = (inner.file_len - inner.written_back >= WRITEBACK_CHUNK).then(|| {
-                let end = inner.file_len;
-                let from = std::mem::replace(&mut inner.written_back, end);
-                (from, end - from)
-            });
+            let file_len = inner.file_len;
+            let writeback = inner.writeback.due(file_len);
             let written = inner.sealed.pop_front().expect("the front was encoded");
             drop(inner);
             if let Some((from, len)) = writeback {
@@ -603,7 +600,7 @@ impl InMemoryLayer {
         let mut values = Vec::new();
         for e in versions.iter().rev().filter(|e| lsn_range.contains(&e.lsn)) {
             let value = self.read_loc(&inner, e.loc)?;
-            let image = value.first() == Some(&Value::IMAGE_TAG);
+            let image = Value::is_serialized_image(&value);
             values.push((e.lsn, value));
             if to_image && image {
                 break;

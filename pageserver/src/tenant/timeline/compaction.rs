@@ -326,7 +326,7 @@ impl Timeline {
             let newest = self.read_layer(&layer, |r| r.get_newest_raw(key, range.clone()))?;
             if let Some((_, raw)) = newest {
                 // Only images are ever stored compressed (see `stored_compressed`).
-                let image = raw.is_compressed() || raw.stored().first() == Some(&Value::IMAGE_TAG);
+                let image = raw.is_compressed() || Value::is_serialized_image(raw.stored());
                 return Ok(image.then_some(raw));
             }
             cont_lsn = floor;
@@ -451,10 +451,6 @@ fn successes<T>(results: Vec<anyhow::Result<T>>) -> (Vec<T>, Option<anyhow::Erro
     (ok, failure)
 }
 
-/// Runs `f(0..count)` on up to [`MAX_COMPACTION_THREADS`] threads (the
-/// calling one among them) and returns the results in order. The threads
-/// are scoped to the call, and enter the caller's tokio runtime (reads may
-/// download a layer on demand).
 /// Threads one compaction runs on: the cores, at most
 /// [`MAX_COMPACTION_THREADS`].
 fn compaction_threads() -> usize {
@@ -463,6 +459,10 @@ fn compaction_threads() -> usize {
         .clamp(1, MAX_COMPACTION_THREADS)
 }
 
+/// Runs `f(0..count)` on up to [`compaction_threads`] threads (the calling
+/// one among them) and returns the results in order. The threads are scoped
+/// to the call, and enter the caller's tokio runtime (reads may download a
+/// layer on demand).
 fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let threads = compaction_threads().min(count);
     if threads <= 1 {

@@ -339,5 +339,5 @@ impl Drop for TimelineWriter<'_> {
 /// [`Value::IMAGE_TAG`] first), so a compressed stored value is always an
 /// image: image layer creation copies such values without decoding them.
 pub(super) fn stored_compressed(value: &[u8]) -> bool {
-    value.first() == Some(&Value::IMAGE_TAG)
+    Value::is_serialized_image(value)
 }

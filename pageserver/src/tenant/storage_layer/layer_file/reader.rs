@@ -282,7 +282,7 @@ impl LayerReader {
                     value
                 }
             };
-            let image = value.first() == Some(&Value::IMAGE_TAG);
+            let image = Value::is_serialized_image(&value);
             values.push((entry.lsn, value));
             if to_image && image {
                 break;

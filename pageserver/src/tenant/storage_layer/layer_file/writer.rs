@@ -46,8 +46,8 @@ pub struct LayerWriter {
     header: Header,
     /// Bytes written so far, header included: the offset of the next blob.
     offset: u64,
-    /// Bytes from the start whose writeback has been started.
-    written_back: u64,
+    /// Which written bytes' writeback to start next.
+    writeback: crashsafe::WritebackCursor,
     /// CRC32C of everything written after the header.
     body_crc: u32,
     /// Encoded index entries.
@@ -160,7 +160,7 @@ impl LayerWriter {
                 lsn_range,
             },
             offset: HEADER_SIZE as u64,
-            written_back: 0,
+            writeback: crashsafe::WritebackCursor::new(WRITEBACK_CHUNK),
             body_crc: 0,
             index: Vec::new(),
             num_values: 0,
@@ -372,14 +372,9 @@ impl LayerWriter {
         self.body_crc = crc32c::crc32c_append(self.body_crc, buf);
         self.offset += buf.len() as u64;
         let in_kernel = self.offset - self.file.buffer().len() as u64;
-        if in_kernel - self.written_back >= WRITEBACK_CHUNK {
+        if let Some((from, len)) = self.writeback.due(in_kernel) {
             // Only an early start: a failed writeback fails `finish`'s fsync.
-            let _ = crashsafe::start_writeback(
-                self.file.get_ref(),
-                self.written_back,
-                in_kernel - self.written_back,
-            );
-            self.written_back = in_kernel;
+            let _ = crashsafe::start_writeback(self.file.get_ref(), from, len);
         }
         Ok(())
     }
