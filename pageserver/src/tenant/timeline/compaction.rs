@@ -20,6 +20,7 @@ use pageserver_api::value::Value;
 use utils::crashsafe;
 use utils::lsn::Lsn;
 
+use super::layer::Layer;
 use super::read::PageReconstructError;
 use super::write::stored_compressed;
 use super::Timeline;
@@ -123,7 +124,7 @@ impl Timeline {
             .collect::<Result<Vec<_>, _>>()?;
         let count = new_readers.len();
         let old_names: Vec<LayerName> = l0.iter().map(|d| d.layer_name()).collect();
-        let added = self
+        let (added, removed) = self
             .layers
             .write()
             .expect("layers lock poisoned")
@@ -138,7 +139,9 @@ impl Timeline {
         fail::fail_point!("compaction-before-l0-delete", |_| anyhow::bail!(
             "failpoint compaction-before-l0-delete"
         ));
-        self.delete_layer_files(&old_names)?;
+        // `removed` holds the last references (but for reads in flight).
+        drop((readers, l0_layers));
+        self.delete_layer_files(removed)?;
         Ok(count)
     }
 
@@ -194,10 +197,19 @@ impl Timeline {
     }
 
     /// Removes layer files from disk (they are already out of the map).
-    pub(super) fn delete_layer_files(&self, names: &[LayerName]) -> anyhow::Result<()> {
-        for name in names {
-            let path = self.path.join(name.to_string());
-            match std::fs::remove_file(&path) {
+    /// The layers are dropped on a background thread: closing the last
+    /// descriptor of an unlinked file frees its page cache there and then
+    /// ([`utils::deferred_drop`]).
+    pub(super) fn delete_layer_files(&self, layers: Vec<Arc<Layer>>) -> anyhow::Result<()> {
+        let result = self.unlink_layer_files(&layers);
+        utils::deferred_drop::drop_in_background(layers);
+        result
+    }
+
+    fn unlink_layer_files(&self, layers: &[Arc<Layer>]) -> anyhow::Result<()> {
+        for layer in layers {
+            let path = layer.local_path();
+            match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -292,7 +304,7 @@ impl Timeline {
         }
         let (_, path) = writer.finish(range.end)?;
         let reader = Arc::new(LayerReader::open(&path)?);
-        let added = self
+        let (added, _) = self
             .layers
             .write()
             .expect("layers lock poisoned")

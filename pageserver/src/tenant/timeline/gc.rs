@@ -129,7 +129,8 @@ impl Timeline {
             doomed
         };
         if !doomed.is_empty() {
-            self.layers
+            let (_, removed) = self
+                .layers
                 .write()
                 .expect("layers lock poisoned")
                 .replace_files(&doomed, Vec::new());
@@ -140,7 +141,7 @@ impl Timeline {
             fail::fail_point!("gc-before-file-delete", |_| anyhow::bail!(
                 "failpoint gc-before-file-delete"
             ));
-            self.delete_layer_files(&doomed)?;
+            self.delete_layer_files(removed)?;
         }
         stats.layers_removed = doomed.len();
         stats.elapsed_secs = started.elapsed().as_secs_f64();

@@ -149,15 +149,17 @@ impl LayerManager {
         true
     }
 
-    /// Swaps layer files in one step (compaction, GC); returns the new layers.
+    /// Swaps layer files in one step (compaction, GC); returns the new
+    /// layers and the removed ones.
     pub fn replace_files(
         &mut self,
         remove: &[LayerName],
         add: Vec<Arc<LayerReader>>,
-    ) -> Vec<Arc<Layer>> {
-        for name in remove {
-            self.files.remove(name);
-        }
+    ) -> (Vec<Arc<Layer>>, Vec<Arc<Layer>>) {
+        let removed = remove
+            .iter()
+            .filter_map(|name| self.files.remove(name))
+            .collect();
         let added: Vec<Arc<Layer>> = add
             .into_iter()
             .map(|r| {
@@ -168,7 +170,7 @@ impl LayerManager {
             .collect();
         self.map
             .replace(remove, added.iter().map(|l| l.desc.clone()).collect());
-        added
+        (added, removed)
     }
 
     /// A layer in the map.
