@@ -679,6 +679,29 @@ impl Value {
         serialized.first() == Some(&TAG_IMAGE)
     }
 
+    /// Length of what comes before the page in the binary form of a
+    /// [`Value::Image`]: [`Value::IMAGE_TAG`] and the `u64` page length.
+    pub const IMAGE_PREFIX_LEN: usize = 9;
+
+    /// What comes before a page of `page_len` bytes in the binary form of a
+    /// [`Value::Image`] of it.
+    pub fn serialized_image_prefix(page_len: usize) -> [u8; Value::IMAGE_PREFIX_LEN] {
+        let mut prefix = [0u8; Value::IMAGE_PREFIX_LEN];
+        prefix[0] = TAG_IMAGE;
+        prefix[1..].copy_from_slice(&(page_len as u64).to_le_bytes());
+        prefix
+    }
+
+    /// The page of `serialized` when it is exactly the binary form of a
+    /// [`Value::Image`] (tag, a length that matches, the page): a layer file
+    /// stores only the page of such a value, and
+    /// [`Value::serialized_image_prefix`] gives the rest back.
+    pub fn serialized_image_page(serialized: &[u8]) -> Option<&[u8]> {
+        let page = serialized.get(Value::IMAGE_PREFIX_LEN..)?;
+        (serialized[..Value::IMAGE_PREFIX_LEN] == Value::serialized_image_prefix(page.len()))
+            .then_some(page)
+    }
+
     /// Whether the value is complete on its own (an image or an
     /// initialising record), so older values need not be read.
     pub fn will_init(&self) -> bool {
@@ -702,9 +725,8 @@ impl Value {
     pub fn ser_into(&self, out: &mut Vec<u8>) {
         match self {
             Value::Image(b) => {
-                out.reserve(9 + b.len());
-                out.push(TAG_IMAGE);
-                out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                out.reserve(Value::IMAGE_PREFIX_LEN + b.len());
+                out.extend_from_slice(&Value::serialized_image_prefix(b.len()));
                 out.extend_from_slice(b);
             }
             Value::Record(NativeRecord::ClogSetStatus {

@@ -274,6 +274,22 @@ fn reconstruct_needs_a_start_and_a_valid_key() {
 const REL_KEY: Key = rel_block_key(REL, 0);
 
 #[test]
+fn image_pages_need_the_exact_prefix() {
+    let image = Value::Image(Bytes::from_static(b"page")).ser();
+    assert_eq!(Value::serialized_image_page(&image), Some(&b"page"[..]));
+    assert_eq!(Value::serialized_image_page(&image[..8]), None);
+    assert_eq!(Value::serialized_image_page(&image[..12]), None);
+    let mut longer = image.clone();
+    longer.push(0);
+    assert_eq!(Value::serialized_image_page(&longer), None);
+    let mut record = image.clone();
+    record[0] = 1;
+    assert_eq!(Value::serialized_image_page(&record), None);
+    let empty = Value::Image(Bytes::new()).ser();
+    assert_eq!(Value::serialized_image_page(&empty), Some(&b""[..]));
+}
+
+#[test]
 fn will_init() {
     assert!(Value::Image(Bytes::new()).will_init());
     assert_eq!(Value::Image(Bytes::new()).ser()[0], Value::IMAGE_TAG);
@@ -404,6 +420,31 @@ proptest! {
         let mut appended = vec![1, 2, 3];
         v.ser_into(&mut appended);
         prop_assert_eq!(&appended[3..], &bytes[..]);
+        // Exactly the images split into prefix and page, which join again.
+        let page = Value::serialized_image_page(&bytes);
+        match &v {
+            Value::Image(b) => prop_assert_eq!(page, Some(&b[..])),
+            Value::Record(_) => prop_assert_eq!(page, None),
+        }
+        if let Some(page) = page {
+            let mut joined = Value::serialized_image_prefix(page.len()).to_vec();
+            joined.extend_from_slice(page);
+            prop_assert_eq!(joined, bytes);
+        }
+    }
+
+    #[test]
+    fn only_exact_image_forms_have_a_page(
+        page in proptest::collection::vec(any::<u8>(), 0..40),
+        at in 0..Value::IMAGE_PREFIX_LEN,
+        flip in 1..=255u8,
+    ) {
+        let mut bytes = Value::serialized_image_prefix(page.len()).to_vec();
+        bytes.extend_from_slice(&page);
+        prop_assert_eq!(Value::serialized_image_page(&bytes), Some(&page[..]));
+        prop_assert_eq!(Value::des(&bytes), Ok(Value::Image(Bytes::from(page.clone()))));
+        bytes[at] ^= flip;
+        prop_assert_eq!(Value::serialized_image_page(&bytes), None);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! ([`InMemoryLayer::finish`]): values are written and compressed once, and
 //! compaction copies them as stored.
 //!
-//! Puts append values to an open batch in memory. A full batch is sealed
+//! Puts append values to an open batch in memory; a page image is held
+//! there by reference, not copied ([`InMemoryLayer::put_image`]), and its
+//! page compressed straight from the caller's buffer. A full batch is sealed
 //! and encoded (compressed and checksummed) by up to `MAX_ENCODERS`
 //! encoder threads of the layer at once, while puts go on: compression
 //! stays off the ingest path. Encoded batches are written to the file in
@@ -43,8 +45,8 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::layer_file::{
-    blob_len, decompress, finish_in_place, IndexEntry, LayerError, ValueCompressor,
-    BLOB_HEADER_SIZE, FLAG_ZSTD, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
+    blob_len, decode_stored, finish_in_place, IndexEntry, LayerError, ValueCompressor,
+    BLOB_HEADER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
 };
 
 /// Value bytes per batch: a batch is sealed for encoding once it holds this
@@ -69,8 +71,8 @@ enum Loc {
     /// Written: the blob starts at `offset`; `len` stored bytes follow its
     /// header, compressed when `flags` says so.
     File { offset: u64, len: u32, flags: u8 },
-    /// Not written yet: bytes `start..start + len` of batch `seq`.
-    Staged { seq: u64, start: u32, len: u32 },
+    /// Not written yet: value `index` of batch `seq`.
+    Staged { seq: u64, index: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,14 +81,21 @@ struct Entry {
     loc: Loc,
 }
 
-/// One value of a batch: key, LSN, where its bytes are in the batch, and
-/// whether to store it compressed.
+/// One value of a batch: key, LSN, its bytes and whether to store it
+/// compressed.
 struct BatchValue {
     key: Key,
     lsn: Lsn,
-    start: u32,
-    len: u32,
+    bytes: Staged,
     compress: bool,
+}
+
+/// Where a batch holds a value's bytes.
+enum Staged {
+    /// Serialized at `start..start + len` of the batch's data.
+    Data { start: u32, len: u32 },
+    /// A page image: its page, shared with the caller.
+    Page(Bytes),
 }
 
 /// Values put one after another, encoded together.
@@ -94,6 +103,8 @@ struct Batch {
     seq: u64,
     data: Vec<u8>,
     values: Vec<BatchValue>,
+    /// Bytes of the pages held by reference.
+    page_bytes: usize,
 }
 
 impl Batch {
@@ -102,11 +113,37 @@ impl Batch {
             seq,
             data,
             values: Vec::new(),
+            page_bytes: 0,
         }
     }
 
-    fn value(&self, start: u32, len: u32) -> &[u8] {
-        &self.data[start as usize..(start + len) as usize]
+    /// Bytes of values held.
+    fn len(&self) -> usize {
+        self.data.len() + self.page_bytes
+    }
+
+    /// The serialized value `index` (copied from its page for an image).
+    fn value(&self, index: u32) -> Option<Bytes> {
+        Some(match &self.values.get(index as usize)?.bytes {
+            Staged::Data { start, len } => {
+                Bytes::copy_from_slice(&self.data[*start as usize..(start + len) as usize])
+            }
+            Staged::Page(page) => Value::Image(page.clone()).ser().into(),
+        })
+    }
+
+    /// Appends value `index` to `out` as its blob; returns the blob's flags
+    /// and stored length.
+    fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> (u8, u32) {
+        let v = &self.values[index];
+        let form = match &v.bytes {
+            Staged::Data { start, len } => c.stored_form(
+                &self.data[*start as usize..(start + len) as usize],
+                v.compress,
+            ),
+            Staged::Page(page) => c.stored_page_form(page, v.compress),
+        };
+        ValueCompressor::append_blob(form, out)
     }
 }
 
@@ -167,6 +204,11 @@ pub struct InMemoryLayer {
     inner: RwLock<Inner>,
     /// Held while encoded batches are written: in order, one at a time.
     committing: Mutex<()>,
+}
+
+/// `len` as a staged value's length, if a value that long can be stored.
+fn stageable(len: usize) -> Option<u32> {
+    u32::try_from(len).ok().filter(|_| blob_len(len).is_some())
 }
 
 /// Buffers of written batches, kept for new batches of any layer: fresh
@@ -250,6 +292,47 @@ impl InMemoryLayer {
         compress: bool,
         serialize: impl FnOnce(&mut Vec<u8>),
     ) -> io::Result<()> {
+        self.stage(key, lsn, compress, |batch| {
+            let start = batch.data.len();
+            serialize(&mut batch.data);
+            let len = batch.data.len() - start;
+            match (u32::try_from(start), stageable(len)) {
+                (Ok(start), Some(len)) => Ok(Staged::Data { start, len }),
+                _ => {
+                    batch.data.truncate(start);
+                    Err(len)
+                }
+            }
+        })
+    }
+
+    /// [`InMemoryLayer::put`] of the serialized [`Value::Image`] of `page`:
+    /// the batch holds the page itself, not a copy, and it is stored
+    /// compressed when `compress` (and that is smaller).
+    pub fn put_image(
+        self: &Arc<Self>,
+        key: Key,
+        lsn: Lsn,
+        page: Bytes,
+        compress: bool,
+    ) -> io::Result<()> {
+        self.stage(key, lsn, compress, |batch| {
+            let len = Value::IMAGE_PREFIX_LEN + page.len();
+            stageable(len).ok_or(len)?;
+            batch.page_bytes += len;
+            Ok(Staged::Page(page))
+        })
+    }
+
+    /// Adds the value that `add` puts in the open batch (or the length of
+    /// one too large to store).
+    fn stage(
+        self: &Arc<Self>,
+        key: Key,
+        lsn: Lsn,
+        compress: bool,
+        add: impl FnOnce(&mut Batch) -> Result<Staged, usize>,
+    ) -> io::Result<()> {
         let failed = self.write_inner().failed.take();
         if let Some(why) = failed {
             // Retry now, so the error reaches the writer.
@@ -274,34 +357,23 @@ impl InMemoryLayer {
                 }
             }
             let batch = &mut inner.open_batch;
-            let start = batch.data.len();
-            serialize(&mut batch.data);
-            let value_len = batch.data.len() - start;
-            let fits = (
-                u32::try_from(start),
-                u32::try_from(value_len)
-                    .ok()
-                    .filter(|_| blob_len(value_len).is_some()),
-            );
-            let (Ok(start), Some(len)) = fits else {
-                batch.data.truncate(start);
-                return Err(io::Error::other(format!(
-                    "value of {value_len} bytes is too large"
-                )));
+            let bytes = add(batch)
+                .map_err(|len| io::Error::other(format!("value of {len} bytes is too large")))?;
+            let len = match &bytes {
+                Staged::Data { len, .. } => u64::from(*len),
+                Staged::Page(page) => (Value::IMAGE_PREFIX_LEN + page.len()) as u64,
             };
             let entry = Entry {
                 lsn,
                 loc: Loc::Staged {
                     seq: batch.seq,
-                    start,
-                    len,
+                    index: batch.values.len() as u32,
                 },
             };
             batch.values.push(BatchValue {
                 key,
                 lsn,
-                start,
-                len,
+                bytes,
                 compress,
             });
             let versions = inner.index.entry(key).or_default();
@@ -310,9 +382,9 @@ impl InMemoryLayer {
                 Some(last) if last.lsn == lsn => *last = entry,
                 _ => versions.push(entry),
             }
-            inner.size += u64::from(len);
+            inner.size += len;
             inner.num_values += 1;
-            if inner.open_batch.data.len() < BATCH_BYTES {
+            if inner.open_batch.len() < BATCH_BYTES {
                 return Ok(());
             }
             self.seal(inner)
@@ -402,16 +474,13 @@ impl InMemoryLayer {
             }
         };
         let mut out = self.spare_buffer();
-        out.reserve(batch.data.len() + batch.values.len() * BLOB_HEADER_SIZE);
+        out.reserve(batch.len() + batch.values.len() * BLOB_HEADER_SIZE);
         let blobs = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
-            batch
-                .values
-                .iter()
-                .map(|v| {
+            (0..batch.values.len())
+                .map(|i| {
                     let offset = out.len() as u64;
-                    let (flags, len) =
-                        c.encode_blob(batch.value(v.start, v.len), v.compress, &mut out);
+                    let (flags, len) = batch.encode_value(i, &mut c, &mut out);
                     (offset, len, flags)
                 })
                 .collect()
@@ -461,11 +530,12 @@ impl InMemoryLayer {
             }
             let crc = crc32c::crc32c_append(crc, &encoded.out);
             let mut inner = self.write_inner();
-            for (v, (offset, len, flags)) in batch.values.iter().zip(&encoded.blobs) {
+            for (i, (v, (offset, len, flags))) in
+                batch.values.iter().zip(&encoded.blobs).enumerate()
+            {
                 let staged = Loc::Staged {
                     seq: batch.seq,
-                    start: v.start,
-                    len: v.len,
+                    index: i as u32,
                 };
                 let versions = inner
                     .index
@@ -541,27 +611,25 @@ impl InMemoryLayer {
     /// Reads the value at `loc`.
     fn read_loc(&self, inner: &Inner, loc: Loc) -> io::Result<Bytes> {
         match loc {
-            Loc::Staged { seq, start, len } => {
+            Loc::Staged { seq, index } => {
                 let batch = if seq == inner.open_batch.seq {
-                    &inner.open_batch
+                    Some(&inner.open_batch)
                 } else {
                     inner
                         .sealed
                         .iter()
                         .find(|s| s.batch.seq == seq)
                         .map(|s| &*s.batch)
-                        .ok_or_else(|| io::Error::other(format!("batch {seq} is gone")))?
                 };
-                Ok(Bytes::copy_from_slice(batch.value(start, len)))
+                batch.and_then(|b| b.value(index)).ok_or_else(|| {
+                    io::Error::other(format!("value {index} of batch {seq} is gone"))
+                })
             }
             Loc::File { offset, len, flags } => {
                 let mut buf = vec![0u8; len as usize];
                 let at = offset + BLOB_HEADER_SIZE as u64;
                 self.file.read_exact_at(&mut buf, at)?;
-                if flags & FLAG_ZSTD == 0 {
-                    return Ok(Bytes::from(buf));
-                }
-                decompress(&buf).map(Bytes::from).map_err(|w| {
+                decode_stored(flags, Bytes::from(buf)).map_err(|w| {
                     io::Error::other(format!(
                         "ephemeral file {}, value at offset {at}: {w}",
                         self.path.display()
@@ -825,8 +893,15 @@ mod tests {
             // Keys in descending order: arrival order is not key order.
             for k in (0..3u32).rev() {
                 let v = vec![(lsn as u8) ^ (k as u8); 8192 - k as usize];
-                layer.put(key(k), Lsn(0x10 + lsn), &v, k == 0).unwrap();
-                want.insert((key(k), Lsn(0x10 + lsn)), v);
+                let at = Lsn(0x10 + lsn);
+                if k == 0 {
+                    // Key 0: page images, held by the batch.
+                    want.insert((key(k), at), Value::Image(Bytes::from(v.clone())).ser());
+                    layer.put_image(key(k), at, Bytes::from(v), true).unwrap();
+                } else {
+                    layer.put(key(k), at, &v, false).unwrap();
+                    want.insert((key(k), at), v);
+                }
             }
         }
         // A second value at the same key and LSN replaces the first.
@@ -834,6 +909,11 @@ mod tests {
             .put(key(1), Lsn(0x10 + 299), b"replaced", false)
             .unwrap();
         want.insert((key(1), Lsn(0x10 + 299)), b"replaced".to_vec());
+        let last_image = Value::Image(Bytes::from_static(b"replacing page")).ser();
+        layer
+            .put(key(0), Lsn(0x10 + 299), &last_image, false)
+            .unwrap();
+        want.insert((key(0), Lsn(0x10 + 299)), last_image);
         layer.freeze(Lsn(0x10 + 300));
         let path = layer.finish(dir.path(), ids.0, ids.1).unwrap();
         assert_eq!(layer.finish(dir.path(), ids.0, ids.1).unwrap(), path);
@@ -860,10 +940,13 @@ mod tests {
             .unwrap();
         assert_eq!(newest[0].1, Bytes::from_static(b"replaced"));
         assert_eq!(&newest[1].1[..], &want[&(key(1), Lsn(0x10 + 298))][..]);
-        // Values put with `compress` are stored compressed, the others not.
+        // Values put with `compress` are stored compressed, the others not;
+        // images (put either way) as their page.
         for item in reader.iter_raw() {
-            let (k, _, raw) = item.unwrap();
-            assert_eq!(raw.is_compressed(), k == key(0), "{k}");
+            let (k, l, raw) = item.unwrap();
+            let replaced = l == Lsn(0x10 + 299);
+            assert_eq!(raw.is_compressed(), k == key(0) && !replaced, "{k} {l}");
+            assert_eq!(raw.is_page_image(), k == key(0), "{k} {l}");
         }
     }
 
@@ -873,18 +956,27 @@ mod tests {
     fn reads_during_encoding_see_every_value() {
         let dir = tempfile::tempdir().unwrap();
         let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
-        let value = |i: u64| {
+        let page = |i: u64| {
             let mut v = vec![(i % 251) as u8; 8192];
             v[..8].copy_from_slice(&i.to_le_bytes());
             v
+        };
+        // Every third value is a page image, held by the batch.
+        let value = |i: u64| match i % 3 {
+            0 => Value::Image(Bytes::from(page(i))).ser(),
+            _ => page(i),
         };
         let done = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..3000u64 {
                     // Half compressed; keys cycle so each has many versions.
-                    let k = key((i % 7) as u32);
-                    layer.put(k, Lsn(0x10 + i), &value(i), i % 2 == 0).unwrap();
+                    let (k, lsn, compress) = (key((i % 7) as u32), Lsn(0x10 + i), i % 2 == 0);
+                    match i % 3 {
+                        0 => layer.put_image(k, lsn, Bytes::from(page(i)), compress),
+                        _ => layer.put(k, lsn, &value(i), compress),
+                    }
+                    .unwrap();
                     done.store(i + 1, Ordering::Release);
                 }
             });
@@ -913,6 +1005,12 @@ mod tests {
         for item in reader.iter_values() {
             let (_, lsn, v) = item.unwrap();
             assert_eq!(&v[..], &value(lsn.0 - 0x10)[..]);
+        }
+        for item in reader.iter_raw() {
+            let (_, lsn, raw) = item.unwrap();
+            let i = lsn.0 - 0x10;
+            assert_eq!(raw.is_page_image(), i % 3 == 0, "value {i}");
+            assert_eq!(raw.is_compressed(), i % 2 == 0, "value {i}");
         }
     }
 

@@ -2,7 +2,7 @@
 //! (DESIGN.md section 3). [`LayerWriter`] writes one, [`LayerReader`] reads
 //! and checks one.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! All integers are little-endian. Keys are the 18-byte big-endian
 //! [`Key::to_bytes`](pageserver_api::key::Key::to_bytes) encoding.
@@ -10,7 +10,7 @@
 //! ```text
 //! header (99 bytes)
 //!   magic            8   b"PSLAYER\0"
-//!   format version   2   u16, currently 2 (1 is still read)
+//!   format version   2   u16, currently 3 (1 and 2 are still read)
 //!   kind             1   0 = delta, 1 = image
 //!   tenant id       16
 //!   timeline id     16
@@ -19,7 +19,8 @@
 //!   header CRC       4   CRC32C of the 95 bytes above
 //! value blobs, between header and index
 //!   stored length    4   u32
-//!   flags            1   bit 0 = zstd-compressed; other bits must be 0
+//!   flags            1   bit 0 = zstd-compressed; bit 1 = page image (see
+//!                        below); other bits must be 0
 //!   blob CRC         4   CRC32C of the flags byte followed by the stored bytes
 //!   stored bytes
 //! index, at `index offset`
@@ -42,9 +43,19 @@
 //! ephemeral file, finished in place, so its blobs are in arrival (LSN)
 //! order, and a value replaced while the layer was open leaves a gap.
 //!
-//! Version 1 differed only in the index: 34-byte entries without the
-//! length, blobs in index order tiling the space between header and index
-//! exactly (each extent ends where the next blob starts).
+//! A page image blob (flag bit 1) holds a value that is exactly the binary
+//! form of a page image ([`Value::IMAGE_TAG`], the `u64` page length, the
+//! page): only the page is stored (compressed when bit 0 is set too), and a
+//! reader puts the 9 bytes before it back. Writers store every value of
+//! that form so, which lets the write path compress a page straight from
+//! the caller's buffer, without first copying it behind its prefix.
+//!
+//! Version 2 differed only in the flags: bit 1 is not used, every value is
+//! stored whole. Version 1 also differed in the index: 34-byte entries
+//! without the length, blobs in index order tiling the space between
+//! header and index exactly (each extent ends where the next blob starts).
+//!
+//! [`Value::IMAGE_TAG`]: pageserver_api::value::Value::IMAGE_TAG
 //!
 //! Compressed blobs hold one zstd frame with its content size;
 //! the writer only compresses values up to [`MAX_COMPRESSIBLE_VALUE`] bytes
@@ -69,7 +80,7 @@ use pageserver_api::key::{Key, KEY_SIZE};
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
-pub(crate) use reader::decompress;
+pub(crate) use reader::decode_stored;
 pub use reader::{LayerReader, RawValue, RawValueIter};
 pub use writer::LayerWriter;
 pub(crate) use writer::{finish_in_place, ValueCompressor, WRITEBACK_CHUNK};
@@ -133,7 +144,7 @@ impl LayerError {
 /// Magic at the start and at the end of every layer file.
 const MAGIC: [u8; 8] = *b"PSLAYER\0";
 /// The format version written.
-const FORMAT_VERSION: u16 = 2;
+const FORMAT_VERSION: u16 = 3;
 /// The oldest format version still read.
 const OLDEST_FORMAT_VERSION: u16 = 1;
 const KIND_DELTA: u8 = 0;
@@ -147,6 +158,10 @@ const HEADER_CRC_OFFSET: usize = HEADER_SIZE - 4;
 pub(crate) const BLOB_HEADER_SIZE: usize = 9;
 /// Flag bit: stored bytes are a zstd frame.
 pub(crate) const FLAG_ZSTD: u8 = 1;
+/// Flag bit (format version 3): the value is a serialized page image, of
+/// which only the page is stored
+/// ([`Value::serialized_image_page`](pageserver_api::value::Value::serialized_image_page)).
+pub(crate) const FLAG_PAGE_IMAGE: u8 = 2;
 /// Size of one index entry.
 pub(crate) const INDEX_ENTRY_SIZE: usize = KEY_SIZE + 20;
 /// Size of one index entry in format version 1 (no blob length).
@@ -227,6 +242,15 @@ impl Header {
         let crc = crc32c::crc32c(&b[..HEADER_CRC_OFFSET]);
         b[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
         b
+    }
+
+    /// The blob flag bits this file's format version uses.
+    fn known_flags(&self) -> u8 {
+        if self.version >= 3 {
+            FLAG_ZSTD | FLAG_PAGE_IMAGE
+        } else {
+            FLAG_ZSTD
+        }
     }
 
     /// Reads and checks a header; `path` is only for errors.

@@ -338,7 +338,9 @@ impl Timeline {
             let newest = self.read_layer(&layer, |r| r.get_newest_raw(key, range.clone()))?;
             if let Some((_, raw)) = newest {
                 // Only images are ever stored compressed (see `stored_compressed`).
-                let image = raw.is_compressed() || Value::is_serialized_image(raw.stored());
+                let image = raw.is_page_image()
+                    || raw.is_compressed()
+                    || Value::is_serialized_image(raw.stored());
                 return Ok(image.then_some(raw));
             }
             cont_lsn = floor;

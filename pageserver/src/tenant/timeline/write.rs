@@ -268,10 +268,13 @@ impl TimelineWriter<'_> {
                 }
             }
         };
-        // Only page images are stored compressed (see `stored_compressed`).
-        let compress = matches!(value, Value::Image(_));
-        open.put_with(key, lsn, compress, |buf| value.ser_into(buf))
-            .map_err(io_err)?;
+        // Only page images are stored compressed (see `stored_compressed`);
+        // the layer holds an image's page without copying it.
+        match value {
+            Value::Image(page) => open.put_image(key, lsn, page.clone(), true),
+            Value::Record(_) => open.put_with(key, lsn, false, |buf| value.ser_into(buf)),
+        }
+        .map_err(io_err)?;
         if key.is_rel_block() {
             // Before `lsn` is published: no read at `lsn` or later may use
             // an image from before it (see `image_cache`).

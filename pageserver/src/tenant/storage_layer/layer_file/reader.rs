@@ -16,9 +16,9 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
-    blob_crc, u32_at, u64_at, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_ZSTD,
-    FOOTER_CRC_OFFSET, FOOTER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE_V1, MAGIC,
-    MAX_COMPRESSIBLE_VALUE,
+    blob_crc, u32_at, u64_at, Header, IndexEntry, LayerError, BLOB_HEADER_SIZE, FLAG_PAGE_IMAGE,
+    FLAG_ZSTD, FOOTER_CRC_OFFSET, FOOTER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, INDEX_ENTRY_SIZE_V1,
+    MAGIC, MAX_COMPRESSIBLE_VALUE,
 };
 use crate::tenant::storage_layer::{LayerName, PersistentLayerDesc};
 
@@ -38,6 +38,8 @@ pub struct LayerReader {
     /// Sorted by (key, lsn); blob extents checked (between header and
     /// index, not overlapping).
     index: Vec<IndexEntry>,
+    /// Blob flag bits of this file's format version.
+    known_flags: u8,
     /// This opened file's key in the page cache.
     cache_id: u64,
 }
@@ -58,7 +60,14 @@ impl RawValue {
         self.flags & FLAG_ZSTD != 0
     }
 
-    /// The stored bytes: the value itself when not compressed.
+    /// Whether the value is a serialized page image (of which the stored
+    /// bytes hold the page).
+    pub fn is_page_image(&self) -> bool {
+        self.flags & FLAG_PAGE_IMAGE != 0
+    }
+
+    /// The stored bytes: the value itself when neither compressed nor a
+    /// page image.
     pub fn stored(&self) -> &[u8] {
         &self.stored
     }
@@ -71,28 +80,52 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// The serialized value of a blob's checked stored bytes: decompressed when
+/// `flags` has [`FLAG_ZSTD`], the image prefix put back before the page
+/// when it has [`FLAG_PAGE_IMAGE`]. The error says what is wrong.
+pub(crate) fn decode_stored(flags: u8, stored: Bytes) -> Result<Bytes, String> {
+    let image = flags & FLAG_PAGE_IMAGE != 0;
+    if flags & FLAG_ZSTD != 0 {
+        return decompress(&stored, image).map(Bytes::from);
+    }
+    if !image {
+        return Ok(stored);
+    }
+    let mut value = Vec::with_capacity(Value::IMAGE_PREFIX_LEN + stored.len());
+    value.extend_from_slice(&Value::serialized_image_prefix(stored.len()));
+    value.extend_from_slice(&stored);
+    Ok(Bytes::from(value))
+}
+
 /// Decompresses a stored zstd value: one frame with its content size, at
-/// most [`MAX_COMPRESSIBLE_VALUE`] bytes (checked before decompressing). The
-/// error says what is wrong with the frame.
-pub(crate) fn decompress(stored: &[u8]) -> Result<Vec<u8>, String> {
+/// most [`MAX_COMPRESSIBLE_VALUE`] bytes (checked before decompressing),
+/// behind the image prefix when it is a page `image`.
+fn decompress(stored: &[u8], image: bool) -> Result<Vec<u8>, String> {
     let size = match zstd::zstd_safe::get_frame_content_size(stored) {
         Ok(Some(n)) if n <= MAX_COMPRESSIBLE_VALUE as u64 => n as usize,
         Ok(Some(n)) => return Err(format!("compressed value claims {n} bytes, over the limit")),
         _ => return Err("not a zstd frame with a content size".to_string()),
     };
+    let prefix_len = if image { Value::IMAGE_PREFIX_LEN } else { 0 };
+    let mut value = Vec::with_capacity(prefix_len + size);
+    if image {
+        value.extend_from_slice(&Value::serialized_image_prefix(size));
+    }
+    // Decompressed after the prefix, in place.
+    let mut out = std::io::Cursor::new(value);
+    out.set_position(prefix_len as u64);
     let decompressed = DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
-        d.as_mut().expect("created above").decompress(stored, size)
+        d.as_mut()
+            .expect("created above")
+            .decompress_to_buffer(stored, &mut out)
     });
     match decompressed {
-        Ok(value) if value.len() == size => Ok(value),
-        Ok(value) => Err(format!(
-            "decompressed to {} bytes, frame says {size}",
-            value.len()
-        )),
+        Ok(n) if n == size => Ok(out.into_inner()),
+        Ok(n) => Err(format!("decompressed to {n} bytes, frame says {size}")),
         Err(e) => Err(format!("cannot decompress: {e}")),
     }
 }
@@ -191,6 +224,7 @@ impl LayerReader {
             tenant_id: header.tenant_id,
             timeline_id: header.timeline_id,
             index,
+            known_flags: header.known_flags(),
             cache_id: crate::tenant::storage_layer::page_cache::next_reader_id(),
         })
     }
@@ -428,7 +462,7 @@ impl LayerReader {
             ));
         }
         let flags = blob[4];
-        if flags & !FLAG_ZSTD != 0 {
+        if flags & !self.known_flags != 0 {
             return Err(self.corrupt(
                 entry.offset + 4,
                 what(&format!("unknown flags {flags:#04x}")),
@@ -446,16 +480,14 @@ impl LayerReader {
         })
     }
 
-    /// The value of a checked blob, decompressed when it is compressed.
+    /// The serialized value of a checked blob ([`decode_stored`]).
     fn decode_raw(&self, raw: &RawValue, entry: &IndexEntry) -> Result<Bytes, LayerError> {
-        let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
-        if !raw.is_compressed() {
-            return Ok(raw.stored.clone());
-        }
-        let at = entry.offset + BLOB_HEADER_SIZE as u64;
-        decompress(&raw.stored)
-            .map(Bytes::from)
-            .map_err(|w| self.corrupt(at, what(&w)))
+        decode_stored(raw.flags, raw.stored.clone()).map_err(|w| {
+            self.corrupt(
+                entry.offset + BLOB_HEADER_SIZE as u64,
+                format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn),
+            )
+        })
     }
 
     fn corrupt(&self, offset: u64, what: impl Into<String>) -> LayerError {

@@ -662,13 +662,152 @@ fn version_1_files_are_still_read() {
     }
     // A later version is refused by name.
     let (path, _) = small_delta(dir.path());
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..HEADER_CRC_OFFSET]);
-    bytes[HEADER_CRC_OFFSET..HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&path, &bytes).unwrap();
+    let later = with_version(&fs::read(&path).unwrap(), FORMAT_VERSION + 1);
+    fs::write(&path, &later).unwrap();
     let err = LayerReader::open(&path).unwrap_err().to_string();
-    assert!(err.contains("unsupported format version 3"), "{err}");
+    let want = format!("unsupported format version {}", FORMAT_VERSION + 1);
+    assert!(err.contains(&want), "{err}");
+}
+
+/// `file` with its header's format version set to `version`, header and
+/// file checksums recomputed.
+fn with_version(file: &[u8], version: u16) -> Vec<u8> {
+    let mut out = file.to_vec();
+    out[8..10].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..HEADER_CRC_OFFSET]);
+    out[HEADER_CRC_OFFSET..HEADER_SIZE].copy_from_slice(&crc.to_le_bytes());
+    let file_crc_at = out.len() - FOOTER_SIZE + FOOTER_CRC_OFFSET;
+    let crc = crc32c::crc32c(&out[..file_crc_at]);
+    out[file_crc_at..file_crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Serialized page images of every kind a layer file stores: compressed,
+/// incompressible, not to be compressed, empty; and values that only look
+/// like images (a wrong length), which are stored whole.
+fn image_puts() -> Vec<Put> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let image = |page: Vec<u8>| pageserver_api::value::Value::Image(Bytes::from(page)).ser();
+    let random: Vec<u8> = (0..600).map(|_| rng.gen()).collect();
+    let mut wrong_length = image(vec![5u8; 100]);
+    wrong_length.push(0);
+    vec![
+        (key(1), Lsn(0x10), image(vec![3u8; 700]), true),
+        (key(1), Lsn(0x11), image(random), true),
+        (key(2), Lsn(0x12), image(vec![4u8; 300]), false),
+        (key(3), Lsn(0x13), image(Vec::new()), true),
+        (key(4), Lsn(0x14), wrong_length, true),
+    ]
+}
+
+#[test]
+fn page_images_are_stored_as_their_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    let puts = image_puts();
+    let (desc, path) = write_layer(
+        dir.path(),
+        true,
+        key(0),
+        Lsn(0x10)..Lsn(0x20),
+        &puts,
+        key(5),
+    );
+    let r = LayerReader::open(&path).unwrap();
+    r.verify().unwrap();
+    assert_holds_in_order(&r, &puts);
+    // (page image, compressed) of each blob, in put order.
+    let forms: Vec<(bool, bool)> = r
+        .iter_raw()
+        .map(|v| v.unwrap().2)
+        .map(|raw| (raw.is_page_image(), raw.is_compressed()))
+        .collect();
+    assert_eq!(
+        forms,
+        vec![
+            (true, true),
+            (true, false),
+            (true, false),
+            (true, false),
+            (false, true)
+        ]
+    );
+    let keys: Vec<Key> = (0..6).map(key).collect();
+    check_reader(&path, &desc, &puts, &keys, &[Lsn(0x10)..Lsn(0x20)]);
+    // A raw copy keeps them as they are.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let mut w = LayerWriter::new(
+        copy_dir.path(),
+        TENANT,
+        TIMELINE,
+        true,
+        key(0),
+        Lsn(0x10)..Lsn(0x20),
+    )
+    .unwrap();
+    for item in r.iter_raw() {
+        let (k, l, raw) = item.unwrap();
+        w.put_raw(k, l, &raw).unwrap();
+    }
+    let (_, copy) = w.finish(key(5)).unwrap();
+    assert_eq!(fs::read(&copy).unwrap(), fs::read(&path).unwrap());
+    flip_every_byte(&fs::read(&path).unwrap(), &path, &puts, damaged_dir.path());
+}
+
+#[test]
+fn version_2_files_are_read_and_know_no_page_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged_dir = tempfile::tempdir().unwrap();
+    for (path, puts) in [small_delta(dir.path()), small_image(dir.path())] {
+        let v2 = with_version(&fs::read(&path).unwrap(), 2);
+        fs::write(&path, &v2).unwrap();
+        let r = LayerReader::open(&path).unwrap();
+        r.verify().unwrap();
+        assert_holds_in_order(&r, &puts);
+        flip_every_byte(&v2, &path, &puts, damaged_dir.path());
+    }
+    // Images stored whole, as version 2 writers did, read as they are.
+    let whole_dir = tempfile::tempdir().unwrap();
+    let puts = image_puts();
+    let mut w = LayerWriter::new(
+        whole_dir.path(),
+        TENANT,
+        TIMELINE,
+        true,
+        key(0),
+        Lsn(0x10)..Lsn(0x20),
+    )
+    .unwrap();
+    for (k, l, v, _) in &puts {
+        let raw = RawValue {
+            flags: 0,
+            stored: Bytes::from(v.clone()),
+            crc: blob_crc(0, v),
+        };
+        w.put_raw(*k, *l, &raw).unwrap();
+    }
+    let (_, path) = w.finish(key(5)).unwrap();
+    let v2 = with_version(&fs::read(&path).unwrap(), 2);
+    fs::write(&path, &v2).unwrap();
+    let r = LayerReader::open(&path).unwrap();
+    r.verify().unwrap();
+    assert_holds_in_order(&r, &puts);
+    // A page image blob in a version 2 file is damage, named as such.
+    let (_, path) = write_layer(
+        dir.path(),
+        true,
+        key(0),
+        Lsn(0x10)..Lsn(0x20),
+        &puts,
+        key(5),
+    );
+    fs::write(&path, with_version(&fs::read(&path).unwrap(), 2)).unwrap();
+    let err = LayerReader::open(&path)
+        .unwrap()
+        .get_values(key(2), Lsn(0)..Lsn(0x20))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown flags 0x02"), "{err}");
 }
 
 /// A read for a page stops at the newest image: older versions of the key

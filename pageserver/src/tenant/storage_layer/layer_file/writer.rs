@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pageserver_api::key::Key;
+use pageserver_api::value::Value;
 use utils::crashsafe;
 use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
     blob_header, blob_header_with_crc, blob_len, Header, IndexEntry, LayerError, RawValue,
-    BLOB_HEADER_SIZE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_COMPRESSIBLE_VALUE,
-    ZSTD_LEVEL,
+    BLOB_HEADER_SIZE, FLAG_PAGE_IMAGE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, MAGIC,
+    MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
 };
 use crate::tenant::storage_layer::PersistentLayerDesc;
 
@@ -90,20 +91,43 @@ impl ValueCompressor {
         }
     }
 
-    /// Appends `value` as a blob (header, then the stored bytes: compressed
-    /// with `compress` when that is smaller) to `out`; returns the blob's
-    /// flags and the stored length. The value must fit a blob
-    /// ([`blob_len`]).
-    pub(crate) fn encode_blob(
-        &mut self,
-        value: &[u8],
+    /// How a serialized value is stored: its flags and stored bytes. A
+    /// serialized page image stores only its page
+    /// ([`FLAG_PAGE_IMAGE`]); with `compress`, the stored bytes are
+    /// compressed when that makes them smaller. Borrowed until the next
+    /// call.
+    pub(crate) fn stored_form<'a>(&'a mut self, value: &'a [u8], compress: bool) -> (u8, &'a [u8]) {
+        match Value::serialized_image_page(value) {
+            Some(page) => self.stored_page_form(page, compress),
+            None => self.stored_bytes_form(value, compress, 0),
+        }
+    }
+
+    /// [`ValueCompressor::stored_form`] of the serialized image of `page`.
+    pub(crate) fn stored_page_form<'a>(
+        &'a mut self,
+        page: &'a [u8],
         compress: bool,
-        out: &mut Vec<u8>,
-    ) -> (u8, u32) {
-        let (flags, stored) = match compress.then(|| self.compress(value)).flatten() {
-            Some(compressed) => (FLAG_ZSTD, compressed),
-            None => (0, value),
-        };
+    ) -> (u8, &'a [u8]) {
+        self.stored_bytes_form(page, compress, FLAG_PAGE_IMAGE)
+    }
+
+    fn stored_bytes_form<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+        compress: bool,
+        flags: u8,
+    ) -> (u8, &'a [u8]) {
+        match compress.then(|| self.compress(bytes)).flatten() {
+            Some(compressed) => (flags | FLAG_ZSTD, compressed),
+            None => (flags, bytes),
+        }
+    }
+
+    /// Appends a stored form as a blob (header, then the stored bytes) to
+    /// `out`; returns the blob's flags and stored length. The value must
+    /// fit a blob ([`blob_len`]).
+    pub(crate) fn append_blob((flags, stored): (u8, &[u8]), out: &mut Vec<u8>) -> (u8, u32) {
         out.extend_from_slice(&blob_header(flags, stored));
         out.extend_from_slice(stored);
         (flags, stored.len() as u32)
@@ -183,7 +207,8 @@ impl LayerWriter {
     ///
     /// With `compress`, the value is stored zstd-compressed if that is
     /// smaller (and the value is at most
-    /// [`MAX_COMPRESSIBLE_VALUE`](super::MAX_COMPRESSIBLE_VALUE) bytes).
+    /// [`MAX_COMPRESSIBLE_VALUE`](super::MAX_COMPRESSIBLE_VALUE) bytes). Of
+    /// a serialized page image only the page is stored (and compressed).
     pub fn put(
         &mut self,
         key: Key,
@@ -194,17 +219,8 @@ impl LayerWriter {
         self.check_usable()?;
         self.check_put(key, lsn, value.len())?;
         let mut compressor = std::mem::take(&mut self.compressor);
-        let compressed = if compress {
-            compressor.compress(value)
-        } else {
-            None
-        };
-        let result = match compressed {
-            Some(compressed) => {
-                self.append(key, lsn, &blob_header(FLAG_ZSTD, compressed), compressed)
-            }
-            None => self.append(key, lsn, &blob_header(0, value), value),
-        };
+        let (flags, stored) = compressor.stored_form(value, compress);
+        let result = self.append(key, lsn, &blob_header(flags, stored), stored);
         self.compressor = compressor;
         result
     }
