@@ -252,19 +252,26 @@ impl TimelineWriter<'_> {
             timeline: tl.name(),
             source,
         };
-        let open = {
-            let mut layers = tl.layers.write().expect("layers lock poisoned");
-            match &layers.open {
-                Some(open) => open.clone(),
-                None => {
-                    let start = layers
-                        .frozen
-                        .last()
-                        .and_then(|f| f.layer.end_lsn())
-                        .unwrap_or(last + 1);
-                    let open = Arc::new(InMemoryLayer::create(&tl.path, start).map_err(io_err)?);
-                    layers.open = Some(open.clone());
-                    open
+        // The layer map is locked for writing only to open a layer: a put
+        // does not hold up the reads that lock it meanwhile.
+        let open = tl.layers.read().expect("layers lock poisoned").open.clone();
+        let open = match open {
+            Some(open) => open,
+            None => {
+                let mut layers = tl.layers.write().expect("layers lock poisoned");
+                match &layers.open {
+                    Some(open) => open.clone(),
+                    None => {
+                        let start = layers
+                            .frozen
+                            .last()
+                            .and_then(|f| f.layer.end_lsn())
+                            .unwrap_or(last + 1);
+                        let open =
+                            Arc::new(InMemoryLayer::create(&tl.path, start).map_err(io_err)?);
+                        layers.open = Some(open.clone());
+                        open
+                    }
                 }
             }
         };

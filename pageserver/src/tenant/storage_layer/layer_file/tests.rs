@@ -700,19 +700,29 @@ fn image_puts() -> Vec<Put> {
     ]
 }
 
+/// A delta layer of [`image_puts`] in `dir`.
+fn image_puts_layer(dir: &Path) -> (PersistentLayerDesc, PathBuf, Vec<Put>) {
+    let puts = image_puts();
+    let (desc, path) = write_layer(dir, true, key(0), IMAGE_PUTS_LSNS, &puts, key(5));
+    (desc, path, puts)
+}
+
+const IMAGE_PUTS_LSNS: Range<Lsn> = Lsn(0x10)..Lsn(0x20);
+
+/// A delta layer in `dir` of values copied as stored.
+fn raw_copy(dir: &Path, values: impl Iterator<Item = (Key, Lsn, RawValue)>) -> PathBuf {
+    let mut w = LayerWriter::new(dir, TENANT, TIMELINE, true, key(0), IMAGE_PUTS_LSNS).unwrap();
+    for (k, l, raw) in values {
+        w.put_raw(k, l, &raw).unwrap();
+    }
+    w.finish(key(5)).unwrap().1
+}
+
 #[test]
 fn page_images_are_stored_as_their_page() {
     let dir = tempfile::tempdir().unwrap();
     let damaged_dir = tempfile::tempdir().unwrap();
-    let puts = image_puts();
-    let (desc, path) = write_layer(
-        dir.path(),
-        true,
-        key(0),
-        Lsn(0x10)..Lsn(0x20),
-        &puts,
-        key(5),
-    );
+    let (desc, path, puts) = image_puts_layer(dir.path());
     let r = LayerReader::open(&path).unwrap();
     r.verify().unwrap();
     assert_holds_in_order(&r, &puts);
@@ -733,25 +743,23 @@ fn page_images_are_stored_as_their_page() {
         ]
     );
     let keys: Vec<Key> = (0..6).map(key).collect();
-    check_reader(&path, &desc, &puts, &keys, &[Lsn(0x10)..Lsn(0x20)]);
+    check_reader(&path, &desc, &puts, &keys, &[IMAGE_PUTS_LSNS]);
     // A raw copy keeps them as they are.
     let copy_dir = tempfile::tempdir().unwrap();
-    let mut w = LayerWriter::new(
-        copy_dir.path(),
-        TENANT,
-        TIMELINE,
-        true,
-        key(0),
-        Lsn(0x10)..Lsn(0x20),
-    )
-    .unwrap();
-    for item in r.iter_raw() {
-        let (k, l, raw) = item.unwrap();
-        w.put_raw(k, l, &raw).unwrap();
-    }
-    let (_, copy) = w.finish(key(5)).unwrap();
+    let copy = raw_copy(copy_dir.path(), r.iter_raw().map(|v| v.unwrap()));
     assert_eq!(fs::read(&copy).unwrap(), fs::read(&path).unwrap());
     flip_every_byte(&fs::read(&path).unwrap(), &path, &puts, damaged_dir.path());
+}
+
+/// Rewrites the file at `path` as format version 2 and checks that it
+/// reads as `puts`; returns its bytes.
+fn rewrite_as_version_2(path: &Path, puts: &[Put]) -> Vec<u8> {
+    let v2 = with_version(&fs::read(path).unwrap(), 2);
+    fs::write(path, &v2).unwrap();
+    let r = LayerReader::open(path).unwrap();
+    r.verify().unwrap();
+    assert_holds_in_order(&r, puts);
+    v2
 }
 
 #[test]
@@ -759,48 +767,23 @@ fn version_2_files_are_read_and_know_no_page_images() {
     let dir = tempfile::tempdir().unwrap();
     let damaged_dir = tempfile::tempdir().unwrap();
     for (path, puts) in [small_delta(dir.path()), small_image(dir.path())] {
-        let v2 = with_version(&fs::read(&path).unwrap(), 2);
-        fs::write(&path, &v2).unwrap();
-        let r = LayerReader::open(&path).unwrap();
-        r.verify().unwrap();
-        assert_holds_in_order(&r, &puts);
+        let v2 = rewrite_as_version_2(&path, &puts);
         flip_every_byte(&v2, &path, &puts, damaged_dir.path());
     }
     // Images stored whole, as version 2 writers did, read as they are.
     let whole_dir = tempfile::tempdir().unwrap();
     let puts = image_puts();
-    let mut w = LayerWriter::new(
-        whole_dir.path(),
-        TENANT,
-        TIMELINE,
-        true,
-        key(0),
-        Lsn(0x10)..Lsn(0x20),
-    )
-    .unwrap();
-    for (k, l, v, _) in &puts {
+    let whole = puts.iter().map(|(k, l, v, _)| {
         let raw = RawValue {
             flags: 0,
             stored: Bytes::from(v.clone()),
             crc: blob_crc(0, v),
         };
-        w.put_raw(*k, *l, &raw).unwrap();
-    }
-    let (_, path) = w.finish(key(5)).unwrap();
-    let v2 = with_version(&fs::read(&path).unwrap(), 2);
-    fs::write(&path, &v2).unwrap();
-    let r = LayerReader::open(&path).unwrap();
-    r.verify().unwrap();
-    assert_holds_in_order(&r, &puts);
+        (*k, *l, raw)
+    });
+    rewrite_as_version_2(&raw_copy(whole_dir.path(), whole), &puts);
     // A page image blob in a version 2 file is damage, named as such.
-    let (_, path) = write_layer(
-        dir.path(),
-        true,
-        key(0),
-        Lsn(0x10)..Lsn(0x20),
-        &puts,
-        key(5),
-    );
+    let (_, path, _) = image_puts_layer(dir.path());
     fs::write(&path, with_version(&fs::read(&path).unwrap(), 2)).unwrap();
     let err = LayerReader::open(&path)
         .unwrap()
