@@ -1025,18 +1025,26 @@ mod tests {
         let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
         // Scoped to this test's directory so that parallel tests are unaffected.
         fail::cfg("ephemeral-write", &format!("return({only})")).unwrap();
-        let mut reported = false;
+        // Puts until one reports the failure an encoder thread met (after
+        // a few batches, pausing so that busy machines run the encoders).
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let mut lsn = 0x10u64;
-        for i in 0..600u64 {
+        for i in 0u64.. {
+            assert!(
+                Instant::now() < deadline,
+                "no put reported the failing writes"
+            );
+            if i >= 600 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             match layer.put(key((i % 5) as u32), Lsn(lsn), &vec![i as u8; 8192], true) {
                 Ok(()) => lsn += 1,
                 Err(e) => {
                     assert!(e.to_string().contains("failpoint"), "{e}");
-                    reported = true;
+                    break;
                 }
             }
         }
-        assert!(reported, "no put reported the failing writes");
         layer.freeze(Lsn(lsn));
         let ids = (TenantId::generate(), TimelineId::generate());
         let err = layer.finish(dir.path(), ids.0, ids.1).unwrap_err();
