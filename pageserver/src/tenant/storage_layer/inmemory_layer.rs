@@ -136,14 +136,14 @@ impl Batch {
     /// and stored length.
     fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> (u8, u32) {
         let v = &self.values[index];
-        let form = match &v.bytes {
-            Staged::Data { start, len } => c.stored_form(
+        match &v.bytes {
+            Staged::Data { start, len } => c.append_blob(
                 &self.data[*start as usize..(start + len) as usize],
                 v.compress,
+                out,
             ),
-            Staged::Page(page) => c.stored_page_form(page, v.compress),
-        };
-        ValueCompressor::append_blob(form, out)
+            Staged::Page(page) => c.append_page_blob(page, v.compress, out),
+        }
     }
 }
 

@@ -71,22 +71,28 @@ pub(crate) struct ValueCompressor {
 }
 
 impl ValueCompressor {
-    /// The compressed form of `value` when that is smaller (and the value
-    /// is at most [`MAX_COMPRESSIBLE_VALUE`] bytes); borrowed until the
-    /// next call.
-    fn compress(&mut self, value: &[u8]) -> Option<&[u8]> {
-        if value.is_empty() || value.len() > MAX_COMPRESSIBLE_VALUE {
-            return None;
-        }
+    /// The zstd context, created on first use; `None` when it cannot be
+    /// (values are then stored uncompressed).
+    fn ready(&mut self) -> Option<&mut zstd::bulk::Compressor<'static>> {
         if self.ctx.is_none() {
             self.ctx = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?);
         }
-        let ctx = self.ctx.as_mut().expect("created above");
-        self.out.clear();
-        self.out
-            .reserve(zstd::zstd_safe::compress_bound(value.len()));
-        match ctx.compress_to_buffer(value, &mut self.out) {
-            Ok(n) if n < value.len() => Some(&self.out),
+        self.ctx.as_mut()
+    }
+
+    /// Compresses `bytes` into `dest` (at its position), when they may be
+    /// compressed (at most [`MAX_COMPRESSIBLE_VALUE`] bytes); the compressed
+    /// length when that is smaller.
+    fn compress_to(
+        &mut self,
+        bytes: &[u8],
+        dest: &mut impl zstd::zstd_safe::WriteBuf,
+    ) -> Option<usize> {
+        if bytes.is_empty() || bytes.len() > MAX_COMPRESSIBLE_VALUE {
+            return None;
+        }
+        match self.ready()?.compress_to_buffer(bytes, dest) {
+            Ok(n) if n < bytes.len() => Some(n),
             _ => None,
         }
     }
@@ -97,40 +103,77 @@ impl ValueCompressor {
     /// compressed when that makes them smaller. Borrowed until the next
     /// call.
     pub(crate) fn stored_form<'a>(&'a mut self, value: &'a [u8], compress: bool) -> (u8, &'a [u8]) {
-        match Value::serialized_image_page(value) {
-            Some(page) => self.stored_page_form(page, compress),
-            None => self.stored_bytes_form(value, compress, 0),
-        }
-    }
-
-    /// [`ValueCompressor::stored_form`] of the serialized image of `page`.
-    pub(crate) fn stored_page_form<'a>(
-        &'a mut self,
-        page: &'a [u8],
-        compress: bool,
-    ) -> (u8, &'a [u8]) {
-        self.stored_bytes_form(page, compress, FLAG_PAGE_IMAGE)
-    }
-
-    fn stored_bytes_form<'a>(
-        &'a mut self,
-        bytes: &'a [u8],
-        compress: bool,
-        flags: u8,
-    ) -> (u8, &'a [u8]) {
-        match compress.then(|| self.compress(bytes)).flatten() {
-            Some(compressed) => (flags | FLAG_ZSTD, compressed),
+        let (bytes, flags) = match Value::serialized_image_page(value) {
+            Some(page) => (page, FLAG_PAGE_IMAGE),
+            None => (value, 0),
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.reserve(zstd::zstd_safe::compress_bound(bytes.len()));
+        let compressed = compress
+            .then(|| self.compress_to(bytes, &mut out))
+            .flatten();
+        self.out = out;
+        match compressed {
+            Some(_) => (flags | FLAG_ZSTD, &self.out),
             None => (flags, bytes),
         }
     }
 
-    /// Appends a stored form as a blob (header, then the stored bytes) to
-    /// `out`; returns the blob's flags and stored length. The value must
-    /// fit a blob ([`blob_len`]).
-    pub(crate) fn append_blob((flags, stored): (u8, &[u8]), out: &mut Vec<u8>) -> (u8, u32) {
-        out.extend_from_slice(&blob_header(flags, stored));
-        out.extend_from_slice(stored);
-        (flags, stored.len() as u32)
+    /// Appends the blob of a serialized value (as [`ValueCompressor::stored_form`]
+    /// stores it) to `out`, compressing straight into `out`; returns the
+    /// blob's flags and stored length. The value must fit a blob
+    /// ([`blob_len`]).
+    pub(crate) fn append_blob(
+        &mut self,
+        value: &[u8],
+        compress: bool,
+        out: &mut Vec<u8>,
+    ) -> (u8, u32) {
+        match Value::serialized_image_page(value) {
+            Some(page) => self.append_bytes(page, FLAG_PAGE_IMAGE, compress, out),
+            None => self.append_bytes(value, 0, compress, out),
+        }
+    }
+
+    /// [`ValueCompressor::append_blob`] of the serialized image of `page`.
+    pub(crate) fn append_page_blob(
+        &mut self,
+        page: &[u8],
+        compress: bool,
+        out: &mut Vec<u8>,
+    ) -> (u8, u32) {
+        self.append_bytes(page, FLAG_PAGE_IMAGE, compress, out)
+    }
+
+    fn append_bytes(
+        &mut self,
+        bytes: &[u8],
+        flags: u8,
+        compress: bool,
+        out: &mut Vec<u8>,
+    ) -> (u8, u32) {
+        let head_at = out.len();
+        let stored_at = head_at + BLOB_HEADER_SIZE;
+        // The header goes in once the stored bytes are known.
+        out.resize(stored_at, 0);
+        let mut flags = flags;
+        if compress {
+            out.reserve(zstd::zstd_safe::compress_bound(bytes.len()));
+            let mut dest = io::Cursor::new(&mut *out);
+            dest.set_position(stored_at as u64);
+            if self.compress_to(bytes, &mut dest).is_some() {
+                flags |= FLAG_ZSTD;
+            } else {
+                out.truncate(stored_at);
+            }
+        }
+        if flags & FLAG_ZSTD == 0 {
+            out.extend_from_slice(bytes);
+        }
+        let head = blob_header(flags, &out[stored_at..]);
+        out[head_at..stored_at].copy_from_slice(&head);
+        (flags, (out.len() - stored_at) as u32)
     }
 }
 
