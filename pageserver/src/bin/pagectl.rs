@@ -67,8 +67,9 @@ enum Command {
     /// Check every metadata and layer file below a directory.
     ///
     /// Checks metadata checksums, the whole-file checksum and every value of
-    /// every layer file, and the tenant and timeline ids in layer headers
-    /// against the directory names. Temporary and ephemeral files are
+    /// every layer file, the tenant and timeline ids in layer headers
+    /// against the directory names, and each timeline's local copy of its
+    /// remote index (`remote_index.json`). Temporary and ephemeral files are
     /// skipped; other stray files are reported as UNEXPECTED. Prints one line
     /// per file (OK or FAILED with the error) and a final count. Exit code 0
     /// if everything verified, 1 if anything failed, 2 if DIR holds no page

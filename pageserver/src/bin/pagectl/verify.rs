@@ -5,7 +5,9 @@
 //! Per timeline directory: the `metadata` file must exist and pass its
 //! checksum; every file named like a layer must open, [`LayerReader::verify`]
 //! and carry in its header the tenant and timeline ids of the directories it
-//! lies in. Temporary files (`___temp`, `___deleted`) and ephemeral files of
+//! lies in; the local copy of the remote index (`remote_index.json`), when
+//! present, must parse and pass the checks of a downloaded index. Temporary
+//! files (`___temp`, `___deleted`) and ephemeral files of
 //! in-memory layers are skipped; anything else is reported as unexpected,
 //! which is not a failure (the page server ignores such files too).
 
@@ -14,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use pageserver::config::{METADATA_FILE, TENANTS_DIR, TENANT_CONFIG_FILE, TIMELINES_DIR};
+use pageserver::tenant::remote::index::{LocalIndexCopy, LOCAL_INDEX_COPY};
 use pageserver::tenant::storage_layer::layer_file::LayerReader;
 use pageserver::tenant::storage_layer::LayerName;
 use utils::crashsafe;
@@ -29,6 +32,9 @@ pub enum Checked {
     Layer,
     /// A timeline `metadata` file.
     Metadata,
+    /// A timeline's local copy of its remote index
+    /// ([`LOCAL_INDEX_COPY`]).
+    IndexCopy,
     /// A directory (that could not be listed).
     Directory,
 }
@@ -115,10 +121,20 @@ impl VerifyReport {
         self.failures().next().is_none()
     }
 
-    /// The last line `pagectl verify` prints.
+    /// Local copies of remote indexes checked.
+    pub fn index_copies(&self) -> usize {
+        self.count(Checked::IndexCopy)
+    }
+
+    /// The last line `pagectl verify` prints (index copies only when there
+    /// were some).
     pub fn summary_line(&self) -> String {
+        let copies = match self.index_copies() {
+            0 => String::new(),
+            n => format!(", {n} remote index copies"),
+        };
         format!(
-            "verified {} layer files, {} metadata files, {} failures",
+            "verified {} layer files, {} metadata files{copies}, {} failures",
             self.layer_files(),
             self.metadata_files(),
             self.failures().count()
@@ -347,10 +363,22 @@ impl Walk<'_> {
                 self.metadata(e.path);
             } else if e.name.parse::<LayerName>().is_ok() && !e.is_dir {
                 self.layer(e.path, tenant_id, timeline_id);
+            } else if e.name == LOCAL_INDEX_COPY && !e.is_dir {
+                self.push(match LocalIndexCopy::read(dir) {
+                    Ok(_) => Finding::Ok {
+                        what: Checked::IndexCopy,
+                        path: e.path,
+                    },
+                    Err(error) => Finding::Failed {
+                        what: Checked::IndexCopy,
+                        path: e.path,
+                        error,
+                    },
+                });
             } else {
                 self.unexpected(
                     e.path,
-                    "not a layer file, the metadata file or a temporary file",
+                    "not a layer file, the metadata file, the remote index copy or a temporary file",
                 );
             }
         }

@@ -222,3 +222,32 @@ fn directories_without_page_server_data_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn the_remote_index_copy_is_checked() {
+    use pageserver::tenant::remote::index::IndexPart;
+    use utils::generation::Generation;
+    let fx = Fixture::new();
+    let index = IndexPart::new(Vec::new(), fx.metadata.clone());
+    LocalIndexCopy::write(&fx.timeline_dir, Generation::FIRST, &index).unwrap();
+    let report = verify(&fx.workdir);
+    assert!(report.is_ok(), "{:#?}", report.findings);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::Unexpected { .. })),
+        "{:#?}",
+        report.findings
+    );
+    assert_eq!(
+        report.summary_line(),
+        "verified 2 layer files, 1 metadata files, 1 remote index copies, 0 failures"
+    );
+    // A damaged copy fails, naming the file.
+    let copy = fx.timeline_dir.join(LOCAL_INDEX_COPY);
+    fs::write(&copy, b"{\"generation\": ").unwrap();
+    let (what, path, error) = single_failure(&verify(&fx.workdir));
+    assert_eq!((what, path), (Checked::IndexCopy, copy.clone()));
+    assert!(error.contains(&copy.display().to_string()), "{error}");
+}
