@@ -308,7 +308,10 @@ impl InMemoryLayer {
 
     /// [`InMemoryLayer::put`] of the serialized [`Value::Image`] of `page`:
     /// the batch holds the page itself, not a copy, and it is stored
-    /// compressed when `compress` (and that is smaller).
+    /// compressed when `compress` (and that is smaller). The page's buffer
+    /// stays referenced until its batch is written, so it should not be a
+    /// slice of a much larger one (WAL ingest and imports make each page
+    /// its own buffer).
     pub fn put_image(
         self: &Arc<Self>,
         key: Key,
