@@ -351,7 +351,14 @@ impl InMemoryLayer {
                 )));
             }
             let inner = &mut *inner;
-            if let Some(last) = inner.index.get(&key).and_then(|v| v.last()) {
+            // One lookup of the key's versions for the check and the insert.
+            let Inner {
+                index,
+                open_batch: batch,
+                ..
+            } = &mut *inner;
+            let versions = index.entry(key).or_default();
+            if let Some(last) = versions.last() {
                 if last.lsn > lsn {
                     return Err(io::Error::other(format!(
                         "value for key {key} at {lsn} is older than the stored {}",
@@ -359,9 +366,17 @@ impl InMemoryLayer {
                     )));
                 }
             }
-            let batch = &mut inner.open_batch;
-            let bytes = add(batch)
-                .map_err(|len| io::Error::other(format!("value of {len} bytes is too large")))?;
+            let bytes = match add(batch) {
+                Ok(bytes) => bytes,
+                Err(len) => {
+                    if versions.is_empty() {
+                        index.remove(&key);
+                    }
+                    return Err(io::Error::other(format!(
+                        "value of {len} bytes is too large"
+                    )));
+                }
+            };
             let len = match &bytes {
                 Staged::Data { len, .. } => u64::from(*len),
                 Staged::Page(page) => (Value::IMAGE_PREFIX_LEN + page.len()) as u64,
@@ -379,7 +394,6 @@ impl InMemoryLayer {
                 bytes,
                 compress,
             });
-            let versions = inner.index.entry(key).or_default();
             match versions.last_mut() {
                 // A second value for the same key and LSN replaces the first.
                 Some(last) if last.lsn == lsn => *last = entry,
@@ -951,6 +965,33 @@ mod tests {
             assert_eq!(raw.is_compressed(), k == key(0) && !replaced, "{k} {l}");
             assert_eq!(raw.is_page_image(), k == key(0), "{k} {l}");
         }
+    }
+
+    /// A value too large for a blob is refused and leaves no trace: the key
+    /// takes values afterwards, and the layer file holds only those.
+    #[test]
+    fn a_value_too_large_to_store_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
+        // Zeroed on demand: never touched, so it costs no memory.
+        let huge = Bytes::from(vec![0u8; u32::MAX as usize]);
+        let err = layer.put_image(key(1), Lsn(0x10), huge, true).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(layer
+            .get_values(key(1), Lsn(0)..Lsn(0x100))
+            .unwrap()
+            .is_empty());
+        assert_eq!((layer.num_values(), layer.size()), (0, 0));
+        layer.put(key(1), Lsn(0x10), b"small", false).unwrap();
+        layer.freeze(Lsn(0x11));
+        let ids = (TenantId::generate(), TimelineId::generate());
+        let path = layer.finish(dir.path(), ids.0, ids.1).unwrap();
+        let reader = crate::tenant::storage_layer::layer_file::LayerReader::open(&path).unwrap();
+        let values: Vec<_> = reader.iter_values().map(|v| v.unwrap()).collect();
+        assert_eq!(
+            values,
+            vec![(key(1), Lsn(0x10), Bytes::from_static(b"small"))]
+        );
     }
 
     /// Values read back right while batches are encoded and written by
