@@ -364,17 +364,8 @@ impl Walk<'_> {
             } else if e.name.parse::<LayerName>().is_ok() && !e.is_dir {
                 self.layer(e.path, tenant_id, timeline_id);
             } else if e.name == LOCAL_INDEX_COPY && !e.is_dir {
-                self.push(match LocalIndexCopy::read(dir) {
-                    Ok(_) => Finding::Ok {
-                        what: Checked::IndexCopy,
-                        path: e.path,
-                    },
-                    Err(error) => Finding::Failed {
-                        what: Checked::IndexCopy,
-                        path: e.path,
-                        error,
-                    },
-                });
+                let result = LocalIndexCopy::read(dir).map(|_| ());
+                self.checked(Checked::IndexCopy, e.path, result);
             } else {
                 self.unexpected(
                     e.path,
@@ -385,17 +376,10 @@ impl Walk<'_> {
     }
 
     fn metadata(&mut self, path: PathBuf) {
-        self.push(match crate::read_metadata(&path) {
-            Ok(_) => Finding::Ok {
-                what: Checked::Metadata,
-                path,
-            },
-            Err(e) => Finding::Failed {
-                what: Checked::Metadata,
-                path,
-                error: format!("{e:#}"),
-            },
-        });
+        let result = crate::read_metadata(&path)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        self.checked(Checked::Metadata, path, result);
     }
 
     fn layer(
@@ -404,16 +388,15 @@ impl Walk<'_> {
         tenant_id: Option<TenantId>,
         timeline_id: Option<TimelineId>,
     ) {
-        self.push(match check_layer(&path, tenant_id, timeline_id) {
-            Ok(()) => Finding::Ok {
-                what: Checked::Layer,
-                path,
-            },
-            Err(error) => Finding::Failed {
-                what: Checked::Layer,
-                path,
-                error,
-            },
+        let result = check_layer(&path, tenant_id, timeline_id);
+        self.checked(Checked::Layer, path, result);
+    }
+
+    /// Records the outcome of checking `path`.
+    fn checked(&mut self, what: Checked, path: PathBuf, result: Result<(), String>) {
+        self.push(match result {
+            Ok(()) => Finding::Ok { what, path },
+            Err(error) => Finding::Failed { what, path, error },
         });
     }
 }

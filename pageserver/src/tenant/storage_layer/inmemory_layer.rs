@@ -98,6 +98,16 @@ enum Staged {
     Page(Bytes),
 }
 
+impl Staged {
+    /// Length of the serialized value.
+    fn len(&self) -> usize {
+        match self {
+            Staged::Data { len, .. } => *len as usize,
+            Staged::Page(page) => Value::IMAGE_PREFIX_LEN + page.len(),
+        }
+    }
+}
+
 /// Values put one after another, encoded together.
 struct Batch {
     seq: u64,
@@ -122,12 +132,15 @@ impl Batch {
         self.data.len() + self.page_bytes
     }
 
+    /// Bytes `start..start + len` of the data.
+    fn data(&self, start: u32, len: u32) -> &[u8] {
+        &self.data[start as usize..(start + len) as usize]
+    }
+
     /// The serialized value `index` (copied from its page for an image).
     fn value(&self, index: u32) -> Option<Bytes> {
         Some(match &self.values.get(index as usize)?.bytes {
-            Staged::Data { start, len } => {
-                Bytes::copy_from_slice(&self.data[*start as usize..(start + len) as usize])
-            }
+            Staged::Data { start, len } => Bytes::copy_from_slice(self.data(*start, *len)),
             Staged::Page(page) => Value::Image(page.clone()).ser().into(),
         })
     }
@@ -137,11 +150,7 @@ impl Batch {
     fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> (u8, u32) {
         let v = &self.values[index];
         match &v.bytes {
-            Staged::Data { start, len } => c.append_blob(
-                &self.data[*start as usize..(start + len) as usize],
-                v.compress,
-                out,
-            ),
+            Staged::Data { start, len } => c.append_blob(self.data(*start, *len), v.compress, out),
             Staged::Page(page) => c.append_page_blob(page, v.compress, out),
         }
     }
@@ -320,10 +329,11 @@ impl InMemoryLayer {
         compress: bool,
     ) -> io::Result<()> {
         self.stage(key, lsn, compress, |batch| {
-            let len = Value::IMAGE_PREFIX_LEN + page.len();
+            let staged = Staged::Page(page);
+            let len = staged.len();
             stageable(len).ok_or(len)?;
             batch.page_bytes += len;
-            Ok(Staged::Page(page))
+            Ok(staged)
         })
     }
 
@@ -377,10 +387,7 @@ impl InMemoryLayer {
                     )));
                 }
             };
-            let len = match &bytes {
-                Staged::Data { len, .. } => u64::from(*len),
-                Staged::Page(page) => (Value::IMAGE_PREFIX_LEN + page.len()) as u64,
-            };
+            let len = bytes.len() as u64;
             let entry = Entry {
                 lsn,
                 loc: Loc::Staged {

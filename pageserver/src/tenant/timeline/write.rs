@@ -95,6 +95,23 @@ impl Timeline {
         true
     }
 
+    /// The open layer, opened now if there is none: it starts where the
+    /// newest frozen layer ends, or at `first_lsn`.
+    fn open_layer(&self, first_lsn: Lsn) -> std::io::Result<Arc<InMemoryLayer>> {
+        let mut layers = self.layers.write().expect("layers lock poisoned");
+        if let Some(open) = &layers.open {
+            return Ok(open.clone());
+        }
+        let start = layers
+            .frozen
+            .last()
+            .and_then(|f| f.layer.end_lsn())
+            .unwrap_or(first_lsn);
+        let open = Arc::new(InMemoryLayer::create(&self.path, start)?);
+        layers.open = Some(open.clone());
+        Ok(open)
+    }
+
     /// Freezes the open layer now (for checkpoints and shutdown).
     pub fn freeze(&self) -> bool {
         let _guard = self.locks.write.lock().expect("write lock poisoned");
@@ -257,23 +274,7 @@ impl TimelineWriter<'_> {
         let open = tl.layers.read().expect("layers lock poisoned").open.clone();
         let open = match open {
             Some(open) => open,
-            None => {
-                let mut layers = tl.layers.write().expect("layers lock poisoned");
-                match &layers.open {
-                    Some(open) => open.clone(),
-                    None => {
-                        let start = layers
-                            .frozen
-                            .last()
-                            .and_then(|f| f.layer.end_lsn())
-                            .unwrap_or(last + 1);
-                        let open =
-                            Arc::new(InMemoryLayer::create(&tl.path, start).map_err(io_err)?);
-                        layers.open = Some(open.clone());
-                        open
-                    }
-                }
-            }
+            None => tl.open_layer(last + 1).map_err(io_err)?,
         };
         // Only page images are stored compressed (see `stored_compressed`);
         // the layer holds an image's page without copying it.

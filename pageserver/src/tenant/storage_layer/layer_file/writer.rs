@@ -59,15 +59,15 @@ pub struct LayerWriter {
     poisoned: bool,
     finished: bool,
     compressor: ValueCompressor,
+    /// The blob being put, reused.
+    blob: Vec<u8>,
 }
 
-/// Compresses values the way layer files store them, with a reused zstd
-/// context and output buffer (creating a context per value costs more than
-/// compressing a page).
+/// Encodes values as the blobs of layer files, with a reused zstd context
+/// (creating a context per value costs more than compressing a page).
 #[derive(Default)]
 pub(crate) struct ValueCompressor {
     ctx: Option<zstd::bulk::Compressor<'static>>,
-    out: Vec<u8>,
 }
 
 impl ValueCompressor {
@@ -97,33 +97,11 @@ impl ValueCompressor {
         }
     }
 
-    /// How a serialized value is stored: its flags and stored bytes. A
-    /// serialized page image stores only its page
-    /// ([`FLAG_PAGE_IMAGE`]); with `compress`, the stored bytes are
-    /// compressed when that makes them smaller. Borrowed until the next
-    /// call.
-    pub(crate) fn stored_form<'a>(&'a mut self, value: &'a [u8], compress: bool) -> (u8, &'a [u8]) {
-        let (bytes, flags) = match Value::serialized_image_page(value) {
-            Some(page) => (page, FLAG_PAGE_IMAGE),
-            None => (value, 0),
-        };
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        out.reserve(zstd::zstd_safe::compress_bound(bytes.len()));
-        let compressed = compress
-            .then(|| self.compress_to(bytes, &mut out))
-            .flatten();
-        self.out = out;
-        match compressed {
-            Some(_) => (flags | FLAG_ZSTD, &self.out),
-            None => (flags, bytes),
-        }
-    }
-
-    /// Appends the blob of a serialized value (as [`ValueCompressor::stored_form`]
-    /// stores it) to `out`, compressing straight into `out`; returns the
-    /// blob's flags and stored length. The value must fit a blob
-    /// ([`blob_len`]).
+    /// Appends the blob of a serialized value to `out`: a serialized page
+    /// image stores only its page ([`FLAG_PAGE_IMAGE`]); with `compress`,
+    /// the stored bytes are compressed (straight into `out`) when that makes
+    /// them smaller. Returns the blob's flags and stored length. The value
+    /// must fit a blob ([`blob_len`]).
     pub(crate) fn append_blob(
         &mut self,
         value: &[u8],
@@ -235,6 +213,7 @@ impl LayerWriter {
             poisoned: false,
             finished: false,
             compressor: ValueCompressor::default(),
+            blob: Vec::new(),
         };
         // Room for the header, written for real by `finish`.
         writer
@@ -261,10 +240,11 @@ impl LayerWriter {
     ) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.len())?;
-        let mut compressor = std::mem::take(&mut self.compressor);
-        let (flags, stored) = compressor.stored_form(value, compress);
-        let result = self.append(key, lsn, &blob_header(flags, stored), stored);
-        self.compressor = compressor;
+        let mut blob = std::mem::take(&mut self.blob);
+        blob.clear();
+        self.compressor.append_blob(value, compress, &mut blob);
+        let result = self.append(key, lsn, &[&blob]);
+        self.blob = blob;
         result
     }
 
@@ -274,22 +254,18 @@ impl LayerWriter {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
         let head = blob_header_with_crc(value.flags, value.stored.len(), value.crc);
-        self.append(key, lsn, &head, &value.stored)
+        self.append(key, lsn, &[&head, &value.stored])
     }
 
-    /// Appends a blob: its header, then its stored bytes.
-    fn append(
-        &mut self,
-        key: Key,
-        lsn: Lsn,
-        head: &[u8; BLOB_HEADER_SIZE],
-        stored: &[u8],
-    ) -> Result<(), LayerError> {
-        // `check_put` made sure the value, and so the stored form, fits.
-        let len = blob_len(stored.len()).expect("checked by check_put");
+    /// Appends a blob, given in parts (header and stored bytes).
+    fn append(&mut self, key: Key, lsn: Lsn, parts: &[&[u8]]) -> Result<(), LayerError> {
+        // `check_put` made sure the value, and so its blob, fits.
+        let len = u32::try_from(parts.iter().map(|p| p.len()).sum::<usize>())
+            .expect("checked by check_put");
         let offset = self.offset;
-        self.write(head)?;
-        self.write(stored)?;
+        for part in parts {
+            self.write(part)?;
+        }
         IndexEntry {
             key,
             lsn,
