@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod crashsafe;
 pub mod deferred_drop;
+pub mod file_map;
 pub mod gate;
 pub mod generation;
 pub mod id;

@@ -21,8 +21,10 @@
 //! encoder threads of the layer at once, while puts go on: compression
 //! stays off the ingest path. Encoded batches are written to the file in
 //! order, by whichever thread holds the commit lock, so blobs are in arrival
-//! order; every 8 MiB written, that thread starts their writeback, so the
-//! flush's fsync waits for the tail only. When more than `MAX_SEALED`
+//! order (an encoder thread that finds the lock taken leaves its batch to
+//! the thread writing and encodes the next); every 8 MiB written, that
+//! thread starts their writeback, so the flush's fsync waits for the tail
+//! only. When more than `MAX_SEALED`
 //! sealed batches wait, the putting thread encodes one itself, which bounds
 //! the memory and slows ingest to the encoding rate. Reads find each value
 //! either in the file or in its batch.
@@ -520,7 +522,8 @@ impl InMemoryLayer {
         }
         // Let the commit recycle the batch's buffer.
         drop(batch);
-        self.commit()?;
+        // A thread writing already writes this batch too: encode the next.
+        self.commit_with(false)?;
         Ok(true)
     }
 
@@ -528,7 +531,42 @@ impl InMemoryLayer {
     /// order, and points their values' entries there. On error the batch
     /// stays encoded, to be written again.
     fn commit(&self) -> io::Result<()> {
-        let _committing = self.committing.lock().expect("commit lock poisoned");
+        self.commit_with(true)
+    }
+
+    /// [`InMemoryLayer::commit`]; unless `wait`, returns at once when
+    /// another thread is writing (which then writes what is encoded: a
+    /// writer looks again after letting go of the commit lock).
+    fn commit_with(&self, wait: bool) -> io::Result<()> {
+        loop {
+            let committing = if wait {
+                self.committing.lock().expect("commit lock poisoned")
+            } else {
+                match self.committing.try_lock() {
+                    Ok(guard) => guard,
+                    Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+                    Err(std::sync::TryLockError::Poisoned(_)) => panic!("commit lock poisoned"),
+                }
+            };
+            self.write_encoded()?;
+            // Test hook: widens the window in which other threads find the
+            // lock taken after this thread's last look.
+            fail::fail_point!("ephemeral-commit-unlock");
+            drop(committing);
+            // A batch encoded while this thread wrote, by a thread that
+            // found the lock taken, is this thread's to write.
+            let front_encoded = matches!(
+                self.read_inner().sealed.front().map(|s| &s.stage),
+                Some(Stage::Encoded(_))
+            );
+            if !front_encoded {
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`InMemoryLayer::commit`]'s work, under the commit lock.
+    fn write_encoded(&self) -> io::Result<()> {
         loop {
             let (batch, encoded, file_off, crc) = {
                 let mut inner = self.write_inner();
@@ -846,6 +884,55 @@ mod tests {
             .get_values_to_image(key(1), Lsn(0)..Lsn(0x11))
             .unwrap();
         assert_eq!(lsns(got), vec![Lsn(0x10)]);
+    }
+
+    /// Encoder threads that find the commit lock taken leave their batch to
+    /// the thread writing: no encoded batch may be left unwritten once the
+    /// encoders are done, without a flush or another put to write it.
+    #[test]
+    fn every_encoded_batch_is_written_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = Bytes::from(
+            (0..8192u32)
+                .map(|i| (i * 31 % 7) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        // Threads that finish encoding while the writer is about to let go
+        // of the lock leave their batches to it.
+        fail::cfg("ephemeral-commit-unlock", "sleep(3)").unwrap();
+        for round in 0..20u32 {
+            let layer = Arc::new(InMemoryLayer::create(dir.path(), Lsn(0x10)).unwrap());
+            // Whole batches, sealed by the last put of each.
+            let puts = (BATCH_BYTES / page.len()) * (2 + round as usize % 5);
+            for i in 0..puts {
+                let lsn = Lsn(0x10 + i as u64);
+                layer
+                    .put_image(key(i as u32 % 64), lsn, page.clone(), true)
+                    .unwrap();
+            }
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (sealed, encoders) = {
+                    let inner = layer.read_inner();
+                    (inner.sealed.len(), inner.encoders)
+                };
+                if sealed == 0 {
+                    break;
+                }
+                // With no encoder left, no thread would ever write them.
+                assert!(
+                    encoders > 0,
+                    "round {round}: {sealed} batches left unwritten"
+                );
+                assert!(Instant::now() < deadline, "round {round}: encoders hang");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let inner = layer.read_inner();
+            let written = inner.index.values().flatten();
+            assert!(written.clone().all(|e| matches!(e.loc, Loc::File { .. })));
+            assert_eq!(written.count(), puts);
+        }
+        fail::remove("ephemeral-commit-unlock");
     }
 
     #[test]

@@ -81,7 +81,7 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 pub(crate) use reader::decode_stored;
-pub use reader::{LayerReader, RawValue, RawValueIter};
+pub use reader::{LayerReader, MappedLayer, RawValue, RawValueIter};
 pub use writer::LayerWriter;
 pub(crate) use writer::{finish_in_place, ValueCompressor, WRITEBACK_CHUNK};
 

@@ -44,6 +44,15 @@ pub struct LayerReader {
     cache_id: u64,
 }
 
+/// A layer file mapped into memory ([`LayerReader::map`]); cloned
+/// cheaply, unmapped when the last clone (or value read from it) is gone.
+#[derive(Debug, Clone)]
+pub struct MappedLayer {
+    bytes: Bytes,
+    /// The page cache id of the reader that mapped it.
+    cache_id: u64,
+}
+
 /// A value as stored in a layer file: possibly compressed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RawValue {
@@ -364,6 +373,33 @@ impl LayerReader {
         it.next = self.index.partition_point(|e| e.key < keys.start);
         it.end = self.index.partition_point(|e| e.key < keys.end);
         RawValueIter(it)
+    }
+
+    /// The whole file mapped into memory, for
+    /// [`LayerReader::iter_raw_keys_mapped`]. Keep it for the task at hand
+    /// only: a map holds the file's pages (see [`utils::file_map`]; layer
+    /// files never change, as a map needs).
+    pub fn map(&self) -> Result<MappedLayer, LayerError> {
+        let map = utils::file_map::FileMap::new(&self.file, self.desc.file_size)
+            .map_err(|e| self.io(e))?;
+        Ok(MappedLayer {
+            bytes: Bytes::from_owner(map),
+            cache_id: self.cache_id,
+        })
+    }
+
+    /// [`LayerReader::iter_raw_keys`] reading the blobs from `map`, this
+    /// reader's [`LayerReader::map`] (a map of another reader is not used):
+    /// no system call and no copy per value, which matters where the
+    /// values lie scattered over the file, as an L0 layer's do (they are in
+    /// arrival order). The values share the map.
+    pub fn iter_raw_keys_mapped(&self, keys: Range<Key>, map: &MappedLayer) -> RawValueIter<'_> {
+        let mut it = self.iter_raw_keys(keys);
+        if map.cache_id == self.cache_id {
+            // The whole file: the iterator never reads.
+            it.0.chunk = map.bytes.clone();
+        }
+        it
     }
 
     /// Each value's key and the bytes its blob takes in the file, in
