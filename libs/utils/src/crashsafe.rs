@@ -98,6 +98,68 @@ impl WritebackCursor {
     }
 }
 
+/// Disk space reserved ahead of a file written front to back, a `chunk` at
+/// a time (`fallocate` with `FALLOC_FL_KEEP_SIZE`): writes into reserved
+/// blocks skip the file system's per-block allocation, about a third of
+/// the CPU of a buffered write on ext4. The file's size is unchanged; a
+/// finished file must be cut to its length with [`File::set_len`], which
+/// also returns the reserve beyond it. Reserving is only an optimization:
+/// when the file system refuses (no support, no space), it stops being
+/// tried, and the writes themselves report any real failure. Outside Linux
+/// it does nothing.
+#[derive(Debug)]
+pub struct Preallocation {
+    chunk: u64,
+    reserved: u64,
+    enabled: bool,
+}
+
+impl Preallocation {
+    /// Nothing reserved yet; reserves `chunk` bytes at a time.
+    pub fn new(chunk: u64) -> Preallocation {
+        Preallocation {
+            chunk: chunk.max(1),
+            reserved: 0,
+            enabled: cfg!(target_os = "linux"),
+        }
+    }
+
+    /// Before bytes up to `end` reach `file`: reserves the space up to the
+    /// next multiple of `chunk` at or above `end`, unless it is reserved.
+    pub fn reserve(&mut self, file: &File, end: u64) {
+        if !self.enabled || end <= self.reserved {
+            return;
+        }
+        let Some(upto) = end.checked_next_multiple_of(self.chunk) else {
+            self.enabled = false;
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let (Ok(offset), Ok(len)) = (
+                libc::off_t::try_from(self.reserved),
+                libc::off_t::try_from(upto - self.reserved),
+            ) else {
+                self.enabled = false;
+                return;
+            };
+            // SAFETY: a plain system call on a descriptor `file` keeps open
+            // for the call; it touches no memory of this process.
+            let rc = unsafe {
+                libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len)
+            };
+            if rc != 0 {
+                self.enabled = false;
+                return;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.reserved = upto;
+    }
+}
+
 fn parent_of(path: &Path) -> io::Result<&Path> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => Ok(p),
@@ -211,6 +273,34 @@ pub fn remove_temporaries(dir: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preallocation_reserves_ahead_and_set_len_returns_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let mut p = Preallocation::new(1 << 20);
+        p.reserve(&file, 10);
+        if !p.enabled {
+            // This file system reserves nothing: writes just go on.
+            return;
+        }
+        assert_eq!(p.reserved, 1 << 20);
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 0, "the size is kept");
+        assert!(meta.blocks() * 512 >= 1 << 20, "{} blocks", meta.blocks());
+        p.reserve(&file, 1 << 20);
+        assert_eq!(p.reserved, 1 << 20, "reserved already");
+        p.reserve(&file, (1 << 20) + 1);
+        assert_eq!(p.reserved, 2 << 20);
+        (&file).write_all(b"hello").unwrap();
+        file.set_len(5).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), 5);
+        assert!(meta.blocks() * 512 <= 64 << 10, "{} blocks", meta.blocks());
+        assert_eq!(fs::read(&path).unwrap(), b"hello");
+    }
 
     #[test]
     fn writeback_cursor_gives_consecutive_ranges_of_a_chunk_or_more() {

@@ -214,7 +214,8 @@ pub struct InMemoryLayer {
     file: File,
     inner: RwLock<Inner>,
     /// Held while encoded batches are written: in order, one at a time.
-    committing: Mutex<()>,
+    /// Holds the disk space reserved ahead of them.
+    committing: Mutex<crashsafe::Preallocation>,
 }
 
 /// `len` as a staged value's length, if a value that long can be stored.
@@ -268,7 +269,7 @@ impl InMemoryLayer {
                 num_values: 0,
                 finished: None,
             }),
-            committing: Mutex::new(()),
+            committing: Mutex::new(crashsafe::Preallocation::new(WRITEBACK_CHUNK)),
         })
     }
 
@@ -539,7 +540,7 @@ impl InMemoryLayer {
     /// writer looks again after letting go of the commit lock).
     fn commit_with(&self, wait: bool) -> io::Result<()> {
         loop {
-            let committing = if wait {
+            let mut committing = if wait {
                 self.committing.lock().expect("commit lock poisoned")
             } else {
                 match self.committing.try_lock() {
@@ -548,7 +549,7 @@ impl InMemoryLayer {
                     Err(std::sync::TryLockError::Poisoned(_)) => panic!("commit lock poisoned"),
                 }
             };
-            self.write_encoded()?;
+            self.write_encoded(&mut committing)?;
             // Test hook: widens the window in which other threads find the
             // lock taken after this thread's last look.
             fail::fail_point!("ephemeral-commit-unlock");
@@ -565,8 +566,9 @@ impl InMemoryLayer {
         }
     }
 
-    /// [`InMemoryLayer::commit`]'s work, under the commit lock.
-    fn write_encoded(&self) -> io::Result<()> {
+    /// [`InMemoryLayer::commit`]'s work, under the commit lock (which holds
+    /// the file's reserved space).
+    fn write_encoded(&self, prealloc: &mut crashsafe::Preallocation) -> io::Result<()> {
         loop {
             let (batch, encoded, file_off, crc) = {
                 let mut inner = self.write_inner();
@@ -583,6 +585,7 @@ impl InMemoryLayer {
                     }
                 }
             };
+            prealloc.reserve(&self.file, file_off + encoded.out.len() as u64);
             if let Err(e) = self.write_at(&encoded.out, file_off) {
                 let mut inner = self.write_inner();
                 if let Some(front) = inner.sealed.front_mut() {

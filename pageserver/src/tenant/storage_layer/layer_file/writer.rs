@@ -49,6 +49,8 @@ pub struct LayerWriter {
     offset: u64,
     /// Which written bytes' writeback to start next.
     writeback: crashsafe::WritebackCursor,
+    /// Disk space reserved ahead of the writes.
+    prealloc: crashsafe::Preallocation,
     /// CRC32C of everything written after the header.
     body_crc: u32,
     /// Encoded index entries.
@@ -206,6 +208,7 @@ impl LayerWriter {
             },
             offset: HEADER_SIZE as u64,
             writeback: crashsafe::WritebackCursor::new(WRITEBACK_CHUNK),
+            prealloc: crashsafe::Preallocation::new(WRITEBACK_CHUNK),
             body_crc: 0,
             index: Vec::new(),
             num_values: 0,
@@ -400,6 +403,8 @@ impl LayerWriter {
     /// Writes after the header, keeping offset and body CRC; a failure
     /// poisons the writer.
     fn write(&mut self, buf: &[u8]) -> Result<(), LayerError> {
+        let end = self.offset + buf.len() as u64;
+        self.prealloc.reserve(self.file.get_ref(), end);
         if let Err(e) = self.file.write_all(buf) {
             self.poisoned = true;
             return Err(LayerError::io(&self.temp_path, e));
@@ -469,6 +474,8 @@ fn commit(
 ) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
     let io_err = |e| LayerError::io(temp_path, e);
     file.write_all_at(&header.encode(), 0).map_err(io_err)?;
+    // Returns the space reserved beyond the end (crashsafe::Preallocation).
+    file.set_len(file_size).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
     let desc = PersistentLayerDesc {
         key_range: header.key_range.clone(),
