@@ -1041,6 +1041,9 @@ mod tests {
 
         let reader = LayerReader::open(&path).unwrap();
         reader.verify().unwrap();
+        crate::tenant::storage_layer::layer_file::tests::assert_no_space_reserved_beyond_the_end(
+            &path,
+        );
         assert_eq!(reader.tenant_id(), ids.0);
         assert_eq!(reader.desc().key_range, Key::MIN..Key::MAX);
         assert_eq!(reader.desc().lsn_range, Lsn(0x10)..Lsn(0x10 + 300));

@@ -69,7 +69,7 @@
 
 mod reader;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use std::io;

@@ -491,6 +491,21 @@ fn large_values_and_compression() {
     assert!(desc.file_size > raw_total - 8192, "{}", desc.file_size);
     let keys: Vec<Key> = (0..6).map(key).collect();
     check_reader(&path, &desc, &puts, &keys, &[lsn..Lsn(0x101)]);
+    assert_no_space_reserved_beyond_the_end(&path);
+}
+
+/// The disk space reserved ahead of the writes (8 MiB at a time) was
+/// returned when the file was finished.
+pub(crate) fn assert_no_space_reserved_beyond_the_end(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).unwrap();
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated < meta.len() + (1 << 20),
+        "{}: {allocated} bytes allocated for {} bytes",
+        path.display(),
+        meta.len()
+    );
 }
 
 #[test]
