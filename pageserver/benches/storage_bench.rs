@@ -231,6 +231,25 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Busy CPU time of the whole machine so far (user, nice, system, irq and
+/// softirq of every core), from `/proc/stat` (in USER_HZ = 100 ticks per
+/// second).
+fn machine_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let ticks: u64 = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0))
+        .sum();
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Records every layer file in `path` with its size (layer files appear
 /// complete, by rename, and never change).
 fn scan_layers(path: &Path, seen: &mut HashMap<String, u64>) {
@@ -343,6 +362,9 @@ struct Ingest {
     process_writes: Option<u64>,
     /// CPU time of the process from the first put to `compacted`.
     cpu: Option<Duration>,
+    /// CPU time of the whole machine meanwhile: the process, the kernel's
+    /// writeback and extent conversion threads, and anything else running.
+    machine_cpu: Option<Duration>,
     /// Seconds writers waited for compaction (L0 ingest throttle).
     throttled: f64,
 }
@@ -364,6 +386,7 @@ fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest
     let stop_sampler = AtomicBool::new(false);
     let writes_before = process_disk_writes();
     let cpu_before = process_cpu();
+    let machine_before = machine_cpu();
     let throttled_before = INGEST_THROTTLE_SECONDS.get();
     let started = Instant::now();
     let (put, durable, compacted, totals, final_stats, seen) = thread::scope(|s| {
@@ -403,6 +426,9 @@ fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest
     let cpu = cpu_before
         .zip(process_cpu())
         .map(|(b, a)| a.saturating_sub(b));
+    let machine_cpu = machine_before
+        .zip(machine_cpu())
+        .map(|(b, a)| a.saturating_sub(b));
     rt.block_on(tl.shutdown(false));
     Ingest {
         tl,
@@ -414,6 +440,7 @@ fn ingest(dir: &Path, w: &Workload, pages: &[Bytes], compaction: bool) -> Ingest
         layers_created: created_bytes(&seen),
         process_writes,
         cpu,
+        machine_cpu,
         throttled: INGEST_THROTTLE_SECONDS.get() - throttled_before,
     }
 }
@@ -488,9 +515,12 @@ impl std::fmt::Display for Spread {
     }
 }
 
-/// CPU seconds as text, or "n/a".
-fn cpu_text(cpu: Option<Duration>) -> String {
-    cpu.map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()))
+/// The process's CPU seconds, and the machine's, as text ("n/a" where
+/// unknown).
+fn cpu_text(r: &Ingest) -> String {
+    let secs =
+        |c: Option<Duration>| c.map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()));
+    format!("{} (machine {})", secs(r.cpu), secs(r.machine_cpu))
 }
 
 /// Prints one put run with compaction; returns (MiB/s, layer bytes per put).
@@ -508,7 +538,7 @@ fn report_run(run: usize, r: &Ingest, logical: u64) -> (f64, f64) {
         r.throttled,
         r.durable.as_secs_f64(),
         r.compacted.as_secs_f64(),
-        cpu_text(r.cpu),
+        cpu_text(r),
         c.runs,
         c.busy.as_secs_f64(),
         c.l0_merged,
@@ -612,7 +642,7 @@ fn main() {
     println!(
         "no compaction: durable after {:.2} s ({l0_rate:.1} MiB/s, CPU {}); get over {} L0 layers only: latest {l0_latest}; old {l0_old}",
         l0_run.durable.as_secs_f64(),
-        cpu_text(l0_run.cpu),
+        cpu_text(&l0_run),
         l0_run.tl.l0_count()
     );
 

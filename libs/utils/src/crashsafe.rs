@@ -103,7 +103,8 @@ impl WritebackCursor {
 /// blocks skip the file system's per-block allocation, about a third of
 /// the CPU of a buffered write on ext4. The file's size is unchanged; a
 /// finished file must be cut to its length with [`File::set_len`], which
-/// also returns the reserve beyond it. Reserving is only an optimization:
+/// returns the reserve beyond it (after its fsync: ext4 waits for the
+/// file's writeback first otherwise). Reserving is only an optimization:
 /// when the file system refuses (no support, no space), it stops being
 /// tried, and the writes themselves report any real failure. Outside Linux
 /// it does nothing.
