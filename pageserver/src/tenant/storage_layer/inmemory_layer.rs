@@ -195,8 +195,6 @@ struct Inner {
     writeback: crashsafe::WritebackCursor,
     /// CRC32C of the blobs written.
     blobs_crc: u32,
-    /// Bytes of values held (before compression).
-    size: u64,
     /// End (exclusive) of the LSN range once frozen.
     end_lsn: Option<Lsn>,
     num_values: usize,
@@ -216,6 +214,9 @@ pub struct InMemoryLayer {
     /// Held while encoded batches are written: in order, one at a time.
     /// Holds the disk space reserved ahead of them.
     committing: Mutex<crashsafe::Preallocation>,
+    /// Bytes of values held (before compression): read after every write
+    /// batch, without waiting for the lock that encoder threads take.
+    size: AtomicU64,
 }
 
 /// `len` as a staged value's length, if a value that long can be stored.
@@ -264,12 +265,12 @@ impl InMemoryLayer {
                 file_len: HEADER_SIZE as u64,
                 writeback: crashsafe::WritebackCursor::new(WRITEBACK_CHUNK),
                 blobs_crc: 0,
-                size: 0,
                 end_lsn: None,
                 num_values: 0,
                 finished: None,
             }),
             committing: Mutex::new(crashsafe::Preallocation::new(WRITEBACK_CHUNK)),
+            size: AtomicU64::new(0),
         })
     }
 
@@ -409,7 +410,8 @@ impl InMemoryLayer {
                 Some(last) if last.lsn == lsn => *last = entry,
                 _ => versions.push(entry),
             }
-            inner.size += len;
+            // Under the lock, in the order of the puts.
+            self.size.fetch_add(len, Ordering::Relaxed);
             inner.num_values += 1;
             if inner.open_batch.len() < BATCH_BYTES {
                 return Ok(());
@@ -756,7 +758,7 @@ impl InMemoryLayer {
 
     /// Bytes of values held (before compression).
     pub fn size(&self) -> u64 {
-        self.read_inner().size
+        self.size.load(Ordering::Relaxed)
     }
 
     /// Number of values held.
