@@ -163,6 +163,9 @@ impl Batch {
 struct Encoded {
     out: Vec<u8>,
     blobs: Vec<(u64, u32, u8)>,
+    /// CRC32C of `out`, computed by the encoding thread (off the commit
+    /// lock).
+    crc: u32,
 }
 
 /// Where a sealed batch is on its way to the file.
@@ -514,6 +517,7 @@ impl InMemoryLayer {
                 })
                 .collect()
         });
+        let crc = crc32c::crc32c(&out);
         {
             let mut inner = self.write_inner();
             let s = inner
@@ -521,7 +525,7 @@ impl InMemoryLayer {
                 .iter_mut()
                 .find(|s| s.batch.seq == batch.seq)
                 .expect("a batch being encoded stays sealed");
-            s.stage = Stage::Encoded(Encoded { out, blobs });
+            s.stage = Stage::Encoded(Encoded { out, blobs, crc });
         }
         // Let the commit recycle the batch's buffer.
         drop(batch);
@@ -595,7 +599,7 @@ impl InMemoryLayer {
                 }
                 return Err(e);
             }
-            let crc = crc32c::crc32c_append(crc, &encoded.out);
+            let crc = crc32c::crc32c_combine(crc, encoded.crc, encoded.out.len());
             let mut inner = self.write_inner();
             for (i, (v, (offset, len, flags))) in
                 batch.values.iter().zip(&encoded.blobs).enumerate()
