@@ -2,12 +2,19 @@
 //!
 //! A map reads a file's pages where the page cache holds them: no system
 //! call and no copy per read, which matters to a reader that visits many
-//! small extents of a file in no particular order. The price is that the
-//! file must not change while it is mapped: bytes written to it would show
-//! through, and a read of a page cut off by truncation raises `SIGBUS`.
-//! Only map files that this process wrote, closed and made immutable (such
-//! as finished layer files), and keep each map no longer than the task
-//! that needs it.
+//! small extents of a file in no particular order. The price:
+//!
+//! * The file must not change while it is mapped: bytes written to it
+//!   would show through, and a read of a page cut off by truncation raises
+//!   `SIGBUS`. Only map files that this process wrote and made immutable
+//!   (such as finished layer files), and keep each map no longer than the
+//!   task that needs it.
+//! * A page that the kernel cannot read (a disk error) raises `SIGBUS`
+//!   where `pread` returns an error. Use a map only while
+//!   [`FileMap::is_resident`] says every page is in memory, which a page
+//!   that failed to read never is: then only a page evicted meanwhile and
+//!   then unreadable can fault, and after a restart the file is not
+//!   resident, so the reader falls back to `pread` and reports the error.
 
 use std::fs::File;
 use std::io;
@@ -79,6 +86,41 @@ impl FileMap {
     }
 }
 
+impl FileMap {
+    /// Whether every page of the map is in memory now (`mincore`).
+    pub fn is_resident(&self) -> io::Result<bool> {
+        if self.len == 0 {
+            return Ok(true);
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: a plain query of the system's configuration.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = usize::try_from(page)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| io::Error::other("cannot tell the page size"))?;
+            let mut pages = vec![0u8; self.len.div_ceil(page)];
+            // SAFETY: `ptr` is the page-aligned start of a mapping of `len`
+            // bytes, alive while `self` is; `pages` has one byte per page
+            // of it, which is what the kernel writes.
+            let rc = unsafe {
+                libc::mincore(
+                    self.ptr.as_ptr().cast(),
+                    self.len,
+                    pages.as_mut_ptr().cast(),
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(pages.iter().all(|p| p & 1 == 1))
+        }
+        #[cfg(not(unix))]
+        Ok(false)
+    }
+}
+
 impl AsRef<[u8]> for FileMap {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `ptr` points at `len` readable bytes (or `len` is 0),
@@ -120,6 +162,30 @@ mod tests {
         assert_eq!(head.as_ref(), &data[..10]);
         let empty = FileMap::new(&File::open(&path).unwrap(), 0).unwrap();
         assert!(empty.as_ref().is_empty());
+    }
+
+    #[test]
+    fn residency_follows_the_page_cache() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut file = File::create(&path).unwrap();
+        file.write_all(&vec![7u8; 1 << 20]).unwrap();
+        file.sync_all().unwrap();
+        let file = File::open(&path).unwrap();
+        let map = FileMap::new(&file, 1 << 20).unwrap();
+        // Just written: in the page cache.
+        assert!(map.is_resident().unwrap());
+        // SAFETY: a plain system call on an open descriptor.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        if map.is_resident().unwrap() {
+            // This file system keeps its pages (tmpfs): nothing to evict.
+            return;
+        }
+        // Reading through the map brings the pages back.
+        assert!(map.as_ref().iter().all(|b| *b == 7));
+        assert!(map.is_resident().unwrap());
     }
 
     #[test]

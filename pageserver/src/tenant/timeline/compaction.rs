@@ -105,8 +105,11 @@ impl Timeline {
             ..l0.last().expect("non-empty").lsn_range.end;
         // Values are merged in key order, but an L0 layer stores them in
         // arrival order: mapped, the files are read without a system call
-        // per value.
-        let maps: Vec<MappedLayer> = readers.iter().map(|r| r.map()).collect::<Result<_, _>>()?;
+        // per value (those in the page cache, as just flushed ones are).
+        let maps: Vec<Option<MappedLayer>> = readers
+            .iter()
+            .map(|r| r.map_cached())
+            .collect::<Result<_, _>>()?;
         let partitions = plan_partitions(&readers, target_size, compaction_threads());
         // Partitions are independent files: merged on several threads.
         let results = parallel_map(partitions.len(), |i| {
@@ -158,7 +161,7 @@ impl Timeline {
     fn merge_partition(
         &self,
         readers: &[Arc<LayerReader>],
-        maps: &[MappedLayer],
+        maps: &[Option<MappedLayer>],
         keys: Range<Key>,
         lsn_range: Range<Lsn>,
     ) -> anyhow::Result<Option<std::path::PathBuf>> {
@@ -166,7 +169,9 @@ impl Timeline {
         let mut iters: Vec<ValueIter<'_>> = readers
             .iter()
             .zip(maps)
-            .map(|(r, map)| Box::new(r.iter_raw_keys_mapped(keys.clone(), map)) as ValueIter<'_>)
+            .map(|(r, map)| {
+                Box::new(r.iter_raw_keys_mapped(keys.clone(), map.as_ref())) as ValueIter<'_>
+            })
             .collect();
         let mut heap = BinaryHeap::new();
         for (i, it) in iters.iter_mut().enumerate() {

@@ -44,7 +44,7 @@ pub struct LayerReader {
     cache_id: u64,
 }
 
-/// A layer file mapped into memory ([`LayerReader::map`]); cloned
+/// A layer file mapped into memory ([`LayerReader::map_cached`]); cloned
 /// cheaply, unmapped when the last clone (or value read from it) is gone.
 #[derive(Debug, Clone)]
 pub struct MappedLayer {
@@ -376,26 +376,35 @@ impl LayerReader {
     }
 
     /// The whole file mapped into memory, for
-    /// [`LayerReader::iter_raw_keys_mapped`]. Keep it for the task at hand
-    /// only: a map holds the file's pages (see [`utils::file_map`]; layer
-    /// files never change, as a map needs).
-    pub fn map(&self) -> Result<MappedLayer, LayerError> {
+    /// [`LayerReader::iter_raw_keys_mapped`], when all of it is in the page
+    /// cache (`None` otherwise: read it with `pread`, which reports a disk
+    /// error as an error, where a map faults; see [`utils::file_map`]).
+    /// Keep it for the task at hand only. Layer files never change, as a
+    /// map needs.
+    pub fn map_cached(&self) -> Result<Option<MappedLayer>, LayerError> {
         let map = utils::file_map::FileMap::new(&self.file, self.desc.file_size)
             .map_err(|e| self.io(e))?;
-        Ok(MappedLayer {
+        if !map.is_resident().map_err(|e| self.io(e))? {
+            return Ok(None);
+        }
+        Ok(Some(MappedLayer {
             bytes: Bytes::from_owner(map),
             cache_id: self.cache_id,
-        })
+        }))
     }
 
     /// [`LayerReader::iter_raw_keys`] reading the blobs from `map`, this
-    /// reader's [`LayerReader::map`] (a map of another reader is not used):
-    /// no system call and no copy per value, which matters where the
-    /// values lie scattered over the file, as an L0 layer's do (they are in
-    /// arrival order). The values share the map.
-    pub fn iter_raw_keys_mapped(&self, keys: Range<Key>, map: &MappedLayer) -> RawValueIter<'_> {
+    /// reader's [`LayerReader::map_cached`] (without one, or with a map of
+    /// another reader, it reads): no system call and no copy per value,
+    /// which matters where the values lie scattered over the file, as an
+    /// L0 layer's do (they are in arrival order). The values share the map.
+    pub fn iter_raw_keys_mapped(
+        &self,
+        keys: Range<Key>,
+        map: Option<&MappedLayer>,
+    ) -> RawValueIter<'_> {
         let mut it = self.iter_raw_keys(keys);
-        if map.cache_id == self.cache_id {
+        if let Some(map) = map.filter(|m| m.cache_id == self.cache_id) {
             // The whole file: the iterator never reads.
             it.0.chunk = map.bytes.clone();
         }

@@ -234,8 +234,14 @@ fn read_damaged(path: &Path, puts: &[Put]) -> Vec<LayerError> {
         }
     }
     // As compaction reads: from a map of the file, raw.
-    let map = r.map().unwrap();
-    for (i, item) in r.iter_raw_keys_mapped(Key::MIN..Key::MAX, &map).enumerate() {
+    let map = r
+        .map_cached()
+        .unwrap()
+        .expect("just written: in the page cache");
+    for (i, item) in r
+        .iter_raw_keys_mapped(Key::MIN..Key::MAX, Some(&map))
+        .enumerate()
+    {
         match item {
             Ok((k, l, raw)) => {
                 let v = decode_stored(raw.flags, raw.stored).unwrap();
@@ -587,10 +593,16 @@ fn raw_copy_keeps_values_and_their_compression() {
     // Read from a map, by key range, the values are the same; a map of
     // another (smaller) file is not used.
     let other = LayerReader::open(&small_delta(dst_dir.path()).0).unwrap();
-    for map in [reader.map().unwrap(), other.map().unwrap()] {
+    let maps = [
+        reader.map_cached().unwrap(),
+        other.map_cached().unwrap(),
+        None,
+    ];
+    assert!(maps[0].is_some() && maps[1].is_some());
+    for map in &maps {
         let mapped: Vec<_> = [key(0)..key(20), key(20)..key(50)]
             .into_iter()
-            .flat_map(|keys| reader.iter_raw_keys_mapped(keys, &map))
+            .flat_map(|keys| reader.iter_raw_keys_mapped(keys, map.as_ref()))
             .map(|v| v.unwrap())
             .collect();
         let read: Vec<_> = reader.iter_raw().map(|v| v.unwrap()).collect();
