@@ -39,8 +39,9 @@
 //!    created are found by listing the directory every 20 ms (they appear
 //!    complete, by rename, and live at least until a compaction ends),
 //!    giving the bytes written per byte put; the kernel's count of bytes the
-//!    process sent to storage (`/proc/self/io`) and the process CPU time
-//!    are shown beside.
+//!    process sent to storage (`/proc/self/io`), the process CPU time and
+//!    the whole machine's (`/proc/stat`: kernel writeback threads too) are
+//!    shown beside.
 //! 3. **Reads** with `get_blocking`, one key at a time, each value checked:
 //!    20k random blocks at the last LSN and 20k at random LSNs in the first
 //!    half of the history (a block among those written by then), on the

@@ -84,9 +84,7 @@ impl FileMap {
             ))
         }
     }
-}
 
-impl FileMap {
     /// Whether every page of the map is in memory now (`mincore`).
     pub fn is_resident(&self) -> io::Result<bool> {
         if self.len == 0 {

@@ -24,10 +24,10 @@
 //! order (an encoder thread that finds the lock taken leaves its batch to
 //! the thread writing and encodes the next); every 8 MiB written, that
 //! thread starts their writeback, so the flush's fsync waits for the tail
-//! only. When more than `MAX_SEALED`
-//! sealed batches wait, the putting thread encodes one itself, which bounds
-//! the memory and slows ingest to the encoding rate. Reads find each value
-//! either in the file or in its batch.
+//! only. When more than `MAX_SEALED` sealed batches wait, the putting
+//! thread encodes one itself, which bounds the memory and slows ingest to
+//! the encoding rate. Reads find each value either in the file or in its
+//! batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
