@@ -47,8 +47,8 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::layer_file::{
-    blob_len, decode_stored, finish_in_place, IndexEntry, LayerError, ValueCompressor,
-    BLOB_HEADER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
+    blob_len, crc, decode_stored, finish_in_place, BlobInfo, IndexEntry, LayerError,
+    ValueCompressor, BLOB_HEADER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
 };
 
 /// Value bytes per batch: a batch is sealed for encoding once it holds this
@@ -149,7 +149,7 @@ impl Batch {
 
     /// Appends value `index` to `out` as its blob; returns the blob's flags
     /// and stored length.
-    fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> (u8, u32) {
+    fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> BlobInfo {
         let v = &self.values[index];
         match &v.bytes {
             Staged::Data { start, len } => c.append_blob(self.data(*start, *len), v.compress, out),
@@ -164,7 +164,7 @@ struct Encoded {
     out: Vec<u8>,
     blobs: Vec<(u64, u32, u8)>,
     /// CRC32C of `out`, computed by the encoding thread (off the commit
-    /// lock).
+    /// lock) from the blobs' CRCs.
     crc: u32,
 }
 
@@ -507,17 +507,20 @@ impl InMemoryLayer {
         };
         let mut out = self.spare_buffer();
         out.reserve(batch.len() + batch.values.len() * BLOB_HEADER_SIZE);
+        let mut crc = 0;
         let blobs = COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             (0..batch.values.len())
                 .map(|i| {
-                    let offset = out.len() as u64;
-                    let (flags, len) = batch.encode_value(i, &mut c, &mut out);
-                    (offset, len, flags)
+                    let offset = out.len();
+                    let blob = batch.encode_value(i, &mut c, &mut out);
+                    let head = &out[offset..offset + BLOB_HEADER_SIZE];
+                    let len = u64::from(blob.stored_len);
+                    crc = crc::append_blob(crc, head, blob.flags, len, blob.crc);
+                    (offset as u64, blob.stored_len, blob.flags)
                 })
                 .collect()
         });
-        let crc = crc32c::crc32c(&out);
         {
             let mut inner = self.write_inner();
             let s = inner
@@ -599,7 +602,7 @@ impl InMemoryLayer {
                 }
                 return Err(e);
             }
-            let crc = crc32c::crc32c_combine(crc, encoded.crc, encoded.out.len());
+            let crc = crc::combine(crc, encoded.crc, encoded.out.len() as u64);
             let mut inner = self.write_inner();
             for (i, (v, (offset, len, flags))) in
                 batch.values.iter().zip(&encoded.blobs).enumerate()

@@ -67,6 +67,7 @@
 //! CRC. A corrupt file gives [`LayerError::Corrupt`] with the file and the
 //! offset, never wrong data.
 
+pub(crate) mod crc;
 mod reader;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -83,7 +84,7 @@ use utils::lsn::Lsn;
 pub(crate) use reader::decode_stored;
 pub use reader::{LayerReader, MappedLayer, RawValue, RawValueIter};
 pub use writer::LayerWriter;
-pub(crate) use writer::{finish_in_place, ValueCompressor, WRITEBACK_CHUNK};
+pub(crate) use writer::{finish_in_place, BlobInfo, ValueCompressor, WRITEBACK_CHUNK};
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.
@@ -372,13 +373,8 @@ pub(crate) fn blob_len(stored_len: usize) -> Option<u32> {
     u32::try_from(stored_len.checked_add(BLOB_HEADER_SIZE)?).ok()
 }
 
-/// The header of a blob: stored length, flags, CRC. The caller checked
-/// (with [`blob_len`]) that the length fits.
-pub(crate) fn blob_header(flags: u8, stored: &[u8]) -> [u8; BLOB_HEADER_SIZE] {
-    blob_header_with_crc(flags, stored.len(), blob_crc(flags, stored))
-}
-
-/// [`blob_header`] with the blob's CRC known already (a checked copy).
+/// The header of a blob: stored length, flags, CRC (the caller checked
+/// with [`blob_len`] that the length fits).
 fn blob_header_with_crc(flags: u8, stored_len: usize, crc: u32) -> [u8; BLOB_HEADER_SIZE] {
     let mut head = [0u8; BLOB_HEADER_SIZE];
     head[0..4].copy_from_slice(&(stored_len as u32).to_le_bytes());

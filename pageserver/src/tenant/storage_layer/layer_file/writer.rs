@@ -15,7 +15,7 @@ use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::{
-    blob_header, blob_header_with_crc, blob_len, Header, IndexEntry, LayerError, RawValue,
+    blob_crc, blob_header_with_crc, blob_len, crc, Header, IndexEntry, LayerError, RawValue,
     BLOB_HEADER_SIZE, FLAG_PAGE_IMAGE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, MAGIC,
     MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
 };
@@ -102,14 +102,13 @@ impl ValueCompressor {
     /// Appends the blob of a serialized value to `out`: a serialized page
     /// image stores only its page ([`FLAG_PAGE_IMAGE`]); with `compress`,
     /// the stored bytes are compressed (straight into `out`) when that makes
-    /// them smaller. Returns the blob's flags and stored length. The value
-    /// must fit a blob ([`blob_len`]).
+    /// them smaller. The value must fit a blob ([`blob_len`]).
     pub(crate) fn append_blob(
         &mut self,
         value: &[u8],
         compress: bool,
         out: &mut Vec<u8>,
-    ) -> (u8, u32) {
+    ) -> BlobInfo {
         match Value::serialized_image_page(value) {
             Some(page) => self.append_bytes(page, FLAG_PAGE_IMAGE, compress, out),
             None => self.append_bytes(value, 0, compress, out),
@@ -122,7 +121,7 @@ impl ValueCompressor {
         page: &[u8],
         compress: bool,
         out: &mut Vec<u8>,
-    ) -> (u8, u32) {
+    ) -> BlobInfo {
         self.append_bytes(page, FLAG_PAGE_IMAGE, compress, out)
     }
 
@@ -132,7 +131,7 @@ impl ValueCompressor {
         flags: u8,
         compress: bool,
         out: &mut Vec<u8>,
-    ) -> (u8, u32) {
+    ) -> BlobInfo {
         let head_at = out.len();
         let stored_at = head_at + BLOB_HEADER_SIZE;
         // The header goes in once the stored bytes are known.
@@ -151,10 +150,26 @@ impl ValueCompressor {
         if flags & FLAG_ZSTD == 0 {
             out.extend_from_slice(bytes);
         }
-        let head = blob_header(flags, &out[stored_at..]);
+        let stored_len = (out.len() - stored_at) as u32;
+        let crc = blob_crc(flags, &out[stored_at..]);
+        let head = blob_header_with_crc(flags, stored_len as usize, crc);
         out[head_at..stored_at].copy_from_slice(&head);
-        (flags, (out.len() - stored_at) as u32)
+        BlobInfo {
+            flags,
+            stored_len,
+            crc,
+        }
     }
+}
+
+/// What [`ValueCompressor::append_blob`] appended: a blob header, then
+/// `stored_len` stored bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlobInfo {
+    pub flags: u8,
+    pub stored_len: u32,
+    /// The blob's CRC (of its flags byte and stored bytes).
+    pub crc: u32,
 }
 
 impl LayerWriter {
@@ -245,8 +260,9 @@ impl LayerWriter {
         self.check_put(key, lsn, value.len())?;
         let mut blob = std::mem::take(&mut self.blob);
         blob.clear();
-        self.compressor.append_blob(value, compress, &mut blob);
-        let result = self.append(key, lsn, &[&blob]);
+        let info = self.compressor.append_blob(value, compress, &mut blob);
+        let (head, stored) = blob.split_at(BLOB_HEADER_SIZE);
+        let result = self.append(key, lsn, head, stored, info.flags, info.crc);
         self.blob = blob;
         result
     }
@@ -257,18 +273,27 @@ impl LayerWriter {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
         let head = blob_header_with_crc(value.flags, value.stored.len(), value.crc);
-        self.append(key, lsn, &[&head, &value.stored])
+        self.append(key, lsn, &head, &value.stored, value.flags, value.crc)
     }
 
-    /// Appends a blob, given in parts (header and stored bytes).
-    fn append(&mut self, key: Key, lsn: Lsn, parts: &[&[u8]]) -> Result<(), LayerError> {
+    /// Appends a blob: its header and stored bytes, whose blob CRC is
+    /// `crc`. The body CRC is extended from `crc` ([`crc::append_blob`]),
+    /// not by reading the stored bytes again.
+    fn append(
+        &mut self,
+        key: Key,
+        lsn: Lsn,
+        head: &[u8],
+        stored: &[u8],
+        flags: u8,
+        crc: u32,
+    ) -> Result<(), LayerError> {
         // `check_put` made sure the value, and so its blob, fits.
-        let len = u32::try_from(parts.iter().map(|p| p.len()).sum::<usize>())
-            .expect("checked by check_put");
+        let len = u32::try_from(head.len() + stored.len()).expect("checked by check_put");
         let offset = self.offset;
-        for part in parts {
-            self.write(part)?;
-        }
+        self.write(head)?;
+        self.write(stored)?;
+        self.body_crc = crc::append_blob(self.body_crc, head, flags, stored.len() as u64, crc);
         IndexEntry {
             key,
             lsn,
@@ -400,8 +425,8 @@ impl LayerWriter {
         LayerError::Misuse(format!("layer file {}: {what}", self.temp_path.display()))
     }
 
-    /// Writes after the header, keeping offset and body CRC; a failure
-    /// poisons the writer.
+    /// Writes after the header, keeping the offset (not the body CRC: see
+    /// [`LayerWriter::append`]); a failure poisons the writer.
     fn write(&mut self, buf: &[u8]) -> Result<(), LayerError> {
         let end = self.offset + buf.len() as u64;
         self.prealloc.reserve(self.file.get_ref(), end);
@@ -409,7 +434,6 @@ impl LayerWriter {
             self.poisoned = true;
             return Err(LayerError::io(&self.temp_path, e));
         }
-        self.body_crc = crc32c::crc32c_append(self.body_crc, buf);
         self.offset += buf.len() as u64;
         let in_kernel = self.offset - self.file.buffer().len() as u64;
         if let Some((from, len)) = self.writeback.due(in_kernel) {
@@ -452,10 +476,10 @@ fn encode_tail(
     tail.extend_from_slice(&index_offset.to_le_bytes());
     tail.extend_from_slice(&(num_values as u64).to_le_bytes());
     let body_len = index_offset - HEADER_SIZE as u64 + tail.len() as u64;
-    let file_crc = crc32c::crc32c_combine(
+    let file_crc = crc::combine(
         crc32c::crc32c(&header.encode()),
         crc32c::crc32c_append(body_crc, &tail),
-        body_len as usize,
+        body_len,
     );
     tail.extend_from_slice(&file_crc.to_le_bytes());
     tail.extend_from_slice(&MAGIC);
