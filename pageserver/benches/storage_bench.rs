@@ -7,19 +7,25 @@
 //! directory is created under `$TMPDIR` (default `/tmp`), so point `TMPDIR`
 //! at the disk to measure. `BENCH_SCALE` (default `1`) scales the bytes put
 //! and the number of distinct blocks (`BENCH_SCALE=0.25` for a quick run);
-//! `BENCH_REPEAT` (default `3`) is the number of floor and put runs whose
-//! median is reported. At the defaults a run takes about half a minute on
-//! two cores.
+//! `BENCH_REPEAT` (default `5`) is the number of rounds (see below) whose
+//! median is reported. At the defaults a run takes about 15 seconds on two
+//! cores.
 //!
-//! What is measured, in order:
+//! What is measured: one warm-up floor write, then `BENCH_REPEAT` rounds of
+//! the three floors and one put phase, then reads. Each round's put rate is
+//! divided by that round's floors, and the median of these ratios is
+//! reported: on a shared machine the speed drifts within a minute, and
+//! rates measured apart would carry the drift into the ratio. A round
+//! starts once the last round's deleted files are closed (their page cache
+//! freed).
 //!
 //! 1. **Floor**: a file as large as the put phase, written in 1 MiB chunks
 //!    into the same directory, with one fsync at the end; again with an
 //!    fsync every 8 MiB; and again with writeback started every 8 MiB
 //!    (`sync_file_range`, as the layer writers do) and one fsync at the end,
 //!    which is the fastest on some machines. The put rate is shown as a
-//!    ratio to each and to the fastest. One warm-up write comes first and
-//!    is shown apart: the first write into a fresh directory can be several
+//!    ratio to each and to the fastest of the round. The warm-up write is
+//!    shown apart: the first write into a fresh directory can be several
 //!    times slower.
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
 //!    (20k blocks) is loaded in block order, then random blocks are
@@ -502,6 +508,22 @@ fn read_latency(tl: &Timeline, w: &Workload, old: bool, rng: &mut StdRng) -> Lat
     }
 }
 
+/// Waits until the deferred-drop thread has dropped everything queued so
+/// far (it drops in order): closing deleted layer files frees their page
+/// cache there, work that must not overlap a floor measurement.
+fn wait_for_deferred_drops() {
+    struct Signal(std::sync::mpsc::Sender<()>);
+    impl Drop for Signal {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    utils::deferred_drop::drop_in_background(Signal(tx));
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("deferred drops done within a minute");
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
 }
@@ -560,7 +582,7 @@ fn report_run(run: usize, r: &Ingest, logical: u64) -> (f64, f64) {
 
 fn main() {
     let scale: f64 = env_or("BENCH_SCALE", 1.0);
-    let repeat: usize = env_or("BENCH_REPEAT", 3usize).max(1);
+    let repeat: usize = env_or("BENCH_REPEAT", 5usize).max(1);
     let run_started = Instant::now();
     let mut rng = StdRng::seed_from_u64(42);
     let blocks = ((BASE_BLOCKS * scale) as u32).max(64);
@@ -574,7 +596,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let logical = w.bytes();
     println!(
-        "storage_bench: scale {scale}, {repeat} runs of floor and put, dir {}",
+        "storage_bench: scale {scale}, {repeat} rounds of floors and put, dir {}",
         dir.path().display()
     );
     println!(
@@ -589,8 +611,17 @@ fn main() {
     // (allocation, host cache): shown, not counted.
     let warm_up = floor(dir.path(), logical, FloorSync::AtEnd, &pool);
     println!("floor warm-up write (not counted): {warm_up:.1} MiB/s");
+    let pages = all_pages(&w, &pool);
+    // Rounds of the three floors and one put run, so that each put run has
+    // floors measured seconds before it: on a shared machine the speed
+    // drifts within a minute, and a ratio of rates measured apart would
+    // carry the drift.
     let (mut at_end, mut every_8m, mut writeback) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..repeat {
+    let (mut rates, mut was) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for run in 1..=repeat {
+        // No page cache of the last run's deleted files is still being freed.
+        wait_for_deferred_drops();
         at_end.push(floor(dir.path(), logical, FloorSync::AtEnd, &pool));
         every_8m.push(floor(dir.path(), logical, FloorSync::Every(8 << 20), &pool));
         writeback.push(floor(
@@ -599,19 +630,12 @@ fn main() {
             FloorSync::Writeback(8 << 20),
             &pool,
         ));
-    }
-    let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
-    let floor_wb = Spread::of(writeback);
-    println!("floor, fsync at end:        {floor_end}");
-    println!("floor, fsync every 8 MiB:   {floor_8m}");
-    println!("floor, writeback every 8 MiB, fsync at end: {floor_wb}");
-    // The goal is judged against the machine's best way to write.
-    let fastest = floor_end.median.max(floor_8m.median).max(floor_wb.median);
-
-    let pages = all_pages(&w, &pool);
-    let (mut rates, mut was) = (Vec::new(), Vec::new());
-    let mut last = None;
-    for run in 1..=repeat {
+        println!(
+            "round {run} floors: fsync at end {:.1}, fsync every 8 MiB {:.1}, writeback every 8 MiB {:.1} MiB/s",
+            at_end[run - 1],
+            every_8m[run - 1],
+            writeback[run - 1]
+        );
         let r = ingest(dir.path(), &w, &pages, true);
         let (put_rate, wa) = report_run(run, &r, logical);
         rates.push(put_rate);
@@ -622,6 +646,16 @@ fn main() {
             std::fs::remove_dir_all(path).expect("remove timeline");
         }
     }
+    // Each round's put rate over its own floors.
+    let ratios =
+        |floors: &[f64]| Spread::of(rates.iter().zip(floors).map(|(p, f)| p / f).collect());
+    let fastest: Vec<f64> = (0..repeat)
+        .map(|i| at_end[i].max(every_8m[i]).max(writeback[i]))
+        .collect();
+    let (ratio_end, ratio_8m) = (ratios(&at_end), ratios(&every_8m));
+    let (ratio_wb, ratio_fastest) = (ratios(&writeback), ratios(&fastest));
+    let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
+    let floor_wb = Spread::of(writeback);
     let put = Spread::of(rates);
     let wa = Spread::of(was).median;
     let main = last.expect("at least one run");
@@ -649,29 +683,21 @@ fn main() {
 
     println!();
     println!(
-        "=== storage_bench summary: {:.0} MiB of 8 KiB pages, {blocks} blocks, median of {repeat} runs ===",
+        "=== storage_bench summary: {:.0} MiB of 8 KiB pages, {blocks} blocks, median of {repeat} rounds ===",
         mib(logical)
     );
     println!("floor, fsync at end              {floor_end}");
     println!("floor, fsync every 8 MiB         {floor_8m}");
     println!("floor, writeback every 8 MiB     {floor_wb}");
     println!("put, durable + compacted         {put}");
+    // Judged against the machine's best way to write, round by round.
     println!(
-        "put/fastest floor                {:7.2}",
-        put.median / fastest
+        "put/fastest floor                {}",
+        ratio_fastest.show(2, "")
     );
-    println!(
-        "put/floor (fsync at end)         {:7.2}",
-        put.median / floor_end.median
-    );
-    println!(
-        "put/floor (fsync every 8 MiB)    {:7.2}",
-        put.median / floor_8m.median
-    );
-    println!(
-        "put/floor (writeback every 8 MiB) {:6.2}",
-        put.median / floor_wb.median
-    );
+    println!("put/floor (fsync at end)         {}", ratio_end.show(2, ""));
+    println!("put/floor (fsync every 8 MiB)    {}", ratio_8m.show(2, ""));
+    println!("put/floor (writeback every 8 MiB) {}", ratio_wb.show(2, ""));
     println!("put, no compaction, durable      {l0_rate:7.1} MiB/s (one run)");
     println!("layer bytes written / put bytes  {wa:7.2}");
     println!("get latest, compacted            {latest}");
