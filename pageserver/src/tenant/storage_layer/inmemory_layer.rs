@@ -22,8 +22,8 @@
 //! stays off the ingest path. Encoded batches are written to the file in
 //! order, by whichever thread holds the commit lock, so blobs are in arrival
 //! order (an encoder thread that finds the lock taken leaves its batch to
-//! the thread writing and encodes the next); every 8 MiB written, that
-//! thread starts their writeback, so the flush's fsync waits for the tail
+//! the thread writing and encodes the next); every `WRITEBACK_CHUNK`
+//! written, that thread starts their writeback, so the flush's fsync waits for the tail
 //! only. When more than `MAX_SEALED` sealed batches wait, the putting
 //! thread encodes one itself, which bounds the memory and slows ingest to
 //! the encoding rate. Reads find each value either in the file or in its
@@ -48,7 +48,8 @@ use utils::lsn::Lsn;
 
 use super::layer_file::{
     blob_len, crc, decode_stored, finish_in_place, BlobInfo, IndexEntry, LayerError,
-    ValueCompressor, BLOB_HEADER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, WRITEBACK_CHUNK,
+    ValueCompressor, BLOB_HEADER_SIZE, HEADER_SIZE, INDEX_ENTRY_SIZE, PREALLOCATION_CHUNK,
+    WRITEBACK_CHUNK,
 };
 
 /// Value bytes per batch: a batch is sealed for encoding once it holds this
@@ -272,7 +273,7 @@ impl InMemoryLayer {
                 num_values: 0,
                 finished: None,
             }),
-            committing: Mutex::new(crashsafe::Preallocation::new(WRITEBACK_CHUNK)),
+            committing: Mutex::new(crashsafe::Preallocation::new(PREALLOCATION_CHUNK)),
             size: AtomicU64::new(0),
         })
     }

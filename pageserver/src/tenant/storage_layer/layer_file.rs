@@ -84,7 +84,9 @@ use utils::lsn::Lsn;
 pub(crate) use reader::decode_stored;
 pub use reader::{LayerReader, MappedLayer, RawValue, RawValueIter};
 pub use writer::LayerWriter;
-pub(crate) use writer::{finish_in_place, BlobInfo, ValueCompressor, WRITEBACK_CHUNK};
+pub(crate) use writer::{
+    finish_in_place, BlobInfo, ValueCompressor, PREALLOCATION_CHUNK, WRITEBACK_CHUNK,
+};
 
 /// What went wrong writing or reading a layer file. Every message names the
 /// file.

@@ -28,8 +28,12 @@ static NEXT_TEMP_ID: AtomicU64 = AtomicU64::new(0);
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Bytes handed to the kernel after which their writeback is started
 /// ([`crashsafe::start_writeback`]), so that `finish`'s fsync waits for the
-/// tail only.
-pub(crate) const WRITEBACK_CHUNK: u64 = 8 << 20;
+/// tail only. Smaller than the 8 MiB once used: the tail the fsync waits for
+/// is shorter, and the benchmark's puts were a few per cent faster.
+pub(crate) const WRITEBACK_CHUNK: u64 = 2 << 20;
+/// Disk space reserved at a time ahead of the writes
+/// ([`crashsafe::Preallocation`]).
+pub(crate) const PREALLOCATION_CHUNK: u64 = 8 << 20;
 
 /// Writes one delta or image layer file.
 ///
@@ -223,7 +227,7 @@ impl LayerWriter {
             },
             offset: HEADER_SIZE as u64,
             writeback: crashsafe::WritebackCursor::new(WRITEBACK_CHUNK),
-            prealloc: crashsafe::Preallocation::new(WRITEBACK_CHUNK),
+            prealloc: crashsafe::Preallocation::new(PREALLOCATION_CHUNK),
             body_crc: 0,
             index: Vec::new(),
             num_values: 0,
