@@ -23,11 +23,11 @@
 //! order, by whichever thread holds the commit lock, so blobs are in arrival
 //! order (an encoder thread that finds the lock taken leaves its batch to
 //! the thread writing and encodes the next); every `WRITEBACK_CHUNK`
-//! written, that thread starts their writeback, so the flush's fsync waits for the tail
-//! only. When more than `MAX_SEALED` sealed batches wait, the putting
-//! thread encodes one itself, which bounds the memory and slows ingest to
-//! the encoding rate. Reads find each value either in the file or in its
-//! batch.
+//! written, that thread starts their writeback, so the flush's fsync waits
+//! for the tail only. When more than `MAX_SEALED` sealed batches wait, the
+//! putting thread encodes one itself, which bounds the memory and slows
+//! ingest to the encoding rate. Reads find each value either in the file or
+//! in its batch.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -148,8 +148,7 @@ impl Batch {
         })
     }
 
-    /// Appends value `index` to `out` as its blob; returns the blob's flags
-    /// and stored length.
+    /// Appends value `index` to `out` as its blob.
     fn encode_value(&self, index: usize, c: &mut ValueCompressor, out: &mut Vec<u8>) -> BlobInfo {
         let v = &self.values[index];
         match &v.bytes {
