@@ -32,14 +32,16 @@ const ONE: u32 = 1 << 31;
 const TABLE_LEN: usize = 16 << 10;
 
 /// `a * b mod P`. Branch-free: the operands are data.
-fn mul(a: u32, mut b: u32) -> u32 {
+const fn mul(a: u32, mut b: u32) -> u32 {
     let mut product = 0;
-    for i in 0..32 {
+    let mut i = 0;
+    while i < 32 {
         // The coefficient of x^i in `a`.
         let bit = (a >> (31 - i)) & 1;
         product ^= b & bit.wrapping_neg();
         // b *= x
         b = (b >> 1) ^ (POLY & (b & 1).wrapping_neg());
+        i += 1;
     }
     product
 }
@@ -52,18 +54,7 @@ const fn x_pow_2k() -> [u32; 67] {
     let mut k = 0;
     while k < table.len() {
         table[k] = p;
-        // Square `p` (the const-fn twin of `mul(p, p)`).
-        let (a, mut b) = (p, p);
-        let mut product = 0u32;
-        let mut i = 0;
-        while i < 32 {
-            if (a >> (31 - i)) & 1 == 1 {
-                product ^= b;
-            }
-            b = if b & 1 == 1 { (b >> 1) ^ POLY } else { b >> 1 };
-            i += 1;
-        }
-        p = product;
+        p = mul(p, p);
         k += 1;
     }
     table
