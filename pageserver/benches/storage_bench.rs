@@ -24,10 +24,10 @@
 //!    fsync every 8 MiB; and again with writeback started every 8 MiB
 //!    (`sync_file_range`, as the layer writers do every 2 MiB; on the
 //!    machines measured, 1 to 16 MiB gave the floor the same rate) and one
-//!    fsync at the end, which is the fastest on some machines. The put rate is shown as a
-//!    ratio to each and to the fastest of the round. The warm-up write is
-//!    shown apart: the first write into a fresh directory can be several
-//!    times slower.
+//!    fsync at the end, which is the fastest on some machines. The put rate
+//!    is shown as a ratio to each and to the fastest of the round. The
+//!    warm-up write is shown apart: the first write into a fresh directory
+//!    can be several times slower.
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
 //!    (20k blocks) is loaded in block order, then random blocks are
 //!    overwritten until the total is reached, one page image per WAL record

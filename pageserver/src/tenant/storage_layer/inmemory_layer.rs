@@ -514,9 +514,8 @@ impl InMemoryLayer {
                 .map(|i| {
                     let offset = out.len();
                     let blob = batch.encode_value(i, &mut c, &mut out);
-                    let head = &out[offset..offset + BLOB_HEADER_SIZE];
-                    let len = u64::from(blob.stored_len);
-                    crc = crc::append_blob(crc, head, blob.flags, len, blob.crc);
+                    let len = blob.stored_len as usize;
+                    crc = crc::append_blob(crc, blob.flags, len, blob.crc);
                     (offset as u64, blob.stored_len, blob.flags)
                 })
                 .collect()

@@ -107,15 +107,16 @@ pub(crate) fn combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
 }
 
 /// Extends `crc` (the CRC32C of everything before the blob) over a blob:
-/// its `head` (length, flags, CRC), then `stored_len` stored bytes whose
+/// its header (length, flags, CRC), then `stored_len` stored bytes whose
 /// blob CRC, `crc32c(flags ++ stored)`, is `blob_crc`.
-pub(crate) fn append_blob(crc: u32, head: &[u8], flags: u8, stored_len: u64, blob_crc: u32) -> u32 {
+pub(crate) fn append_blob(crc: u32, flags: u8, stored_len: usize, blob_crc: u32) -> u32 {
     // crc(X ++ stored) = shift(crc(X), n) ^ crc0(stored), where crc0 is the
     // raw register from zero; and blob_crc = shift(crc(flags), n) ^
     // crc0(stored) likewise. So crc(X ++ stored) = shift(crc(X) ^
     // crc(flags), n) ^ blob_crc: one shift for the two.
-    let through_head = crc32c::crc32c_append(crc, head);
-    shift(through_head ^ crc32c::crc32c(&[flags]), stored_len) ^ blob_crc
+    let head = super::blob_header_with_crc(flags, stored_len, blob_crc);
+    let through_head = crc32c::crc32c_append(crc, &head);
+    shift(through_head ^ crc32c::crc32c(&[flags]), stored_len as u64) ^ blob_crc
 }
 
 #[cfg(test)]
@@ -187,7 +188,7 @@ mod tests {
             let blob_crc = crc32c::crc32c_append(crc32c::crc32c(&[flags]), &stored);
             let head = super::super::blob_header_with_crc(flags, stored.len(), blob_crc);
             let read = crc32c::crc32c_append(crc32c::crc32c_append(crc, &head), &stored);
-            crc = append_blob(crc, &head, flags, len as u64, blob_crc);
+            crc = append_blob(crc, flags, len, blob_crc);
             assert_eq!(crc, read, "round {round}, {len} bytes");
         }
     }

@@ -265,8 +265,8 @@ impl LayerWriter {
         let mut blob = std::mem::take(&mut self.blob);
         blob.clear();
         let info = self.compressor.append_blob(value, compress, &mut blob);
-        let (head, stored) = blob.split_at(BLOB_HEADER_SIZE);
-        let result = self.append(key, lsn, head, stored, info.flags, info.crc);
+        let stored = &blob[BLOB_HEADER_SIZE..];
+        let result = self.append(key, lsn, info.flags, stored, info.crc);
         self.blob = blob;
         result
     }
@@ -276,28 +276,26 @@ impl LayerWriter {
     pub fn put_raw(&mut self, key: Key, lsn: Lsn, value: &RawValue) -> Result<(), LayerError> {
         self.check_usable()?;
         self.check_put(key, lsn, value.stored.len())?;
-        let head = blob_header_with_crc(value.flags, value.stored.len(), value.crc);
-        self.append(key, lsn, &head, &value.stored, value.flags, value.crc)
+        self.append(key, lsn, value.flags, &value.stored, value.crc)
     }
 
-    /// Appends a blob: its header and stored bytes, whose blob CRC is
-    /// `crc`. The body CRC is extended from `crc` ([`crc::append_blob`]),
+    /// Appends a blob: its header, then the `stored` bytes, whose blob CRC
+    /// is `crc`. The body CRC is extended from `crc` ([`crc::append_blob`]),
     /// not by reading the stored bytes again.
     fn append(
         &mut self,
         key: Key,
         lsn: Lsn,
-        head: &[u8],
-        stored: &[u8],
         flags: u8,
+        stored: &[u8],
         crc: u32,
     ) -> Result<(), LayerError> {
         // `check_put` made sure the value, and so its blob, fits.
-        let len = u32::try_from(head.len() + stored.len()).expect("checked by check_put");
+        let len = u32::try_from(BLOB_HEADER_SIZE + stored.len()).expect("checked by check_put");
         let offset = self.offset;
-        self.write(head)?;
+        self.write(&blob_header_with_crc(flags, stored.len(), crc))?;
         self.write(stored)?;
-        self.body_crc = crc::append_blob(self.body_crc, head, flags, stored.len() as u64, crc);
+        self.body_crc = crc::append_blob(self.body_crc, flags, stored.len(), crc);
         IndexEntry {
             key,
             lsn,
