@@ -12,7 +12,8 @@
 //! cores.
 //!
 //! What is measured: one warm-up floor write, then `BENCH_REPEAT` rounds of
-//! the three floors and one put phase, then reads. Each round's put rate is
+//! the three floors, the compression-only rate and one put phase, then
+//! reads. Each round's put rate is
 //! divided by that round's floors, and the median of these ratios is
 //! reported: on a shared machine the speed drifts within a minute, and
 //! rates measured apart would carry the drift into the ratio. A round
@@ -27,7 +28,12 @@
 //!    fsync at the end, which is the fastest on some machines. The put rate
 //!    is shown as a ratio to each and to the fastest of the round. The
 //!    warm-up write is shown apart: the first write into a fresh directory
-//!    can be several times slower.
+//!    can be several times slower. Each round also measures the CPU's part
+//!    of a floor: the put phase's pages compressed as the engine compresses
+//!    them, on every core, with no I/O. The engine does that work and more,
+//!    so the put rate is shown as a ratio to it too: how close the rest of
+//!    the engine (index, checksums, writes, compaction) comes to costing
+//!    nothing.
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
 //!    (20k blocks) is loaded in block order, then random blocks are
 //!    overwritten until the total is reached, one page image per WAL record
@@ -79,6 +85,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pageserver::metrics::INGEST_THROTTLE_SECONDS;
+use pageserver::tenant::storage_layer::layer_file::ZSTD_LEVEL;
 use pageserver::tenant::storage_layer::LayerName;
 use pageserver::tenant::timeline::compaction::CompactionStats;
 use pageserver::tenant::timeline::{dir_size, SharedTenantConf, Timeline};
@@ -215,6 +222,43 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 fn floor(dir: &Path, bytes: u64, sync: FloorSync, pool: &[Vec<u8>]) -> f64 {
     let chunk: Vec<u8> = pool.iter().flatten().copied().take(1 << 20).collect();
     rate(bytes, write_floor(dir, bytes, sync, &chunk))
+}
+
+/// The CPU's part of the floor: how fast the put phase's pages are
+/// compressed as the engine compresses them (zstd at [`ZSTD_LEVEL`], one
+/// context per thread), on every core and with no I/O, in MiB/s of pages.
+/// The engine must do this much and more, so it bounds the put rate from
+/// above whatever the disk's speed.
+fn compression_only(pages: &[Bytes]) -> f64 {
+    let threads = thread::available_parallelism().map_or(1, |n| n.get());
+    let share = pages.len().div_ceil(threads).max(1);
+    let started = Instant::now();
+    let stored: usize = thread::scope(|s| {
+        let workers: Vec<_> = pages
+            .chunks(share)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut zstd = zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("zstd context");
+                    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(PAGE));
+                    part.iter()
+                        .map(|page| {
+                            out.clear();
+                            zstd.compress_to_buffer(page, &mut out)
+                                .expect("compress page")
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("compressing thread"))
+            .sum()
+    });
+    let elapsed = started.elapsed();
+    // Used, so that the work is not optimized away.
+    assert!(stored > 0, "pages compress to something");
+    rate((pages.len() * PAGE) as u64, elapsed)
 }
 
 /// `write_bytes - cancelled_write_bytes` of this process, if the kernel
@@ -592,7 +636,7 @@ fn main() {
     let pool = page_pool(&mut rng);
     let compressed: usize = pool
         .iter()
-        .map(|p| zstd::bulk::compress(p, 1).expect("zstd").len())
+        .map(|p| zstd::bulk::compress(p, ZSTD_LEVEL).expect("zstd").len())
         .sum();
     let dir = tempfile::tempdir().expect("temp dir");
     let logical = w.bytes();
@@ -601,7 +645,7 @@ fn main() {
         dir.path().display()
     );
     println!(
-        "workload: {puts} page images of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions each), zstd-1 size ratio {:.2}; checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, other settings built-in defaults; compaction in a second thread by the maintenance loop's rule (200 ms tick)",
+        "workload: {puts} page images of {PAGE} B = {:.0} MiB over {blocks} blocks ({:.1} versions each), size ratio {:.2} at zstd level {ZSTD_LEVEL} (the engine's); checkpoint_distance {} MiB, compaction_threshold {COMPACTION_THRESHOLD}, other settings built-in defaults; compaction in a second thread by the maintenance loop's rule (200 ms tick)",
         mib(logical),
         puts as f64 / blocks as f64,
         compressed as f64 / (POOL * PAGE) as f64,
@@ -618,7 +662,7 @@ fn main() {
     // drifts within a minute, and a ratio of rates measured apart would
     // carry the drift.
     let (mut at_end, mut every_8m, mut writeback) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut rates, mut was) = (Vec::new(), Vec::new());
+    let (mut rates, mut was, mut zstd_only) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
     for run in 1..=repeat {
         // No page cache of the last run's deleted files is still being freed.
@@ -631,11 +675,13 @@ fn main() {
             FloorSync::Writeback(8 << 20),
             &pool,
         ));
+        zstd_only.push(compression_only(&pages));
         println!(
-            "round {run} floors: fsync at end {:.1}, fsync every 8 MiB {:.1}, writeback every 8 MiB {:.1} MiB/s",
+            "round {run} floors: fsync at end {:.1}, fsync every 8 MiB {:.1}, writeback every 8 MiB {:.1} MiB/s; compression only {:.1} MiB/s",
             at_end[run - 1],
             every_8m[run - 1],
-            writeback[run - 1]
+            writeback[run - 1],
+            zstd_only[run - 1]
         );
         let r = ingest(dir.path(), &w, &pages, true);
         let (put_rate, wa) = report_run(run, &r, logical);
@@ -655,8 +701,10 @@ fn main() {
         .collect();
     let (ratio_end, ratio_8m) = (ratios(&at_end), ratios(&every_8m));
     let (ratio_wb, ratio_fastest) = (ratios(&writeback), ratios(&fastest));
+    let ratio_zstd = ratios(&zstd_only);
     let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
     let floor_wb = Spread::of(writeback);
+    let zstd_floor = Spread::of(zstd_only);
     let put = Spread::of(rates);
     let wa = Spread::of(was).median;
     let main = last.expect("at least one run");
@@ -704,6 +752,11 @@ fn main() {
     println!(
         "put/floor (writeback every 8 MiB) {}",
         ratio_wb.show(2, "x")
+    );
+    println!("compression only, all cores      {zstd_floor}");
+    println!(
+        "put/compression only             {}",
+        ratio_zstd.show(2, "x")
     );
     println!("put, no compaction, durable      {l0_rate:7.1} MiB/s (one run)");
     println!("layer bytes written / put bytes  {wa:7.2}");

@@ -178,7 +178,7 @@ const FOOTER_CRC_OFFSET: usize = 16;
 /// asked for; a reader refuses compressed blobs that expand beyond it.
 pub const MAX_COMPRESSIBLE_VALUE: usize = 1 << 20;
 /// zstd level for compressed values: fast, still most of the gain for pages.
-const ZSTD_LEVEL: i32 = -1;
+pub const ZSTD_LEVEL: i32 = -1;
 
 /// The fixed-size header: everything known about the file before its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
