@@ -8,7 +8,7 @@
 //! at the disk to measure. `BENCH_SCALE` (default `1`) scales the bytes put
 //! and the number of distinct blocks (`BENCH_SCALE=0.25` for a quick run);
 //! `BENCH_REPEAT` (default `5`) is the number of rounds (see below) whose
-//! median is reported. At the defaults a run takes about 15 seconds on two
+//! median is reported. At the defaults a run takes about 20 seconds on two
 //! cores.
 //!
 //! What is measured: one warm-up floor write, then `BENCH_REPEAT` rounds of
