@@ -85,7 +85,7 @@ pub(crate) use reader::decode_stored;
 pub use reader::{LayerReader, MappedLayer, RawValue, RawValueIter};
 pub use writer::LayerWriter;
 pub(crate) use writer::{
-    finish_in_place, BlobInfo, LayoutWriter, ValueCompressor, PREALLOCATION_CHUNK, WRITEBACK_CHUNK,
+    finish_in_place, BlobInfo, ValueCompressor, PREALLOCATION_CHUNK, WRITEBACK_CHUNK,
 };
 
 /// What went wrong writing or reading a layer file. Every message names the

@@ -7,9 +7,9 @@
 //! leaves old and new layers side by side; they hold the same values, so
 //! reads stay correct and the next compaction cleans up.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,9 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use pageserver_api::key::Key;
 use pageserver_api::value::Value;
-use tokio_util::sync::CancellationToken;
 use utils::crashsafe;
-use utils::id::{TenantId, TimelineId};
 use utils::lsn::Lsn;
 
 use super::layer::Layer;
@@ -27,18 +25,12 @@ use super::read::PageReconstructError;
 use super::write::stored_compressed;
 use super::Timeline;
 use crate::tenant::storage_layer::layer_file::{
-    crc, IndexEntry, LayerError, LayerReader, LayerWriter, LayoutWriter, MappedLayer, RawValue,
-    BLOB_HEADER_SIZE,
+    LayerError, LayerReader, LayerWriter, MappedLayer, RawValue,
 };
 use crate::tenant::storage_layer::LayerName;
 
 /// Most threads one compaction runs on, the calling one among them.
 const MAX_COMPACTION_THREADS: usize = 4;
-
-/// Bytes of values one compaction thread copies at a time into an L1 file:
-/// small enough to stay in the CPU cache between the copy, its check and
-/// the write, and for the threads to finish together.
-const COPY_CHUNK: u64 = 1 << 20;
 
 /// Keys per image layer partition are estimated with this value size.
 const ESTIMATED_VALUE_SIZE: u64 = 8192;
@@ -55,6 +47,8 @@ pub struct CompactionStats {
     /// Seconds taken.
     pub elapsed_secs: f64,
 }
+
+type ValueIter<'a> = Box<dyn Iterator<Item = Result<(Key, Lsn, RawValue), LayerError>> + 'a>;
 
 impl Timeline {
     /// Runs compaction: L0 -> L1 when at least `compaction_threshold` L0
@@ -116,19 +110,20 @@ impl Timeline {
             .iter()
             .map(|r| r.map_cached())
             .collect::<Result<_, _>>()?;
-        let partitions = plan_partitions(&readers, target_size);
-        let target = Level1Target {
-            dir: &self.path,
-            ids: (self.tenant_id, self.timeline_id),
-            cancel: &self.cancel,
-        };
-        let written = write_level1(
-            &target,
-            (&readers, &maps),
-            &partitions,
-            lsn_range,
-            COPY_CHUNK,
-        )?;
+        let partitions = plan_partitions(&readers, target_size, compaction_threads());
+        // Partitions are independent files: merged on several threads.
+        let results = parallel_map(partitions.len(), |i| {
+            self.merge_partition(&readers, &maps, partitions[i].clone(), lsn_range.clone())
+        });
+        let (written, failure) = successes(results);
+        let written: Vec<_> = written.into_iter().flatten().collect();
+        if let Some(e) = failure {
+            // Finished partitions are not in the layer map: remove them.
+            for path in &written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
         fail::fail_point!("compaction-after-l1-write", |_| anyhow::bail!(
             "failpoint compaction-after-l1-write"
         ));
@@ -157,6 +152,61 @@ impl Timeline {
         drop((maps, readers, l0_layers));
         self.delete_layer_files(removed)?;
         Ok(count)
+    }
+
+    /// Merges the values of `keys` in the L0 layers into one L1 file, in
+    /// (key, LSN) order, copying them as stored (the in-memory layer
+    /// compressed what is worth compressing). `None` when the range holds no
+    /// value.
+    fn merge_partition(
+        &self,
+        readers: &[Arc<LayerReader>],
+        maps: &[Option<MappedLayer>],
+        keys: Range<Key>,
+        lsn_range: Range<Lsn>,
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
+        // k-way merge in (key, lsn) order.
+        let mut iters: Vec<ValueIter<'_>> = readers
+            .iter()
+            .zip(maps)
+            .map(|(r, map)| {
+                Box::new(r.iter_raw_keys_mapped(keys.clone(), map.as_ref())) as ValueIter<'_>
+            })
+            .collect();
+        let mut heap = BinaryHeap::new();
+        for (i, it) in iters.iter_mut().enumerate() {
+            if let Some(v) = it.next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+        }
+        let mut writer: Option<LayerWriter> = None;
+        while let Some(Reverse((key, lsn, i, raw))) = heap.pop() {
+            if let Some(v) = iters[i].next() {
+                let (k, l, b) = v?;
+                heap.push(Reverse((k, l, i, b)));
+            }
+            if self.cancel.is_cancelled() {
+                anyhow::bail!("compaction cancelled by shutdown");
+            }
+            let w = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(LayerWriter::new(
+                    &self.path,
+                    self.tenant_id,
+                    self.timeline_id,
+                    true,
+                    keys.start,
+                    lsn_range.clone(),
+                )?),
+            };
+            w.put_raw(key, lsn, &raw)?;
+        }
+        let Some(w) = writer else {
+            return Ok(None);
+        };
+        let (_, path) = w.finish(keys.end)?;
+        Ok(Some(path))
     }
 
     /// Removes layer files from disk (they are already out of the map).
@@ -368,179 +418,15 @@ fn stack_depth<'a>(within: &Range<Key>, ranges: impl Iterator<Item = &'a Range<K
     deepest as usize
 }
 
-/// Where compaction reads and writes: the timeline directory and ids, and
-/// what stops it.
-struct Level1Target<'a> {
-    dir: &'a Path,
-    ids: (TenantId, TimelineId),
-    cancel: &'a CancellationToken,
-}
-
-/// Writes the L1 files of `partitions` (key ranges, in order) from the
-/// values of the L0 layers `l0` (mapped as `maps`), which cover
-/// `lsn_range`, and returns their paths: each file holds the values of its
-/// keys in (key, LSN) order, copied as stored (the in-memory layer
-/// compressed what is worth compressing), checked on the way.
-///
-/// The files are written one after another, each by all compaction
-/// threads ([`copy_level1_file`]); a file's fsync overlaps the copying of
-/// the next. On error no file is left.
-fn write_level1(
-    to: &Level1Target<'_>,
-    (l0, maps): (&[Arc<LayerReader>], &[Option<MappedLayer>]),
-    partitions: &[Range<Key>],
-    lsn_range: Range<Lsn>,
-    chunk: u64,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let mut copying: anyhow::Result<()> = Ok(());
-    let finished: Vec<Result<PathBuf, LayerError>> = std::thread::scope(|s| {
-        let mut finishing = Vec::new();
-        for keys in partitions {
-            let copied = copy_level1_file(to, (l0, maps), keys, lsn_range.clone(), chunk);
-            let (writer, body_crc) = match copied {
-                Ok(Some(done)) => done,
-                Ok(None) => continue,
-                Err(e) => {
-                    copying = Err(e);
-                    break;
-                }
-            };
-            let finish = move || writer.finish(body_crc).map(|(_, path)| path);
-            // The fsync waits for the disk: meanwhile the next file is copied.
-            match std::thread::Builder::new()
-                .name("compaction-fsync".to_string())
-                .spawn_scoped(s, finish)
-            {
-                Ok(handle) => finishing.push(handle),
-                Err(e) => {
-                    copying = Err(anyhow::anyhow!(
-                        "cannot start a thread to finish a layer file: {e}"
-                    ));
-                    break;
-                }
-            }
-        }
-        finishing
-            .into_iter()
-            .map(|h| h.join().expect("layer file finishing thread panicked"))
-            .collect()
-    });
-    let (written, failure) = successes(
-        finished
-            .into_iter()
-            .map(|r| r.map_err(anyhow::Error::from))
-            .collect(),
-    );
-    if let Some(e) = copying.err().or(failure) {
-        // Finished files are not in the layer map: remove them.
-        for path in &written {
-            let _ = std::fs::remove_file(path);
-        }
-        return Err(e);
-    }
-    Ok(written)
-}
-
-/// Copies the values of `keys` in the L0 layers into a new L1 file, not yet
-/// finished: the writer and the CRC of the blobs written (`None` when the
-/// range holds no value).
-///
-/// The file's layout follows from the L0 indexes, so the copying is cut
-/// into runs of about `chunk` bytes that the compaction threads take in
-/// turn, each writing its run at its place ([`LayoutWriter`]): all threads
-/// work until the last run is copied, whatever share of the CPU each gets
-/// and however long one waits for the disk. Dropping the writer (as on
-/// error) removes the file.
-fn copy_level1_file(
-    to: &Level1Target<'_>,
-    (l0, maps): (&[Arc<LayerReader>], &[Option<MappedLayer>]),
-    keys: &Range<Key>,
-    lsn_range: Range<Lsn>,
-    chunk: u64,
-) -> anyhow::Result<Option<(LayoutWriter, u32)>> {
-    // The file's values, merged from the L0 indexes: (L0, index entry).
-    let mut values: Vec<(usize, IndexEntry)> = l0
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| r.entries_in(keys.clone()).iter().map(move |e| (i, *e)))
-        .collect();
-    if values.is_empty() {
-        return Ok(None);
-    }
-    values.sort_unstable_by_key(|(_, e)| (e.key, e.lsn));
-    let layout = values.iter().map(|(_, e)| (e.key, e.lsn, e.len));
-    let writer = LayoutWriter::create(to.dir, to.ids, keys.clone(), lsn_range, layout)?;
-    let runs = copy_runs(&values, &writer, chunk);
-    // Buffers of copied runs, for the next ones (at most one per thread).
-    let spare: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-    let copied = parallel_map(runs.len(), |i| {
-        if to.cancel.is_cancelled() {
-            anyhow::bail!("compaction cancelled by shutdown");
-        }
-        let run = &runs[i];
-        let mut buf = spare
-            .lock()
-            .expect("spare lock poisoned")
-            .pop()
-            .unwrap_or_default();
-        buf.clear();
-        let mut crc = 0;
-        for (from, entry) in &values[run.values.clone()] {
-            let (flags, blob_crc) = l0[*from].copy_blob(entry, maps[*from].as_ref(), &mut buf)?;
-            let stored_len = entry.len as usize - BLOB_HEADER_SIZE;
-            crc = crc::append_blob(crc, flags, stored_len, blob_crc);
-        }
-        writer.write_blobs_at(run.offset, &buf)?;
-        let len = buf.len() as u64;
-        spare.lock().expect("spare lock poisoned").push(buf);
-        Ok((crc, len))
-    });
-    let (copied, failure) = successes(copied);
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    // The file's CRC from its runs' CRCs, in file order.
-    let body_crc = copied
-        .into_iter()
-        .fold(0, |acc, (crc, len)| crc::combine(acc, crc, len));
-    Ok(Some((writer, body_crc)))
-}
-
-/// A run of consecutive values of an L1 file, copied by one thread.
-struct CopyRun {
-    /// Which values.
-    values: Range<usize>,
-    /// Where in the file the first of them goes.
-    offset: u64,
-}
-
-/// Cuts `values`, laid out by `writer`, into runs of about `chunk` bytes
-/// (at least one value each), in file order.
-fn copy_runs(values: &[(usize, IndexEntry)], writer: &LayoutWriter, chunk: u64) -> Vec<CopyRun> {
-    let offsets: Vec<u64> = writer.blob_offsets().collect();
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for (i, (_, entry)) in values.iter().enumerate() {
-        let end = offsets[i] + u64::from(entry.len);
-        if i + 1 == values.len() || end - offsets[start] >= chunk {
-            runs.push(CopyRun {
-                values: start..i + 1,
-                offset: offsets[start],
-            });
-            start = i + 1;
-        }
-    }
-    runs
-}
-
 /// Key ranges for the L1 files that merging `l0` writes: consecutive, in
 /// key order, each starting at a key with values; the last ends just after
 /// the last key. The stored bytes are cut into `n` about equal shares, `n`
-/// being the fewest files of at most `target_size` (all threads write each
-/// file, so their number need not match the threads'). Partition i starts at the first key whose preceding bytes
+/// being the fewest files of at most `target_size` rounded up to a multiple
+/// of `threads` (the files are merged in parallel, and equal shares finish
+/// together). Partition i starts at the first key whose preceding bytes
 /// reach i shares, so one key's versions never span two files and each
 /// file is within one key's values of its share.
-fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64) -> Vec<Range<Key>> {
+fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64, threads: usize) -> Vec<Range<Key>> {
     // Sorted once, equal keys added up (faster than a map of every key).
     let mut all: Vec<(Key, u64)> = l0.iter().flat_map(|r| r.blob_sizes()).collect();
     all.sort_unstable_by_key(|(key, _)| *key);
@@ -552,7 +438,11 @@ fn plan_partitions(l0: &[Arc<LayerReader>], target_size: u64) -> Vec<Range<Key>>
         }
     }
     let total: u64 = sizes.iter().map(|(_, size)| size).sum();
-    let files = total.div_ceil(target_size.max(1)).max(1);
+    let threads = threads.max(1) as u64;
+    let files = total
+        .div_ceil(target_size.max(1))
+        .max(1)
+        .next_multiple_of(threads);
     let share = total.div_ceil(files);
     // A key starts partition i when the bytes before it reach i shares.
     let mut starts = Vec::new();
@@ -644,6 +534,7 @@ fn parallel_map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use utils::id::{TenantId, TimelineId};
 
     fn key(i: u32) -> Key {
         Key::MIN.add(i)
@@ -696,13 +587,14 @@ mod tests {
             .sum();
         // One key's values: at most one blob in each of the two layers.
         let one_key = 2 * 1009;
-        for target in [5_000, 20_000, 45_000, all - 1] {
-            let parts = plan_partitions(&readers, target);
-            let files = all.div_ceil(target);
+        let target = 20_000;
+        for threads in [1, 2, 4, 7] {
+            let parts = plan_partitions(&readers, target, threads);
+            let files = all.div_ceil(target).next_multiple_of(threads as u64);
             let share = all.div_ceil(files);
             assert!(share <= target);
-            assert!(parts.len() as u64 <= files, "{target}: {parts:?}");
-            assert!(parts.len() as u64 + 1 >= files, "{target}: {parts:?}");
+            assert!(parts.len() as u64 <= files, "{threads}: {parts:?}");
+            assert!(parts.len() as u64 + 1 >= files, "{threads}: {parts:?}");
             assert_eq!(parts[0].start, key(0));
             assert_eq!(parts.last().unwrap().end, key(298).next());
             for w in parts.windows(2) {
@@ -721,186 +613,10 @@ mod tests {
                 );
             }
         }
-        assert!(plan_partitions(&[], 20_000).is_empty());
-        // Up to the target, one file.
-        assert_eq!(plan_partitions(&readers, all), [key(0)..key(298).next()]);
-        // A target below one key's values: a file per key.
-        assert_eq!(plan_partitions(&readers, 1).len(), 200);
-    }
-
-    /// An L0 file over `lsns`: for each key in `keys`, values at the first
-    /// `versions(k)` LSNs of the range, some compressible and stored
-    /// compressed, the others random.
-    fn mixed_l0(
-        dir: &Path,
-        keys: impl Iterator<Item = u32>,
-        lsns: Range<Lsn>,
-        versions: impl Fn(u32) -> u64,
-    ) -> Arc<LayerReader> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(lsns.start.0);
-        let mut w = LayerWriter::new(
-            dir,
-            TenantId::generate(),
-            TimelineId::generate(),
-            true,
-            Key::MIN,
-            lsns.clone(),
-        )
-        .unwrap();
-        for k in keys {
-            for v in 0..versions(k) {
-                let len = rng.gen_range(1..3000);
-                let compressible = rng.gen_bool(0.5);
-                let value: Vec<u8> = if compressible {
-                    (0..len).map(|i| (i / 64) as u8).collect()
-                } else {
-                    (0..len).map(|_| rng.gen()).collect()
-                };
-                w.put(key(k), lsns.start + v, &value, compressible).unwrap();
-            }
-        }
-        let (_, path) = w.finish(Key::MAX).unwrap();
-        Arc::new(LayerReader::open(&path).unwrap())
-    }
-
-    /// Every value of `readers`, in (key, LSN) order.
-    fn all_values(readers: &[Arc<LayerReader>]) -> Vec<(Key, Lsn, bytes::Bytes)> {
-        let mut all: Vec<_> = readers
-            .iter()
-            .flat_map(|r| r.iter_values().map(Result::unwrap).collect::<Vec<_>>())
-            .collect();
-        all.sort_by_key(|(k, l, _)| (*k, *l));
-        all
-    }
-
-    fn three_l0s(dir: &Path) -> Vec<Arc<LayerReader>> {
-        vec![
-            mixed_l0(dir, 0..200, Lsn(0x100)..Lsn(0x200), |k| {
-                1 + u64::from(k % 3)
-            }),
-            mixed_l0(dir, (0..300).step_by(3), Lsn(0x200)..Lsn(0x300), |_| 1),
-            mixed_l0(dir, 100..250, Lsn(0x300)..Lsn(0x400), |k| {
-                u64::from(k % 2) * 4
-            }),
-        ]
-    }
-
-    fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect()
-    }
-
-    #[test]
-    fn level1_files_hold_every_value_once_whatever_the_runs() {
-        let src = tempfile::tempdir().unwrap();
-        let l0 = three_l0s(src.path());
-        let expected = all_values(&l0);
-        let lsns = Lsn(0x100)..Lsn(0x400);
-        let ids = (TenantId::generate(), TimelineId::generate());
-        let cancel = CancellationToken::new();
-        let mapped: Vec<_> = l0.iter().map(|r| r.map_cached().unwrap()).collect();
-        let unmapped = vec![None; l0.len()];
-        for (maps, chunk) in [
-            (&mapped, 1),
-            (&mapped, 5000),
-            (&unmapped, 40_000),
-            (&mapped, 1 << 20),
-        ] {
-            for target in [30_000, 1 << 30] {
-                let dir = tempfile::tempdir().unwrap();
-                let parts = plan_partitions(&l0, target);
-                let to = Level1Target {
-                    dir: dir.path(),
-                    ids,
-                    cancel: &cancel,
-                };
-                let paths = write_level1(&to, (&l0, maps), &parts, lsns.clone(), chunk).unwrap();
-                assert_eq!(paths.len(), parts.len(), "chunk {chunk}, target {target}");
-                assert_eq!(files_in(dir.path()), paths.iter().cloned().collect());
-                let l1: Vec<_> = paths
-                    .iter()
-                    .map(|p| Arc::new(LayerReader::open(p).unwrap()))
-                    .collect();
-                for (r, keys) in l1.iter().zip(&parts) {
-                    r.verify().unwrap();
-                    assert_eq!(&r.desc().key_range, keys);
-                    assert_eq!(r.desc().lsn_range, lsns);
-                    assert_eq!((r.tenant_id(), r.timeline_id()), ids);
-                }
-                assert_eq!(all_values(&l1), expected, "chunk {chunk}, target {target}");
-                // Stored as in the L0 layers: the same bytes in all.
-                let stored = |rs: &[Arc<LayerReader>]| -> u64 {
-                    rs.iter().flat_map(|r| r.blob_sizes()).map(|(_, s)| s).sum()
-                };
-                assert_eq!(stored(&l1), stored(&l0));
-            }
-        }
-    }
-
-    #[test]
-    fn a_damaged_l0_value_fails_level1_writing_and_leaves_no_file() {
-        let src = tempfile::tempdir().unwrap();
-        let l0 = three_l0s(src.path());
-        // Damage one stored byte of a value in the middle layer.
-        let victim = l0[1].entries_in(Key::MIN..Key::MAX)[10];
-        let path = l0[1].path().to_path_buf();
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[victim.offset as usize + BLOB_HEADER_SIZE] ^= 0x40;
-        std::fs::write(&path, bytes).unwrap();
-        let l0 = [
-            l0[0].clone(),
-            Arc::new(LayerReader::open(&path).unwrap()),
-            l0[2].clone(),
-        ];
-        let cancel = CancellationToken::new();
-        let ids = (TenantId::generate(), TimelineId::generate());
-        for mapped in [true, false] {
-            let maps: Vec<_> = l0
-                .iter()
-                .map(|r| {
-                    if mapped {
-                        r.map_cached().unwrap()
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            let dir = tempfile::tempdir().unwrap();
-            let parts = plan_partitions(&l0, 30_000);
-            let to = Level1Target {
-                dir: dir.path(),
-                ids,
-                cancel: &cancel,
-            };
-            let err = write_level1(&to, (&l0, &maps), &parts, Lsn(0x100)..Lsn(0x400), 4096)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(&path.display().to_string()), "{err}");
-            assert!(err.contains("checksum mismatch"), "{err}");
-            assert!(
-                files_in(dir.path()).is_empty(),
-                "{:?}",
-                files_in(dir.path())
-            );
-        }
-        // Cancelled: no file either.
-        let dir = tempfile::tempdir().unwrap();
-        cancel.cancel();
-        let l0 = three_l0s(src.path());
-        let parts = plan_partitions(&l0, 30_000);
-        let maps = vec![None; l0.len()];
-        let to = Level1Target {
-            dir: dir.path(),
-            ids,
-            cancel: &cancel,
-        };
-        let err =
-            write_level1(&to, (&l0, &maps), &parts, Lsn(0x100)..Lsn(0x400), 4096).unwrap_err();
-        assert!(err.to_string().contains("cancelled"), "{err}");
-        assert!(files_in(dir.path()).is_empty());
+        assert!(plan_partitions(&[], target, 2).is_empty());
+        // Below the target, one file per thread.
+        assert_eq!(plan_partitions(&readers, all, 1).len(), 1);
+        assert!(plan_partitions(&readers, all, 2).len() >= 2);
     }
 
     #[test]

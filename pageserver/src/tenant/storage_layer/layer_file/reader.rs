@@ -367,11 +367,20 @@ impl LayerReader {
         RawValueIter(self.iter_values_chunked(READ_CHUNK))
     }
 
-    /// The whole file mapped into memory, for [`LayerReader::copy_blob`],
-    /// when all of it is in the page cache (`None` otherwise: read it with
-    /// `pread`, which reports a disk error as an error, where a map faults;
-    /// see [`utils::file_map`]). Keep it for the task at hand only. Layer
-    /// files never change, as a map needs.
+    /// [`LayerReader::iter_raw`] of the values whose keys are in `keys`.
+    pub fn iter_raw_keys(&self, keys: Range<Key>) -> RawValueIter<'_> {
+        let mut it = self.iter_values_chunked(READ_CHUNK);
+        it.next = self.index.partition_point(|e| e.key < keys.start);
+        it.end = self.index.partition_point(|e| e.key < keys.end);
+        RawValueIter(it)
+    }
+
+    /// The whole file mapped into memory, for
+    /// [`LayerReader::iter_raw_keys_mapped`], when all of it is in the page
+    /// cache (`None` otherwise: read it with `pread`, which reports a disk
+    /// error as an error, where a map faults; see [`utils::file_map`]).
+    /// Keep it for the task at hand only. Layer files never change, as a
+    /// map needs.
     pub fn map_cached(&self) -> Result<Option<MappedLayer>, LayerError> {
         let map = utils::file_map::FileMap::new(&self.file, self.desc.file_size)
             .map_err(|e| self.io(e))?;
@@ -384,44 +393,22 @@ impl LayerReader {
         }))
     }
 
-    /// The index entries of the values whose keys are in `keys`, in (key,
-    /// LSN) order: where [`LayerReader::copy_blob`] finds them.
-    pub(crate) fn entries_in(&self, keys: Range<Key>) -> &[IndexEntry] {
-        let start = self.index.partition_point(|e| e.key < keys.start);
-        let end = self.index.partition_point(|e| e.key < keys.end);
-        &self.index[start..end.max(start)]
-    }
-
-    /// Appends the blob of `entry`, one of [`LayerReader::entries_in`], to
-    /// `out` exactly as stored, once checked as every read checks it: read
-    /// from `map` when that is this reader's map
-    /// ([`LayerReader::map_cached`]), with `pread` otherwise. Returns the
-    /// blob's flags and CRC, from which a copy's file CRC is extended
-    /// ([`super::crc::append_blob`]). On error `out` is as it was.
-    pub(crate) fn copy_blob(
+    /// [`LayerReader::iter_raw_keys`] reading the blobs from `map`, this
+    /// reader's [`LayerReader::map_cached`] (without one, or with a map of
+    /// another reader, it reads): no system call and no copy per value,
+    /// which matters where the values lie scattered over the file, as an
+    /// L0 layer's do (they are in arrival order). The values share the map.
+    pub fn iter_raw_keys_mapped(
         &self,
-        entry: &IndexEntry,
+        keys: Range<Key>,
         map: Option<&MappedLayer>,
-        out: &mut Vec<u8>,
-    ) -> Result<(u8, u32), LayerError> {
-        let at = out.len();
-        match map.filter(|m| m.cache_id == self.cache_id) {
-            // `open` checked that every extent lies within the file.
-            Some(m) => out.extend_from_slice(&m.bytes[entry.offset as usize..entry.end() as usize]),
-            None => {
-                out.resize(at + entry.len as usize, 0);
-                if let Err(e) = read_exact_at(&self.file, &self.path, &mut out[at..], entry.offset)
-                {
-                    out.truncate(at);
-                    return Err(e);
-                }
-            }
+    ) -> RawValueIter<'_> {
+        let mut it = self.iter_raw_keys(keys);
+        if let Some(map) = map.filter(|m| m.cache_id == self.cache_id) {
+            // The whole file: the iterator never reads.
+            it.0.chunk = map.bytes.clone();
         }
-        let checked = self.check_blob_bytes(&out[at..], entry);
-        if checked.is_err() {
-            out.truncate(at);
-        }
-        checked
+        it
     }
 
     /// Each value's key and the bytes its blob takes in the file, in
@@ -504,23 +491,12 @@ impl LayerReader {
     /// Checks the blob of `entry` (length, flags, checksum) without
     /// decompressing it; the value shares `blob`'s buffer.
     fn check_blob(&self, blob: Bytes, entry: &IndexEntry) -> Result<RawValue, LayerError> {
-        let (flags, crc) = self.check_blob_bytes(&blob, entry)?;
-        Ok(RawValue {
-            flags,
-            stored: blob.slice(BLOB_HEADER_SIZE..),
-            crc,
-        })
-    }
-
-    /// [`LayerReader::check_blob`] of bytes anywhere: the blob's flags and
-    /// CRC when it is sound.
-    fn check_blob_bytes(&self, blob: &[u8], entry: &IndexEntry) -> Result<(u8, u32), LayerError> {
         let what = |w: &str| format!("value of key {} at LSN {}: {w}", entry.key, entry.lsn);
         // Open checked that every extent holds at least a blob header.
         if blob.len() < BLOB_HEADER_SIZE {
             return Err(self.corrupt(entry.offset, what("blob too short")));
         }
-        let stored_len = u32_at(blob, 0) as usize;
+        let stored_len = u32_at(&blob, 0) as usize;
         if stored_len != blob.len() - BLOB_HEADER_SIZE {
             return Err(self.corrupt(
                 entry.offset,
@@ -537,11 +513,16 @@ impl LayerReader {
                 what(&format!("unknown flags {flags:#04x}")),
             ));
         }
-        let crc = u32_at(blob, 5);
-        if blob_crc(flags, &blob[BLOB_HEADER_SIZE..]) != crc {
+        let stored = &blob[BLOB_HEADER_SIZE..];
+        let crc = u32_at(&blob, 5);
+        if blob_crc(flags, stored) != crc {
             return Err(self.corrupt(entry.offset + 5, what("checksum mismatch")));
         }
-        Ok((flags, crc))
+        Ok(RawValue {
+            flags,
+            stored: blob.slice(BLOB_HEADER_SIZE..),
+            crc,
+        })
     }
 
     /// The serialized value of a checked blob ([`decode_stored`]).

@@ -233,27 +233,21 @@ fn read_damaged(path: &Path, puts: &[Put]) -> Vec<LayerError> {
             Err(e) => errors.push(e),
         }
     }
-    // As compaction copies: blob by blob, from a map of the file and with
-    // `pread`.
+    // As compaction reads: from a map of the file, raw.
     let map = r
         .map_cached()
         .unwrap()
         .expect("just written: in the page cache");
-    for map in [Some(&map), None] {
-        for (i, entry) in r.entries_in(Key::MIN..Key::MAX).iter().enumerate() {
-            let mut blob = vec![7u8; 3];
-            match r.copy_blob(entry, map, &mut blob) {
-                Ok((flags, _)) => {
-                    let stored = Bytes::copy_from_slice(&blob[3 + BLOB_HEADER_SIZE..]);
-                    let v = decode_stored(flags, stored).unwrap();
-                    let got = (entry.key, entry.lsn, &v[..]);
-                    assert_eq!(got, (puts[i].0, puts[i].1, &puts[i].2[..]));
-                }
-                Err(e) => {
-                    assert_eq!(blob, [7u8; 3], "a failed copy appends nothing");
-                    errors.push(e);
-                }
+    for (i, item) in r
+        .iter_raw_keys_mapped(Key::MIN..Key::MAX, Some(&map))
+        .enumerate()
+    {
+        match item {
+            Ok((k, l, raw)) => {
+                let v = decode_stored(raw.flags, raw.stored).unwrap();
+                assert_eq!((k, l, &v[..]), (puts[i].0, puts[i].1, &puts[i].2[..]));
             }
+            Err(e) => errors.push(e),
         }
     }
     match r.verify() {
@@ -596,8 +590,8 @@ fn raw_copy_keeps_values_and_their_compression() {
     let copy = LayerReader::open(&copy).unwrap();
     copy.verify().unwrap();
     assert_holds_in_order(&copy, &puts);
-    // Blobs copied by key range, from a map or read, are the file's bytes
-    // and checked values; a map of another (smaller) file is not used.
+    // Read from a map, by key range, the values are the same; a map of
+    // another (smaller) file is not used.
     let other = LayerReader::open(&small_delta(dst_dir.path()).0).unwrap();
     let maps = [
         reader.map_cached().unwrap(),
@@ -605,30 +599,14 @@ fn raw_copy_keeps_values_and_their_compression() {
         None,
     ];
     assert!(maps[0].is_some() && maps[1].is_some());
-    let file = fs::read(&src).unwrap();
-    let raws: Vec<_> = reader.iter_raw().map(|v| v.unwrap()).collect();
     for map in &maps {
-        let entries = [key(0)..key(20), key(20)..key(50)]
+        let mapped: Vec<_> = [key(0)..key(20), key(20)..key(50)]
             .into_iter()
-            .flat_map(|keys| reader.entries_in(keys).to_vec());
-        let mut blobs = Vec::new();
-        for (entry, (k, l, raw)) in entries.zip(&raws) {
-            let at = blobs.len();
-            let (flags, crc) = reader.copy_blob(&entry, map.as_ref(), &mut blobs).unwrap();
-            assert_eq!(
-                (entry.key, entry.lsn, flags, crc),
-                (*k, *l, raw.flags, raw.crc)
-            );
-            assert_eq!(&blobs[at + BLOB_HEADER_SIZE..], raw.stored());
-            assert_eq!(
-                blobs[at..],
-                file[entry.offset as usize..][..entry.len as usize]
-            );
-        }
-        assert_eq!(
-            blobs.len() as u64,
-            reader.blob_sizes().map(|(_, s)| s).sum::<u64>()
-        );
+            .flat_map(|keys| reader.iter_raw_keys_mapped(keys, map.as_ref()))
+            .map(|v| v.unwrap())
+            .collect();
+        let read: Vec<_> = reader.iter_raw().map(|v| v.unwrap()).collect();
+        assert_eq!(mapped, read);
     }
     // Raw copies obey the same ordering rules as puts.
     let mut w = LayerWriter::new(dst_dir.path(), TENANT, TIMELINE, true, key(0), lsns).unwrap();

@@ -16,8 +16,8 @@ use utils::lsn::Lsn;
 
 use super::{
     blob_crc, blob_header_with_crc, blob_len, crc, Header, IndexEntry, LayerError, RawValue,
-    BLOB_HEADER_SIZE, FLAG_PAGE_IMAGE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, INDEX_ENTRY_SIZE,
-    MAGIC, MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
+    BLOB_HEADER_SIZE, FLAG_PAGE_IMAGE, FLAG_ZSTD, FORMAT_VERSION, HEADER_SIZE, MAGIC,
+    MAX_COMPRESSIBLE_VALUE, ZSTD_LEVEL,
 };
 use crate::tenant::storage_layer::PersistentLayerDesc;
 
@@ -448,21 +448,17 @@ impl LayerWriter {
 
 impl Drop for LayerWriter {
     fn drop(&mut self) {
-        if !self.finished {
-            remove_unfinished(&self.temp_path);
+        if self.finished {
+            return;
         }
-    }
-}
-
-/// Removes the temporary file of a writer dropped unfinished.
-fn remove_unfinished(temp_path: &Path) {
-    match std::fs::remove_file(temp_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(
-            "could not remove unfinished layer file {}: {e}; start-up clean-up will remove it",
-            temp_path.display()
-        ),
+        match std::fs::remove_file(&self.temp_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "could not remove unfinished layer file {}: {e}; start-up clean-up will remove it",
+                self.temp_path.display()
+            ),
+        }
     }
 }
 
@@ -560,199 +556,16 @@ pub(crate) fn finish_in_place(
         key_range: Key::MIN..Key::MAX,
         lsn_range,
     };
-    finish_at(
-        file,
-        temp_path,
-        dir,
-        &header,
-        index,
-        num_values,
-        index_offset,
-        body_crc,
-    )
-}
-
-/// Appends index and footer to a file whose blobs end at `index_offset`
-/// (see [`encode_tail`]) and [`commit`]s it.
-#[allow(clippy::too_many_arguments)]
-fn finish_at(
-    file: &File,
-    temp_path: &Path,
-    dir: &Path,
-    header: &Header,
-    index: &[u8],
-    num_values: usize,
-    index_offset: u64,
-    body_crc: u32,
-) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
-    let tail = encode_tail(header, index, num_values, index_offset, body_crc);
+    let tail = encode_tail(&header, index, num_values, index_offset, body_crc);
     file.write_all_at(&tail, index_offset)
         .map_err(|e| LayerError::io(temp_path, e))?;
     commit(
         file,
         temp_path,
         dir,
-        header,
+        &header,
         index_offset + tail.len() as u64,
     )
-}
-
-/// Writes a delta layer file whose layout is known before any of its
-/// values: their keys, LSNs and blob lengths, in order. Its blobs can then
-/// be written in any order, by several threads at once, each at its place
-/// ([`LayoutWriter::blob_offsets`]): compaction copies the blobs of L0
-/// layers so, a part of a file per thread, and no thread waits for another
-/// to finish a file. The whole file's disk space is reserved at the start.
-///
-/// Like [`LayerWriter`], the file is written under a temporary name and
-/// appears under its layer name only once complete and durable
-/// ([`LayoutWriter::finish`]); dropping an unfinished writer removes it.
-pub(crate) struct LayoutWriter {
-    dir: PathBuf,
-    temp_path: PathBuf,
-    file: File,
-    header: Header,
-    /// Encoded index entries.
-    index: Vec<u8>,
-    num_values: usize,
-    /// Where the blobs end and the index starts.
-    blobs_end: u64,
-    finished: bool,
-}
-
-impl LayoutWriter {
-    /// Starts the delta layer file over `key_range` and `lsn_range` of the
-    /// values `layout` gives as (key, LSN, blob length, header included),
-    /// in strictly increasing (key, LSN) order and within the ranges;
-    /// otherwise a [`LayerError::Misuse`] error, and no file is created.
-    pub(crate) fn create(
-        dir: &Path,
-        ids: (TenantId, TimelineId),
-        key_range: Range<Key>,
-        lsn_range: Range<Lsn>,
-        layout: impl IntoIterator<Item = (Key, Lsn, u32)>,
-    ) -> Result<LayoutWriter, LayerError> {
-        let misuse = |what: String| {
-            LayerError::Misuse(format!(
-                "cannot lay out a delta layer file in {} over keys {}..{}, LSNs {}..{}: {what}",
-                dir.display(),
-                key_range.start,
-                key_range.end,
-                lsn_range.start,
-                lsn_range.end
-            ))
-        };
-        if key_range.start >= key_range.end || lsn_range.start >= lsn_range.end {
-            return Err(misuse("empty range".to_string()));
-        }
-        let mut index = Vec::new();
-        let (mut offset, mut num_values) = (HEADER_SIZE as u64, 0);
-        let mut last: Option<(Key, Lsn)> = None;
-        for (key, lsn, len) in layout {
-            if !key_range.contains(&key) || !lsn_range.contains(&lsn) {
-                return Err(misuse(format!("key {key} at LSN {lsn} is outside")));
-            }
-            if last.is_some_and(|prev| prev >= (key, lsn)) {
-                return Err(misuse(format!("key {key} at LSN {lsn} is out of order")));
-            }
-            if (len as usize) < BLOB_HEADER_SIZE {
-                return Err(misuse(format!(
-                    "key {key} at LSN {lsn}: a blob of {len} bytes"
-                )));
-            }
-            IndexEntry {
-                key,
-                lsn,
-                offset,
-                len,
-            }
-            .encode_into(&mut index);
-            offset += u64::from(len);
-            num_values += 1;
-            last = Some((key, lsn));
-        }
-        if num_values == 0 {
-            return Err(misuse("no values".to_string()));
-        }
-        let (temp_path, file) = create_temp(dir, key_range.start, &lsn_range)?;
-        // Index, its CRC and the footer follow the blobs.
-        let file_size = offset + index.len() as u64 + 4 + super::FOOTER_SIZE as u64;
-        crashsafe::Preallocation::new(file_size).reserve(&file, file_size);
-        Ok(LayoutWriter {
-            dir: dir.to_owned(),
-            temp_path,
-            file,
-            header: Header {
-                version: FORMAT_VERSION,
-                is_delta: true,
-                tenant_id: ids.0,
-                timeline_id: ids.1,
-                key_range,
-                lsn_range,
-            },
-            index,
-            num_values,
-            blobs_end: offset,
-            finished: false,
-        })
-    }
-
-    /// Where each value's blob goes, in layout order.
-    pub(crate) fn blob_offsets(&self) -> impl Iterator<Item = u64> + '_ {
-        self.index
-            .chunks_exact(INDEX_ENTRY_SIZE)
-            .map(|e| IndexEntry::decode(e, FORMAT_VERSION).offset)
-    }
-
-    /// Writes `blobs`, consecutive blobs of the layout, at `offset`, where
-    /// the first of them goes, and starts their writeback
-    /// ([`crashsafe::start_writeback`]). Threads may write at once.
-    pub(crate) fn write_blobs_at(&self, offset: u64, blobs: &[u8]) -> Result<(), LayerError> {
-        let end = offset.checked_add(blobs.len() as u64);
-        if offset < HEADER_SIZE as u64 || end.is_none_or(|end| end > self.blobs_end) {
-            return Err(LayerError::Misuse(format!(
-                "layer file {}: {} bytes at offset {offset} are outside the blobs ({HEADER_SIZE}..{})",
-                self.temp_path.display(),
-                blobs.len(),
-                self.blobs_end
-            )));
-        }
-        self.file
-            .write_all_at(blobs, offset)
-            .map_err(|e| LayerError::io(&self.temp_path, e))?;
-        // Only an early start: a failed writeback fails `finish`'s fsync.
-        let _ = crashsafe::start_writeback(&self.file, offset, blobs.len() as u64);
-        Ok(())
-    }
-
-    /// Once every blob is written, with `body_crc` the CRC32C of them all
-    /// in file order: writes index, footer and header, fsyncs and renames
-    /// the file to its layer name, as [`LayerWriter::finish`] does.
-    pub(crate) fn finish(
-        mut self,
-        body_crc: u32,
-    ) -> Result<(PersistentLayerDesc, PathBuf), LayerError> {
-        let done = finish_at(
-            &self.file,
-            &self.temp_path,
-            &self.dir,
-            &self.header,
-            &self.index,
-            self.num_values,
-            self.blobs_end,
-            body_crc,
-        );
-        self.finished = done.is_ok();
-        done
-    }
-}
-
-impl Drop for LayoutWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            remove_unfinished(&self.temp_path);
-        }
-    }
 }
 
 /// Creates a new, uniquely named temporary file for a layer in `dir`.
