@@ -13,12 +13,11 @@
 //!
 //! What is measured: one warm-up floor write, then `BENCH_REPEAT` rounds of
 //! the three floors, the compression-only rate and one put phase, then
-//! reads. Each round's put rate is
-//! divided by that round's floors, and the median of these ratios is
-//! reported: on a shared machine the speed drifts within a minute, and
-//! rates measured apart would carry the drift into the ratio. A round
-//! starts once the last round's deleted files are closed (their page cache
-//! freed).
+//! reads. Each round's put rate is divided by that round's floors and
+//! compression-only rate, and the median of these ratios is reported: on a
+//! shared machine the speed drifts within a minute, and rates measured
+//! apart would carry the drift into the ratio. A round starts once the last
+//! round's deleted files are closed (their page cache freed).
 //!
 //! 1. **Floor**: a file as large as the put phase, written in 1 MiB chunks
 //!    into the same directory, with one fsync at the end; again with an
@@ -657,10 +656,10 @@ fn main() {
     let warm_up = floor(dir.path(), logical, FloorSync::AtEnd, &pool);
     println!("floor warm-up write (not counted): {warm_up:.1} MiB/s");
     let pages = all_pages(&w, &pool);
-    // Rounds of the three floors and one put run, so that each put run has
-    // floors measured seconds before it: on a shared machine the speed
-    // drifts within a minute, and a ratio of rates measured apart would
-    // carry the drift.
+    // Rounds of the three floors, the compression-only rate and one put
+    // run, so that each put run has its references measured seconds before
+    // it: on a shared machine the speed drifts within a minute, and a ratio
+    // of rates measured apart would carry the drift.
     let (mut at_end, mut every_8m, mut writeback) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rates, mut was, mut zstd_only) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
@@ -693,7 +692,7 @@ fn main() {
             std::fs::remove_dir_all(path).expect("remove timeline");
         }
     }
-    // Each round's put rate over its own floors.
+    // Each round's put rate over its own floors and compression-only rate.
     let ratios =
         |floors: &[f64]| Spread::of(rates.iter().zip(floors).map(|(p, f)| p / f).collect());
     let fastest: Vec<f64> = (0..repeat)
