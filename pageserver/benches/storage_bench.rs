@@ -32,7 +32,11 @@
 //!    them, on every core, with no I/O. The engine does that work and more,
 //!    so the put rate is shown as a ratio to it too: how close the rest of
 //!    the engine (index, checksums, writes, compaction) comes to costing
-//!    nothing.
+//!    nothing. The machine's CPU time of the writeback floor and of the
+//!    compression-only run is shown too, and the put run's is split into
+//!    compression, layer writes (at the floor's CPU per byte) and the rest:
+//!    the put phase cannot take less time than that CPU time spread over
+//!    every core, which is what binds it on a machine with few cores.
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
 //!    (20k blocks) is loaded in block order, then random blocks are
 //!    overwritten until the total is reached, one page image per WAL record
@@ -221,6 +225,16 @@ fn rate(bytes: u64, d: Duration) -> f64 {
 fn floor(dir: &Path, bytes: u64, sync: FloorSync, pool: &[Vec<u8>]) -> f64 {
     let chunk: Vec<u8> = pool.iter().flatten().copied().take(1 << 20).collect();
     rate(bytes, write_floor(dir, bytes, sync, &chunk))
+}
+
+/// Runs `f`, and measures the whole machine's CPU time meanwhile (kernel
+/// writeback threads included): what a floor or the compression-only run
+/// costs in CPU, next to the put run's.
+fn machine_cpu_of<T>(f: impl FnOnce() -> T) -> (T, Option<Duration>) {
+    let before = machine_cpu();
+    let value = f();
+    let spent = before.zip(machine_cpu()).map(|(b, a)| a.saturating_sub(b));
+    (value, spent)
 }
 
 /// The CPU's part of the floor: how fast the put phase's pages are
@@ -585,9 +599,16 @@ impl std::fmt::Display for Spread {
 /// The process's CPU seconds, and the machine's, as text ("n/a" where
 /// unknown).
 fn cpu_text(r: &Ingest) -> String {
-    let secs =
-        |c: Option<Duration>| c.map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()));
-    format!("{} (machine {})", secs(r.cpu), secs(r.machine_cpu))
+    format!(
+        "{} (machine {})",
+        secs_text(r.cpu),
+        secs_text(r.machine_cpu)
+    )
+}
+
+/// Seconds as text, "n/a" when unknown.
+fn secs_text(c: Option<Duration>) -> String {
+    c.map_or("n/a".to_string(), |c| format!("{:.2} s", c.as_secs_f64()))
 }
 
 /// Prints one put run with compaction; returns (MiB/s, layer bytes per put).
@@ -662,28 +683,38 @@ fn main() {
     // of rates measured apart would carry the drift.
     let (mut at_end, mut every_8m, mut writeback) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rates, mut was, mut zstd_only) = (Vec::new(), Vec::new(), Vec::new());
+    // Per round: the put run's machine CPU seconds, its compression's, its
+    // writes' (at the writeback floor's cost per byte), and the rest.
+    let mut cpu_split: Vec<[f64; 4]> = Vec::new();
     let mut last = None;
     for run in 1..=repeat {
         // No page cache of the last run's deleted files is still being freed.
         wait_for_deferred_drops();
         at_end.push(floor(dir.path(), logical, FloorSync::AtEnd, &pool));
         every_8m.push(floor(dir.path(), logical, FloorSync::Every(8 << 20), &pool));
-        writeback.push(floor(
-            dir.path(),
-            logical,
-            FloorSync::Writeback(8 << 20),
-            &pool,
-        ));
-        zstd_only.push(compression_only(&pages));
+        let (wb_rate, wb_cpu) =
+            machine_cpu_of(|| floor(dir.path(), logical, FloorSync::Writeback(8 << 20), &pool));
+        writeback.push(wb_rate);
+        let (zstd_rate, zstd_cpu) = machine_cpu_of(|| compression_only(&pages));
+        zstd_only.push(zstd_rate);
         println!(
-            "round {run} floors: fsync at end {:.1}, fsync every 8 MiB {:.1}, writeback every 8 MiB {:.1} MiB/s; compression only {:.1} MiB/s",
+            "round {run} floors: fsync at end {:.1}, fsync every 8 MiB {:.1}, writeback every 8 MiB {:.1} MiB/s (machine CPU {}); compression only {:.1} MiB/s (machine CPU {})",
             at_end[run - 1],
             every_8m[run - 1],
-            writeback[run - 1],
-            zstd_only[run - 1]
+            wb_rate,
+            secs_text(wb_cpu),
+            zstd_rate,
+            secs_text(zstd_cpu)
         );
         let r = ingest(dir.path(), &w, &pages, true);
         let (put_rate, wa) = report_run(run, &r, logical);
+        // The machine's CPU of the put run beyond compressing its pages
+        // and writing its layer bytes at the floor's cost per byte: what
+        // the rest of the engine costs.
+        if let (Some(put), Some(z), Some(f)) = (r.machine_cpu, zstd_cpu, wb_cpu) {
+            let (put, z, f) = (put.as_secs_f64(), z.as_secs_f64(), f.as_secs_f64());
+            cpu_split.push([put, z, wa * f, put - z - wa * f]);
+        }
         rates.push(put_rate);
         was.push(wa);
         if let Some(prev) = last.replace(r) {
@@ -757,6 +788,16 @@ fn main() {
         "put/compression only             {}",
         ratio_zstd.show(2, "x")
     );
+    if cpu_split.len() == repeat {
+        let part = |i: usize| Spread::of(cpu_split.iter().map(|c| c[i]).collect()).median;
+        println!(
+            "machine CPU of a put run         {:7.2} s: compression {:.2} s + layer writes {:.2} s (at the writeback floor's CPU per byte) + rest of the engine {:.2} s (medians)",
+            part(0),
+            part(1),
+            part(2),
+            part(3)
+        );
+    }
     println!("put, no compaction, durable      {l0_rate:7.1} MiB/s (one run)");
     println!("layer bytes written / put bytes  {wa:7.2}");
     println!("get latest, compacted            {latest}");
