@@ -789,13 +789,11 @@ fn main() {
         ratio_zstd.show(2, "x")
     );
     if cpu_split.len() == repeat {
-        let part = |i: usize| Spread::of(cpu_split.iter().map(|c| c[i]).collect()).median;
+        // The round of the median total, so that its parts add up to it.
+        cpu_split.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        let [total, zstd, writes, rest] = cpu_split[cpu_split.len() / 2];
         println!(
-            "machine CPU of a put run         {:7.2} s: compression {:.2} s + layer writes {:.2} s (at the writeback floor's CPU per byte) + rest of the engine {:.2} s (medians)",
-            part(0),
-            part(1),
-            part(2),
-            part(3)
+            "machine CPU of a put run         {total:7.2} s = compression {zstd:.2} s + layer writes {writes:.2} s (at the writeback floor's CPU per byte) + rest of the engine {rest:.2} s (the round of the median total)"
         );
     }
     println!("put, no compaction, durable      {l0_rate:7.1} MiB/s (one run)");
