@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import random
 import secrets
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,12 @@ from fixtures.utils import wait_until
 
 def leftovers(ps) -> list[str]:
     return [str(p) for p in ps.workdir.rglob("*") if p.name.endswith("___temp") or p.name.endswith("___deleted")]
+
+
+def scratch_dirs_of(pid: int) -> list[str]:
+    """The initdb / import scratch directories process ``pid`` made in the
+    system's temporary directory."""
+    return [str(p) for p in Path(tempfile.gettempdir()).glob(f"pageserver-*-{pid}")]
 
 
 @pytest.mark.parametrize("failpoint", ["tenant-create-before-rename", "timeline-create-before-rename"])
@@ -106,13 +114,19 @@ def test_kill9_during_concurrent_creates(neon_simple_env: NeonEnv):
         for t in threads:
             t.start()
         time.sleep(rng.uniform(0.2, 0.8))
+        assert ps.process is not None
+        killed_pid = ps.process.pid
         ps.stop(immediate=True)
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        killed_scratch = scratch_dirs_of(killed_pid)
 
         ps.start()
         assert leftovers(ps) == []
+        # The creates in flight left initdb clusters in the temporary
+        # directory; start-up removed them.
+        assert scratch_dirs_of(killed_pid) == [], f"left behind (of {len(killed_scratch)} at the kill)"
         present = {t["id"]: t for t in client.tenant_list()}
         for tenant_id, info in present.items():
             assert info["state"] == "Active", info

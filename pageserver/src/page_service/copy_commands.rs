@@ -32,7 +32,7 @@ use super::commands::{active_timeline, CommandEnv, Flow, TimelineArgs};
 use super::connection::PgConn;
 use super::PageServiceError;
 use crate::basebackup::{self, BasebackupError};
-use crate::tenant::bootstrap::{read_wal_source, ScratchDir};
+use crate::tenant::bootstrap::{read_wal_source, ScratchDir, ScratchKind};
 use crate::tenant::timeline::pg_read::PgReadError;
 use crate::tenant::timeline::read::PageReconstructError;
 use crate::walingest::{import_stream, IngestError};
@@ -269,13 +269,9 @@ pub async fn handle_import_basebackup(
         ));
     }
     let scratch = Arc::new(
-        ScratchDir::new(&format!(
-            "pageserver-import-{}-{timeline_id}",
-            args.timeline.tenant_id
-        ))
-        .map_err(|e| {
-            PageServiceError::command(SQLSTATE_INTERNAL_ERROR, "import", format!("{e:#}"))
-        })?,
+        ScratchDir::new(ScratchKind::Import, args.timeline.tenant_id, timeline_id).map_err(
+            |e| PageServiceError::command(SQLSTATE_INTERNAL_ERROR, "import", format!("{e:#}")),
+        )?,
     );
     let (tx, rx) = mpsc::channel(8);
     let (start, end) = (args.start, args.end);

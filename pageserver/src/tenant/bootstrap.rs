@@ -3,7 +3,7 @@
 //! temporary name and renamed into place once its layers and metadata are
 //! durable, so a crash leaves the whole timeline or nothing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -169,7 +169,7 @@ pub fn bootstrap_timeline(
     // PostgreSQL binaries write the cluster in the system's temporary
     // directory: under root they run as another user, who may not be able
     // to reach into the work directory.
-    let scratch = ScratchDir::new(&format!("pageserver-pgdata-{tenant_id}-{timeline_id}"))?;
+    let scratch = ScratchDir::new(ScratchKind::Pgdata, tenant_id, timeline_id)?;
     let mut datadir = scratch.0.clone();
     let (lsn, readable_from) = match initial {
         InitialData::Datadir { path, start, end } => {
@@ -214,13 +214,46 @@ pub fn bootstrap_timeline(
 }
 
 /// A scratch directory in the system's temporary directory, removed when
-/// dropped (on success and on every error path).
-pub struct ScratchDir(pub std::path::PathBuf);
+/// dropped (on success and on every error path). A process killed while
+/// holding one leaves it behind: [`remove_stale_scratch_dirs`] removes it
+/// at the next start.
+pub struct ScratchDir(pub PathBuf);
+
+/// What a scratch directory holds.
+#[derive(Debug, Clone, Copy)]
+pub enum ScratchKind {
+    /// A cluster from `initdb` or `pg_basebackup`, to import.
+    Pgdata,
+    /// A base backup streamed in with `import basebackup`.
+    Import,
+}
+
+impl ScratchKind {
+    const ALL: [ScratchKind; 2] = [ScratchKind::Pgdata, ScratchKind::Import];
+
+    /// The name prefix of this kind's directories.
+    fn prefix(self) -> &'static str {
+        match self {
+            ScratchKind::Pgdata => "pageserver-pgdata-",
+            ScratchKind::Import => "pageserver-import-",
+        }
+    }
+}
 
 impl ScratchDir {
-    /// A fresh (absent) directory named after `name` and this process.
-    pub fn new(name: &str) -> anyhow::Result<ScratchDir> {
-        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    /// A fresh (absent) directory for `kind` of work on a timeline, named
+    /// `{prefix}{tenant}-{timeline}-{pid}` after this process.
+    pub fn new(
+        kind: ScratchKind,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+    ) -> anyhow::Result<ScratchDir> {
+        let name = format!(
+            "{}{tenant_id}-{timeline_id}-{}",
+            kind.prefix(),
+            std::process::id()
+        );
+        let path = std::env::temp_dir().join(name);
         if path.exists() {
             std::fs::remove_dir_all(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
@@ -237,6 +270,54 @@ impl Drop for ScratchDir {
             }
         }
     }
+}
+
+/// The process that made scratch directory `name`, when `name` is one.
+fn scratch_owner(name: &str) -> Option<u32> {
+    let rest = ScratchKind::ALL
+        .iter()
+        .find_map(|kind| name.strip_prefix(kind.prefix()))?;
+    let (ids, pid) = rest.rsplit_once('-')?;
+    let (tenant, timeline) = ids.split_once('-')?;
+    tenant.parse::<TenantId>().ok()?;
+    timeline.parse::<TimelineId>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists. Without `/proc` every process counts as
+/// alive (nothing is removed on its account).
+fn process_exists(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the scratch directories in `tmp` whose process is gone: a node
+/// killed during a bootstrap or an import would otherwise leave a whole
+/// cluster there for good. Directories of running processes (another page
+/// server of this machine at work) stay; so does one whose process id was
+/// given to another process since, until that one ends too. Returns the
+/// number removed; a directory that cannot be removed is logged and kept.
+pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(scratch_owner) else {
+            continue;
+        };
+        if pid == std::process::id() || process_exists(pid) || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "cannot remove scratch directory {} of ended process {pid}: {e}",
+                entry.path().display()
+            ),
+        }
+    }
+    Ok(removed)
 }
 
 /// File in a timeline directory holding its WAL source connection string
@@ -270,5 +351,71 @@ pub fn read_wal_source(timeline_dir: &Path) -> anyhow::Result<Option<ConnConfig>
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(tmp: &Path, name: &str) -> PathBuf {
+        let dir = tmp.join(name);
+        std::fs::create_dir_all(dir.join("base")).unwrap();
+        std::fs::write(dir.join("base").join("PG_VERSION"), b"15\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn stale_scratch_dirs_of_ended_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        let (t, tl) = (TenantId::generate(), TimelineId::generate());
+        let ours = std::process::id();
+        let stale = [
+            make(tmp.path(), &format!("pageserver-pgdata-{t}-{tl}-{ended}")),
+            make(tmp.path(), &format!("pageserver-import-{t}-{tl}-{ended}")),
+        ];
+        let kept = [
+            // This process is alive.
+            make(tmp.path(), &format!("pageserver-pgdata-{t}-{tl}-{ours}")),
+            // Not a scratch directory's name.
+            make(tmp.path(), &format!("pageserver-pgdata-{t}-{ended}")),
+            make(tmp.path(), &format!("pageserver-other-{t}-{tl}-{ended}")),
+            make(tmp.path(), &format!("pageserver-pgdata-{t}-{tl}-x{ended}")),
+        ];
+        // A file with a scratch directory's name is not touched either.
+        let file = tmp
+            .path()
+            .join(format!("pageserver-import-{tl}-{t}-{ended}"));
+        std::fs::write(&file, b"x").unwrap();
+
+        assert_eq!(remove_stale_scratch_dirs(tmp.path()).unwrap(), 2);
+        for dir in &stale {
+            assert!(!dir.exists(), "{} should be gone", dir.display());
+        }
+        for dir in &kept {
+            assert!(
+                dir.join("base").join("PG_VERSION").exists(),
+                "{} should stay",
+                dir.display()
+            );
+        }
+        assert!(file.exists());
+        // Nothing left to remove.
+        assert_eq!(remove_stale_scratch_dirs(tmp.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn scratch_dir_names_parse_back_to_their_process() {
+        let (t, tl) = (TenantId::generate(), TimelineId::generate());
+        for kind in ScratchKind::ALL {
+            let dir = ScratchDir::new(kind, t, tl).unwrap();
+            let name = dir.0.file_name().unwrap().to_str().unwrap().to_owned();
+            assert_eq!(scratch_owner(&name), Some(std::process::id()), "{name}");
+        }
+        assert_eq!(scratch_owner("pageserver-pgdata-"), None);
+        assert_eq!(scratch_owner(&format!("pageserver-pgdata-{t}-{tl}-")), None);
     }
 }
