@@ -291,12 +291,25 @@ fn process_exists(pid: u32) -> bool {
     !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
+/// Whether `entry` is a directory this process may remove: root removes
+/// any (its `initdb` directories belong to the `postgres` user); another
+/// user only its own, as the temporary directory's sticky bit wants. Not
+/// when it is gone or cannot be looked at.
+fn removable(entry: &std::fs::DirEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid();
+    entry
+        .metadata()
+        .is_ok_and(|meta| meta.is_dir() && (uid.is_root() || meta.uid() == uid.as_raw()))
+}
+
 /// Removes the scratch directories in `tmp` whose process is gone: a node
 /// killed during a bootstrap or an import would otherwise leave a whole
 /// cluster there for good. Directories of running processes (another page
 /// server of this machine at work) stay; so does one whose process id was
-/// given to another process since, until that one ends too. Returns the
-/// number removed; a directory that cannot be removed is logged and kept.
+/// given to another process since, until that one ends too, and, unless we
+/// are root, one of another user. Returns the number removed; a directory
+/// that cannot be removed is logged and kept.
 pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(tmp)? {
@@ -305,7 +318,7 @@ pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
         let Some(pid) = name.to_str().and_then(scratch_owner) else {
             continue;
         };
-        if pid == std::process::id() || process_exists(pid) || !entry.file_type()?.is_dir() {
+        if pid == std::process::id() || process_exists(pid) || !removable(&entry) {
             continue;
         }
         match std::fs::remove_dir_all(entry.path()) {
