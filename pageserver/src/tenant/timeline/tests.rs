@@ -694,3 +694,47 @@ fn incremental_logical_size_matches_a_recount() {
     }
     assert!(nonzero > 100, "the workload keeps relations around");
 }
+
+/// Readers waiting for an LSN wake up when a writer publishes it, whether
+/// they start waiting before, during or after the write (a wake-up skipped
+/// for want of waiters must never be one a waiter needed): a lost wake-up
+/// would leave a waiter to its timeout, as nothing is written after.
+#[test]
+fn waiters_for_an_lsn_always_wake() {
+    let dir = tempfile::tempdir().unwrap();
+    let tl = new_root(dir.path(), &conf());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut lsn = Lsn(0x1000);
+    for round in 0..2000 {
+        let next = lsn + 8;
+        let waiter = {
+            let tl = tl.clone();
+            rt.spawn(async move { tl.wait_lsn(next, std::time::Duration::from_secs(10)).await })
+        };
+        // Let the waiter get ahead of the write in some rounds, not others.
+        for _ in 0..rng.gen_range(0..200) {
+            std::hint::spin_loop();
+        }
+        let mut w = tl.writer();
+        w.put(
+            rel_block_key(REL, round % 7),
+            next,
+            &Value::Image(Bytes::from(vec![round as u8; 16])),
+        )
+        .unwrap();
+        w.finish_write(next).unwrap();
+        drop(w);
+        let woke = rt.block_on(waiter).unwrap();
+        assert!(
+            woke.is_ok(),
+            "round {round}: the waiter for {next} did not wake: {woke:?}"
+        );
+        lsn = next;
+    }
+    assert_eq!(tl.last_record_lsn(), lsn);
+}

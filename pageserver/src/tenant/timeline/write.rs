@@ -314,9 +314,18 @@ impl TimelineWriter<'_> {
         }
         self.pending = None;
         if lsn > prev.last {
-            tl.last_record.send_replace(RecordLsn {
-                last: lsn,
-                prev: Some(prev.last),
+            // Waking waiters costs more than the rest of publishing a small
+            // record, so with no receiver (nobody in `wait_lsn`) the value
+            // changes without a wake-up. The count, read under the value's
+            // write lock, cannot miss a waiter: one subscribes before it
+            // reads the value under the read lock, so it is either counted
+            // here or reads the new value.
+            tl.last_record.send_if_modified(|record| {
+                *record = RecordLsn {
+                    last: lsn,
+                    prev: Some(prev.last),
+                };
+                tl.last_record.receiver_count() > 0
             });
         }
         let distance = tl.tenant_conf().checkpoint_distance.unwrap_or(u64::MAX);
