@@ -155,23 +155,22 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
 
     let discovered = {
         let tenants = tenants.clone();
-        tokio::task::spawn_blocking(move || {
-            let tmp = std::env::temp_dir();
-            match pageserver::tenant::bootstrap::remove_stale_scratch_dirs(&tmp) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    "removed {n} scratch directories of ended processes from {}",
-                    tmp.display()
-                ),
-                Err(e) => {
-                    tracing::warn!("cannot list {} for scratch directories: {e}", tmp.display())
-                }
-            }
-            tenants.discover_blocking()
-        })
-        .await??
+        tokio::task::spawn_blocking(move || tenants.discover_blocking()).await??
     };
     tracing::info!("found {} tenants on disk", discovered.len());
+    // Off the start-up path: removing a killed node's scratch directories
+    // can wait for the programs it started to stop writing into them.
+    tokio::task::spawn_blocking(|| {
+        let tmp = std::env::temp_dir();
+        match pageserver::tenant::bootstrap::remove_stale_scratch_dirs(&tmp) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "removed {n} scratch directories of ended processes from {}",
+                tmp.display()
+            ),
+            Err(e) => tracing::warn!("cannot list {} for scratch directories: {e}", tmp.display()),
+        }
+    });
     {
         let (tenants, health) = (tenants.clone(), health.clone());
         tasks.spawn(async move {

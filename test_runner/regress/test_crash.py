@@ -125,8 +125,12 @@ def test_kill9_during_concurrent_creates(neon_simple_env: NeonEnv):
         ps.start()
         assert leftovers(ps) == []
         # The creates in flight left initdb clusters in the temporary
-        # directory; start-up removed them.
-        assert scratch_dirs_of(killed_pid) == [], f"left behind (of {len(killed_scratch)} at the kill)"
+        # directory; start-up removes them (in the background, once the
+        # killed node's initdb children stop writing into them).
+        def scratch_removed() -> None:
+            assert scratch_dirs_of(killed_pid) == [], f"left behind (of {len(killed_scratch)} at the kill)"
+
+        wait_until(scratch_removed, timeout=30)
         present = {t["id"]: t for t in client.tenant_list()}
         for tenant_id, info in present.items():
             assert info["state"] == "Active", info

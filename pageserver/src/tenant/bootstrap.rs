@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use pageserver_api::models::TenantState;
@@ -303,13 +304,19 @@ fn removable(entry: &std::fs::DirEntry) -> bool {
         .is_ok_and(|meta| meta.is_dir() && (uid.is_root() || meta.uid() == uid.as_raw()))
 }
 
+/// How long a stale scratch directory may keep filling up while it is
+/// removed: the programs its process started (`initdb` and the `postgres`
+/// it runs) die with it, but may write a few more files first.
+const STALE_REMOVAL_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Removes the scratch directories in `tmp` whose process is gone: a node
 /// killed during a bootstrap or an import would otherwise leave a whole
 /// cluster there for good. Directories of running processes (another page
 /// server of this machine at work) stay; so does one whose process id was
 /// given to another process since, until that one ends too, and, unless we
 /// are root, one of another user. Returns the number removed; a directory
-/// that cannot be removed is logged and kept.
+/// that cannot be removed is logged and kept. Blocking: it may take up to
+/// [`STALE_REMOVAL_PATIENCE`] per directory.
 pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(tmp)? {
@@ -321,7 +328,7 @@ pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
         if pid == std::process::id() || process_exists(pid) || !removable(&entry) {
             continue;
         }
-        match std::fs::remove_dir_all(entry.path()) {
+        match remove_filling_dir(&entry.path(), STALE_REMOVAL_PATIENCE) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(
@@ -331,6 +338,23 @@ pub fn remove_stale_scratch_dirs(tmp: &Path) -> std::io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Removes `dir` and everything in it, again while files keep appearing
+/// in it (the removal then finds it not empty), for at most `patience`.
+fn remove_filling_dir(dir: &Path, patience: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::DirectoryNotEmpty
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// File in a timeline directory holding its WAL source connection string
@@ -418,6 +442,37 @@ mod tests {
         assert!(file.exists());
         // Nothing left to remove.
         assert_eq!(remove_stale_scratch_dirs(tmp.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_directory_still_filling_up_is_removed_once_the_writer_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = make(tmp.path(), "filling");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Files keep coming for a while, as from a dying initdb.
+                let until = Instant::now() + Duration::from_millis(300);
+                let mut n = 0;
+                while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::create_dir_all(dir.join("base"));
+                    let _ = std::fs::write(dir.join("base").join(n.to_string()), b"x");
+                    n += 1;
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let result = remove_filling_dir(&dir, Duration::from_secs(10));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        // The writer may have recreated it after the last removal; what
+        // matters is that the removal did not give up while it wrote.
+        assert!(result.is_ok(), "{result:?}");
+        // With nothing writing, it goes at once, whatever the patience.
+        let full = make(tmp.path(), "full");
+        assert!(remove_filling_dir(&full, Duration::ZERO).is_ok());
+        assert!(!full.exists());
     }
 
     #[test]
