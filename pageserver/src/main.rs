@@ -158,19 +158,27 @@ async fn serve(conf: Arc<PageServerConf>) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || tenants.discover_blocking()).await??
     };
     tracing::info!("found {} tenants on disk", discovered.len());
-    // Off the start-up path: removing a killed node's scratch directories
-    // can wait for the programs it started to stop writing into them.
-    tokio::task::spawn_blocking(|| {
-        let tmp = std::env::temp_dir();
-        match pageserver::tenant::bootstrap::remove_stale_scratch_dirs(&tmp) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                "removed {n} scratch directories of ended processes from {}",
-                tmp.display()
-            ),
-            Err(e) => tracing::warn!("cannot list {} for scratch directories: {e}", tmp.display()),
-        }
-    });
+    // Off the start-up path, and on a thread of its own that shutdown does
+    // not wait for: removing a killed node's scratch directories can wait
+    // for the programs it started to stop writing into them.
+    let sweep = std::thread::Builder::new()
+        .name("scratch-sweep".to_string())
+        .spawn(|| {
+            let tmp = std::env::temp_dir();
+            match pageserver::tenant::bootstrap::remove_stale_scratch_dirs(&tmp) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "removed {n} scratch directories of ended processes from {}",
+                    tmp.display()
+                ),
+                Err(e) => {
+                    tracing::warn!("cannot list {} for scratch directories: {e}", tmp.display())
+                }
+            }
+        });
+    if let Err(e) = sweep {
+        tracing::warn!("cannot start the scratch directory sweep: {e}");
+    }
     {
         let (tenants, health) = (tenants.clone(), health.clone());
         tasks.spawn(async move {
