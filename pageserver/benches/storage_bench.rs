@@ -36,7 +36,11 @@
 //!    compression-only run is shown too, and the put run's is split into
 //!    compression, layer writes (at the floor's CPU per byte) and the rest:
 //!    the put phase cannot take less time than that CPU time spread over
-//!    every core, which is what binds it on a machine with few cores.
+//!    every core, which is what binds it on a machine with few cores. The
+//!    summary shows both CPU figures as ratios to the fastest floor too:
+//!    the compression-only rate, and the put rate that the put run's
+//!    machine CPU would allow on every core with no idle time (the most a
+//!    put run of that CPU cost can reach).
 //! 2. **Put phase** (512 MiB at scale 1): every block of one relation
 //!    (20k blocks) is loaded in block order, then random blocks are
 //!    overwritten until the total is reached, one page image per WAL record
@@ -686,6 +690,10 @@ fn main() {
     // Per round: the put run's machine CPU seconds, its compression's, its
     // writes' (at the writeback floor's cost per byte), and the rest.
     let mut cpu_split: Vec<[f64; 4]> = Vec::new();
+    // Per round: the put rate the put run's machine CPU allows at best,
+    // spread over every core with no idle time.
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut cpu_bound = Vec::new();
     let mut last = None;
     for run in 1..=repeat {
         // No page cache of the last run's deleted files is still being freed.
@@ -714,6 +722,7 @@ fn main() {
         if let (Some(put), Some(z), Some(f)) = (r.machine_cpu, zstd_cpu, wb_cpu) {
             let (put, z, f) = (put.as_secs_f64(), z.as_secs_f64(), f.as_secs_f64());
             cpu_split.push([put, z, wa * f, put - z - wa * f]);
+            cpu_bound.push(mib(logical) / (put / cores));
         }
         rates.push(put_rate);
         was.push(wa);
@@ -723,15 +732,22 @@ fn main() {
             std::fs::remove_dir_all(path).expect("remove timeline");
         }
     }
+    // Rates over other rates of the same rounds, round by round.
+    let per_round = |nums: &[f64], dens: &[f64]| {
+        Spread::of(nums.iter().zip(dens).map(|(n, d)| n / d).collect())
+    };
     // Each round's put rate over its own floors and compression-only rate.
-    let ratios =
-        |floors: &[f64]| Spread::of(rates.iter().zip(floors).map(|(p, f)| p / f).collect());
+    let ratios = |floors: &[f64]| per_round(&rates, floors);
     let fastest: Vec<f64> = (0..repeat)
         .map(|i| at_end[i].max(every_8m[i]).max(writeback[i]))
         .collect();
     let (ratio_end, ratio_8m) = (ratios(&at_end), ratios(&every_8m));
     let (ratio_wb, ratio_fastest) = (ratios(&writeback), ratios(&fastest));
     let ratio_zstd = ratios(&zstd_only);
+    // Each round's compression-only rate and CPU bound over its fastest floor.
+    let over_fastest = |nums: &[f64]| per_round(nums, &fastest);
+    let zstd_over_fastest = over_fastest(&zstd_only);
+    let bound_over_fastest = (cpu_bound.len() == repeat).then(|| over_fastest(&cpu_bound));
     let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
     let floor_wb = Spread::of(writeback);
     let zstd_floor = Spread::of(zstd_only);
@@ -788,6 +804,19 @@ fn main() {
         "put/compression only             {}",
         ratio_zstd.show(2, "x")
     );
+    // How fast the CPU alone lets the engine go, next to the disk: the
+    // compression of the pages on every core, and the put run's machine
+    // CPU spread over every core without idle time.
+    println!(
+        "compression only/fastest floor   {}",
+        zstd_over_fastest.show(2, "x")
+    );
+    if let Some(bound) = bound_over_fastest {
+        println!(
+            "put CPU bound/fastest floor      {} (put run's machine CPU over {cores} cores)",
+            bound.show(2, "x")
+        );
+    }
     if cpu_split.len() == repeat {
         // The round of the median total, so that its parts add up to it.
         cpu_split.sort_by(|a, b| a[0].total_cmp(&b[0]));
