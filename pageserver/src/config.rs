@@ -25,10 +25,10 @@ pub const TENANT_CONFIG_FILE: &str = "config";
 pub const METADATA_FILE: &str = "metadata";
 
 /// How callers of an interface prove who they are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthType {
-    /// Everyone is allowed everything: only for trusted networks.
-    #[default]
+    /// Everyone is allowed everything: only for trusted networks (the
+    /// default on loopback addresses only, see `auth_type_for`).
     Trust,
     /// A JWT signed by a key in `auth_validation_public_key_path`.
     #[serde(rename = "JWT")]
@@ -47,12 +47,12 @@ pub struct PageServerConfigFile {
     /// Address of the libpq page service.
     #[serde(default = "defaults::listen_pg_addr")]
     pub listen_pg_addr: String,
-    /// Authentication of the HTTP API.
+    /// Authentication of the HTTP API; unset, see [`auth_type_for`].
     #[serde(default)]
-    pub http_auth_type: AuthType,
-    /// Authentication of the page service.
+    pub http_auth_type: Option<AuthType>,
+    /// Authentication of the page service; unset, see [`auth_type_for`].
     #[serde(default)]
-    pub pg_auth_type: AuthType,
+    pub pg_auth_type: Option<AuthType>,
     /// Ed25519 public key (PEM file, or directory of them) that validates JWTs;
     /// relative paths are relative to the work directory.
     #[serde(default)]
@@ -221,6 +221,26 @@ pub const DEFAULT_REMOTE_STORAGE_DIR: &str = "remote_storage";
 /// Directory of the persisted deletion queue inside the work directory.
 pub const DELETION_QUEUE_DIR: &str = "deletion";
 
+/// The authentication of the interface listening on `addr`, given as
+/// `configured` under `key`. Unset, it is [`AuthType::Trust`] on a loopback
+/// address, where only this machine's users can connect, and an error on any
+/// other: the default denies, and serving a network without authentication
+/// has to be asked for by name.
+fn auth_type_for(
+    key: &str,
+    configured: Option<AuthType>,
+    addr_key: &str,
+    addr: SocketAddr,
+) -> anyhow::Result<AuthType> {
+    match configured {
+        Some(auth) => Ok(auth),
+        None if addr.ip().is_loopback() => Ok(AuthType::Trust),
+        None => anyhow::bail!(
+            "{addr_key} = \"{addr}\" is not a loopback address and {key} is not set: set {key} = \"JWT\" (with auth_validation_public_key_path), or {key} = \"Trust\" to serve that network without authentication"
+        ),
+    }
+}
+
 /// The text `pageserver --init` writes: every setting with its default and a
 /// comment, so operators see what they can change.
 pub fn default_config_text(id: u64) -> String {
@@ -240,8 +260,11 @@ listen_http_addr = "127.0.0.1:9898"
 listen_pg_addr = "127.0.0.1:64000"
 
 # "Trust" (no authentication) or "JWT" (EdDSA-signed tokens), per interface.
-http_auth_type = "Trust"
-pg_auth_type = "Trust"
+# Unset, an interface on a loopback address trusts its callers, and the page
+# server refuses to start with an interface on any other address: serving a
+# network without authentication must be chosen by setting "Trust".
+# http_auth_type = "JWT"
+# pg_auth_type = "JWT"
 # Ed25519 public key in PEM form, or a directory of them; needed for JWT.
 # auth_validation_public_key_path = "auth_public_key.pem"
 
@@ -370,7 +393,19 @@ impl PageServerConf {
         if listen_http_addr == listen_pg_addr && listen_http_addr.port() != 0 {
             anyhow::bail!("listen_http_addr and listen_pg_addr are both {listen_http_addr}");
         }
-        let needs_key = f.http_auth_type == AuthType::Jwt || f.pg_auth_type == AuthType::Jwt;
+        let http_auth_type = auth_type_for(
+            "http_auth_type",
+            f.http_auth_type,
+            "listen_http_addr",
+            listen_http_addr,
+        )?;
+        let pg_auth_type = auth_type_for(
+            "pg_auth_type",
+            f.pg_auth_type,
+            "listen_pg_addr",
+            listen_pg_addr,
+        )?;
+        let needs_key = http_auth_type == AuthType::Jwt || pg_auth_type == AuthType::Jwt;
         let key_path = f.auth_validation_public_key_path.map(|p| workdir.join(p));
         if needs_key && key_path.is_none() {
             anyhow::bail!("http_auth_type or pg_auth_type is JWT, so auth_validation_public_key_path must be set");
@@ -435,8 +470,8 @@ impl PageServerConf {
             id: f.id,
             listen_http_addr,
             listen_pg_addr,
-            http_auth_type: f.http_auth_type,
-            pg_auth_type: f.pg_auth_type,
+            http_auth_type,
+            pg_auth_type,
             auth_validation_public_key_path: key_path,
             max_request_body_bytes: f.max_request_body_bytes,
             log_format: f.log_format,
@@ -501,8 +536,66 @@ mod tests {
         assert_eq!(conf.page_service_pipeline_depth, 32);
         assert_eq!(conf.heatmap_upload_period, Duration::from_secs(60));
         assert_eq!(conf.secondary_download_interval, Duration::from_secs(60));
+        assert_eq!(conf.http_auth_type, AuthType::Trust);
+        assert_eq!(conf.pg_auth_type, AuthType::Trust);
         let conf = parse("id = 1", &[]).unwrap();
         assert_eq!(conf.wait_lsn_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn trust_beyond_loopback_must_be_chosen() {
+        // Unset on loopback addresses: trust.
+        for (http, pg) in [("127.0.0.1:1", "127.0.0.1:2"), ("[::1]:1", "127.0.0.2:2")] {
+            let conf = parse(
+                "id = 1",
+                &[
+                    &format!("listen_http_addr=\"{http}\""),
+                    &format!("listen_pg_addr=\"{pg}\""),
+                ],
+            )
+            .unwrap();
+            assert_eq!(conf.http_auth_type, AuthType::Trust, "{http}");
+            assert_eq!(conf.pg_auth_type, AuthType::Trust, "{pg}");
+        }
+        // Unset on any other address: refused, naming both keys.
+        for (addr_key, addr, key) in [
+            ("listen_http_addr", "0.0.0.0:9898", "http_auth_type"),
+            ("listen_http_addr", "192.0.2.1:9898", "http_auth_type"),
+            ("listen_pg_addr", "[::]:64000", "pg_auth_type"),
+        ] {
+            let e = parse("id = 1", &[&format!("{addr_key}=\"{addr}\"")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(addr_key) && e.contains(key), "{addr}: {e}");
+            // Chosen by name, either way.
+            let conf = parse(
+                "id = 1",
+                &[
+                    &format!("{addr_key}=\"{addr}\""),
+                    &format!("{key}=\"Trust\""),
+                ],
+            )
+            .unwrap();
+            assert_eq!(
+                (conf.http_auth_type, conf.pg_auth_type),
+                (AuthType::Trust, AuthType::Trust)
+            );
+            let conf = parse(
+                "id = 1",
+                &[
+                    &format!("{addr_key}=\"{addr}\""),
+                    &format!("{key}=\"JWT\""),
+                    "auth_validation_public_key_path=key.pem",
+                ],
+            )
+            .unwrap();
+            let chosen = if key == "http_auth_type" {
+                conf.http_auth_type
+            } else {
+                conf.pg_auth_type
+            };
+            assert_eq!(chosen, AuthType::Jwt, "{addr}");
+        }
     }
 
     #[test]

@@ -167,6 +167,9 @@ def test_bad_config_is_refused(test_output_dir):
         ("tenant_config.bogus=1", "bogus"),
         ("listen_http_addr=localhost", "listen_http_addr"),
         ('http_auth_type="JWT"', "auth_validation_public_key_path"),
+        # No authentication beyond loopback unless chosen by name.
+        ('listen_http_addr="0.0.0.0:9898"', "http_auth_type"),
+        ('listen_pg_addr="[::]:64000"', "pg_auth_type"),
         ('log_format="xml"', "xml"),
         ("tenant_config.compaction_threshold=0", "compaction_threshold"),
         ("id=-1", "id"),
