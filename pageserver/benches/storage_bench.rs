@@ -690,10 +690,6 @@ fn main() {
     // Per round: the put run's machine CPU seconds, its compression's, its
     // writes' (at the writeback floor's cost per byte), and the rest.
     let mut cpu_split: Vec<[f64; 4]> = Vec::new();
-    // Per round: the put rate the put run's machine CPU allows at best,
-    // spread over every core with no idle time.
-    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let mut cpu_bound = Vec::new();
     let mut last = None;
     for run in 1..=repeat {
         // No page cache of the last run's deleted files is still being freed.
@@ -722,7 +718,6 @@ fn main() {
         if let (Some(put), Some(z), Some(f)) = (r.machine_cpu, zstd_cpu, wb_cpu) {
             let (put, z, f) = (put.as_secs_f64(), z.as_secs_f64(), f.as_secs_f64());
             cpu_split.push([put, z, wa * f, put - z - wa * f]);
-            cpu_bound.push(mib(logical) / (put / cores));
         }
         rates.push(put_rate);
         was.push(wa);
@@ -747,7 +742,16 @@ fn main() {
     // Each round's compression-only rate and CPU bound over its fastest floor.
     let over_fastest = |nums: &[f64]| per_round(nums, &fastest);
     let zstd_over_fastest = over_fastest(&zstd_only);
-    let bound_over_fastest = (cpu_bound.len() == repeat).then(|| over_fastest(&cpu_bound));
+    // Per round: the put rate the put run's machine CPU allows at best,
+    // spread over every core with no idle time.
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let bound_over_fastest = (cpu_split.len() == repeat).then(|| {
+        let cpu_bound: Vec<f64> = cpu_split
+            .iter()
+            .map(|[put, ..]| mib(logical) / (put / cores))
+            .collect();
+        over_fastest(&cpu_bound)
+    });
     let (floor_end, floor_8m) = (Spread::of(at_end), Spread::of(every_8m));
     let floor_wb = Spread::of(writeback);
     let zstd_floor = Spread::of(zstd_only);
