@@ -3,7 +3,7 @@
 //! `checkpoint`, `compact` and `do_gc`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 use utils::id::TimelineId;
@@ -15,7 +15,8 @@ use super::timeline::Timeline;
 use super::{blocking, Tenant};
 use crate::metrics;
 
-/// How often the loop looks for work when compaction and GC periods are long.
+/// How often the loop looks for work when compaction and GC periods are long
+/// (at once after a compaction that left its threshold of L0 layers behind).
 const LOOP_TICK: Duration = Duration::from_millis(200);
 /// How often layers are checked against `evictions_low_residence`.
 const EVICTION_CHECK_PERIOD: Duration = Duration::from_secs(1);
@@ -46,13 +47,23 @@ impl Tenant {
         let mut since_compaction = Duration::ZERO;
         let mut since_gc = Duration::ZERO;
         let mut since_eviction = Duration::ZERO;
+        let mut last_pass = Instant::now();
+        // A timeline whose L0 layers reached the threshold again while it was
+        // being compacted: its writers are about to be throttled, so the
+        // next pass starts at once instead of a tick later.
+        let mut behind = false;
         loop {
+            let pause = if behind { Duration::ZERO } else { LOOP_TICK };
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                _ = tokio::time::sleep(LOOP_TICK) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
-            since_compaction += LOOP_TICK;
-            since_gc += LOOP_TICK;
+            behind = false;
+            let elapsed = last_pass.elapsed();
+            last_pass = Instant::now();
+            since_compaction += elapsed;
+            since_gc += elapsed;
+            since_eviction += elapsed;
             let conf = self.effective_config();
             let threshold = conf.compaction_threshold.unwrap_or(10) as usize;
             for timeline in self.list_timelines() {
@@ -69,7 +80,7 @@ impl Tenant {
                 if due && !self.cancel.is_cancelled() {
                     let id = timeline.timeline_id;
                     match self.on_timeline(id, |tl| tl.compact_blocking(false)).await {
-                        Ok(_) => {}
+                        Ok(_) => behind |= timeline.l0_count() >= threshold,
                         Err(e) if self.cancel.is_cancelled() => {
                             tracing::info!(tenant_id = %self.tenant_id, timeline_id = %id, "compaction stopped: {e}")
                         }
@@ -85,7 +96,6 @@ impl Tenant {
                     }
                 }
             }
-            since_eviction += LOOP_TICK;
             if since_eviction >= EVICTION_CHECK_PERIOD {
                 since_eviction = Duration::ZERO;
                 if let Some(threshold) = conf.evictions_low_residence.filter(|d| !d.is_zero()) {
