@@ -406,7 +406,7 @@ fn compaction_loop(tl: &Timeline, stop: &Receiver<()>) -> CompactionTotals {
             let started = Instant::now();
             let s = tl.compact_blocking(false).expect("background compaction");
             totals.add(&s, started.elapsed());
-            behind = tl.l0_count() >= threshold;
+            behind = s.l0_merged > 0 && tl.l0_count() >= threshold;
         }
         if since >= period {
             since = Duration::ZERO;

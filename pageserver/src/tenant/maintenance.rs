@@ -80,7 +80,10 @@ impl Tenant {
                 if due && !self.cancel.is_cancelled() {
                     let id = timeline.timeline_id;
                     match self.on_timeline(id, |tl| tl.compact_blocking(false)).await {
-                        Ok(_) => behind |= timeline.l0_count() >= threshold,
+                        // Only a run that merged something: no spinning on one that cannot.
+                        Ok(stats) => {
+                            behind |= stats.l0_merged > 0 && timeline.l0_count() >= threshold
+                        }
                         Err(e) if self.cancel.is_cancelled() => {
                             tracing::info!(tenant_id = %self.tenant_id, timeline_id = %id, "compaction stopped: {e}")
                         }
