@@ -133,11 +133,7 @@ impl Timeline {
             .collect::<Result<Vec<_>, _>>()?;
         let count = new_readers.len();
         let old_names: Vec<LayerName> = l0.iter().map(|d| d.layer_name()).collect();
-        let (added, removed) = self
-            .layers
-            .write()
-            .expect("layers lock poisoned")
-            .replace_files(&old_names, new_readers);
+        let (added, removed) = self.replace_layer_files(&old_names, new_readers);
         if let Some(remote) = self.remote_client() {
             for layer in added {
                 remote.schedule_layer_upload(layer);
@@ -317,11 +313,7 @@ impl Timeline {
         }
         let (_, path) = writer.finish(range.end)?;
         let reader = Arc::new(LayerReader::open(&path)?);
-        let (added, _) = self
-            .layers
-            .write()
-            .expect("layers lock poisoned")
-            .replace_files(&[], vec![reader]);
+        let (added, _) = self.replace_layer_files(&[], vec![reader]);
         if let Some(remote) = self.remote_client() {
             for layer in added {
                 remote.schedule_layer_upload(layer);

@@ -129,11 +129,7 @@ impl Timeline {
             doomed
         };
         if !doomed.is_empty() {
-            let (_, removed) = self
-                .layers
-                .write()
-                .expect("layers lock poisoned")
-                .replace_files(&doomed, Vec::new());
+            let (_, removed) = self.replace_layer_files(&doomed, Vec::new());
             if let Some(remote) = self.remote_client() {
                 remote.schedule_unlink(doomed.clone());
                 remote.schedule_index_upload(self.metadata());

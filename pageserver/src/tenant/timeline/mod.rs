@@ -67,6 +67,12 @@ struct TimelineLocks {
     compaction: Mutex<()>,
     /// One GC at a time; branch creation takes the parent's to pin its point.
     gc: Mutex<()>,
+    /// Held while a throttled writer checks the L0 count and while layers
+    /// leaving the map are announced on `layers_removed`, so that the
+    /// writer misses no wake-up.
+    l0_wait: Mutex<()>,
+    /// Notified when compaction or GC removed layers from the map.
+    layers_removed: std::sync::Condvar,
 }
 
 /// One timeline of a tenant. Owns a cancellation token (a child of its

@@ -738,3 +738,86 @@ fn waiters_for_an_lsn_always_wake() {
     }
     assert_eq!(tl.last_record_lsn(), lsn);
 }
+
+/// With background compaction on, a write that freezes a layer while
+/// 2 x `compaction_threshold` L0 layers exist waits (the L0 throttle), and
+/// goes on once a compaction merges them, long before the throttle's cap.
+/// With it off, nothing would merge them, so nothing waits.
+#[test]
+fn writers_wait_for_compaction_while_l0_layers_pile_up() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::write::L0_THROTTLE_LIMIT;
+
+    for compaction_on in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = conf();
+        {
+            let mut c = c.write().unwrap();
+            c.compaction_threshold = Some(2);
+            c.compaction_period = Some(if compaction_on {
+                Duration::from_secs(3600)
+            } else {
+                Duration::ZERO
+            });
+        }
+        let tl = new_root(dir.path(), &c);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut model = Model::default();
+        let mut lsn = Lsn(0x100);
+        // Four L0 layers: the throttle's limit at a threshold of 2.
+        for _ in 0..4 {
+            lsn += 8;
+            put_batch(&tl, &mut model, &mut rng, lsn);
+            tl.checkpoint_blocking().unwrap();
+        }
+        assert_eq!(tl.l0_count(), 4);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (tl, done) = (&tl, &done);
+            let writer = s.spawn(move || {
+                // No flush loop runs: the layer frozen by the last write
+                // stays frozen, and the L0 count stays at 4.
+                while tl.layers.read().unwrap().frozen.is_empty() {
+                    lsn += 8;
+                    put_batch(tl, &mut model, &mut rng, lsn);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            let started = Instant::now();
+            if compaction_on {
+                while tl.layers.read().unwrap().frozen.is_empty() {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "no layer froze"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(
+                    !done.load(Ordering::SeqCst),
+                    "the write that froze a layer over 4 L0 layers did not wait"
+                );
+                let compacting = Instant::now();
+                let stats = tl.compact_blocking(false).unwrap();
+                assert_eq!(stats.l0_merged, 4, "{stats:?}");
+                writer.join().unwrap();
+                assert!(
+                    compacting.elapsed() < L0_THROTTLE_LIMIT / 2,
+                    "the writer went on only at the throttle's cap: {:?}",
+                    compacting.elapsed()
+                );
+            } else {
+                writer.join().unwrap();
+                assert!(
+                    started.elapsed() < L0_THROTTLE_LIMIT / 2,
+                    "the writer waited with background compaction off: {:?}",
+                    started.elapsed()
+                );
+                assert_eq!(tl.l0_count(), 4, "nothing merged the L0 layers");
+            }
+            assert!(done.load(Ordering::SeqCst));
+        });
+    }
+}

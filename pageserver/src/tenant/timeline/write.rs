@@ -13,10 +13,12 @@ use pageserver_api::value::Value;
 use utils::lsn::Lsn;
 
 use super::image_cache::IMAGE_CACHE;
+use super::layer::Layer;
 use super::layers::FrozenLayer;
 use super::{unix_now, RecordLsn, Timeline};
 use crate::tenant::storage_layer::inmemory_layer::InMemoryLayer;
 use crate::tenant::storage_layer::layer_file::LayerReader;
+use crate::tenant::storage_layer::LayerName;
 
 /// Longest a writer waits for compaction per frozen layer.
 pub const L0_THROTTLE_LIMIT: Duration = Duration::from_secs(10);
@@ -194,6 +196,26 @@ impl Timeline {
         Ok(())
     }
 
+    /// Swaps layer files in the map in one step (compaction, GC) and wakes
+    /// writers waiting for fewer L0 layers. Returns the new layers and the
+    /// removed ones.
+    pub(super) fn replace_layer_files(
+        &self,
+        remove: &[LayerName],
+        add: Vec<Arc<LayerReader>>,
+    ) -> (Vec<Arc<Layer>>, Vec<Arc<Layer>>) {
+        let swapped = self
+            .layers
+            .write()
+            .expect("layers lock poisoned")
+            .replace_files(remove, add);
+        if !remove.is_empty() {
+            let _announcing = self.locks.l0_wait.lock().expect("L0 wait lock poisoned");
+            self.locks.layers_removed.notify_all();
+        }
+        swapped
+    }
+
     /// Makes a frozen layer's ephemeral file its L0 delta layer file, in
     /// place: the values, page images already compressed, are not copied.
     pub(super) fn write_l0(&self, layer: &InMemoryLayer) -> anyhow::Result<LayerReader> {
@@ -213,12 +235,21 @@ impl Timeline {
         }
         let limit = 2 * conf.compaction_threshold.unwrap_or(10) as usize;
         let started = std::time::Instant::now();
+        let mut waiting = self.locks.l0_wait.lock().expect("L0 wait lock poisoned");
         while self.l0_count() >= limit.max(2) && started.elapsed() < L0_THROTTLE_LIMIT {
             if self.cancel.is_cancelled() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Woken as soon as compaction replaces L0 layers; the timeout
+            // notices cancellation.
+            waiting = self
+                .locks
+                .layers_removed
+                .wait_timeout(waiting, Duration::from_millis(20))
+                .expect("L0 wait lock poisoned")
+                .0;
         }
+        drop(waiting);
         let waited = started.elapsed();
         if waited >= Duration::from_millis(20) {
             crate::metrics::INGEST_THROTTLE_SECONDS.inc_by(waited.as_secs_f64());
